@@ -1,0 +1,29 @@
+"""Validation of model inputs (token ids, attention mask, token types) shared by both models."""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import ModelConfig
+
+
+def check_inputs(config: ModelConfig, ids, mask=None, types=None):
+    """Return (ids, mask, types) as 2-D int64 / bool arrays (B, S), or raise ValueError with the reason."""
+    ids = np.asarray(ids)
+    if ids.ndim == 1:
+        ids = ids[None, :]
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"token ids must be a non-empty sequence or a (batch, seq) array, not shape {ids.shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError("token ids must be integers")
+    b, s = ids.shape
+    if s > config.max_position:
+        raise ValueError(f"sequence of {s} tokens is longer than the model's max_position {config.max_position}")
+    if ids.min() < 0 or ids.max() >= config.vocab_size:
+        raise ValueError(f"token ids must lie in [0, {config.vocab_size}), got [{ids.min()}, {ids.max()}]")
+    mask = np.ones((b, s), dtype=bool) if mask is None else np.asarray(mask).reshape(b, s).astype(bool)
+    if not mask.any(axis=1).all():
+        raise ValueError("attention mask: every sequence needs at least one unmasked token")
+    types = np.zeros((b, s), dtype=np.int64) if types is None else np.asarray(types, dtype=np.int64).reshape(b, s)
+    if types.min() < 0 or types.max() >= config.type_vocab:
+        raise ValueError(f"token type ids must lie in [0, {config.type_vocab})")
+    return ids.astype(np.int64), mask, types

@@ -1,0 +1,18 @@
+"""Shared fixtures: small seeded random artifacts (no downloads needed)."""
+import numpy as np
+import pytest
+
+from golden.random_artifact import random_artifact
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts():
+    """Tiny random artifacts at every activation width: {bits: Artifact}."""
+    return {bits: random_artifact("tiny", seed=10 + bits, act_bits=bits) for bits in (1, 2, 4, 8)}
+
+
+@pytest.fixture
+def rng(request):
+    seed = abs(hash(request.node.name)) % (2**32)
+    print(f"seed={seed}")
+    return np.random.default_rng(seed)
