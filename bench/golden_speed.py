@@ -16,6 +16,10 @@ BERT-base: 12 layers, hidden 768, 12 heads, FFN 3072), sequence length 128, batc
     the golden median. Building the random artifact is not timed.
 
 torch uses as many threads as the machine has cores (recorded with the results).
+Each timed call is preceded by a short idle pause (--pause, default 0.3 s): after a
+call, OpenBLAS (numpy) and OpenMP (torch) worker threads keep spinning for a while,
+and without the pause they steal the cores from the other library's next call
+(measured here: torch up to ~2x slower right after a golden forward), biasing the ratio.
 """
 from __future__ import annotations
 
@@ -48,7 +52,8 @@ HEADER = ["shape", "seq", "golden blas median s", "float32 torch median s", "rat
           "goal (<= 2x) met", "packed path s", "load s"]
 
 
-def timed(fn) -> float:
+def timed(fn, pause: float = 0.0) -> float:
+    time.sleep(pause)  # let the other library's spinning threads park
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
@@ -62,7 +67,7 @@ def float_model(cfg, seed: int) -> BertModel:
     return BertModel(bc, add_pooling_layer=True).float().eval()
 
 
-def bench_shape(name: str, seq: int, batch: int, reps: int, seed: int, packed: bool) -> dict:
+def bench_shape(name: str, seq: int, batch: int, reps: int, seed: int, packed: bool, pause: float) -> dict:
     art = random_artifact(name, seed=seed)
     cfg = art.config
     rng = np.random.default_rng(seed + 1)
@@ -71,7 +76,7 @@ def bench_shape(name: str, seq: int, batch: int, reps: int, seed: int, packed: b
     t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
 
     golden = IntegerModel(art, path="blas")
-    first = timed(lambda: golden.forward(ids, mask))          # unpacks the weights once
+    first = timed(lambda: golden.forward(ids, mask), pause)          # unpacks the weights once
     fmodel = float_model(cfg, seed)
 
     def run_float():
@@ -81,10 +86,10 @@ def bench_shape(name: str, seq: int, batch: int, reps: int, seed: int, packed: b
     run_float()                                                # warm-up
     g_times, f_times = [], []
     for _ in range(reps):                                      # A B A B ...
-        g_times.append(timed(lambda: golden.forward(ids, mask)))
-        f_times.append(timed(run_float))
+        g_times.append(timed(lambda: golden.forward(ids, mask), pause))
+        f_times.append(timed(run_float, pause))
     g, f = statistics.median(g_times), statistics.median(f_times)
-    p = timed(lambda: IntegerModel(art, path="packed").forward(ids, mask)) if packed else float("nan")
+    p = timed(lambda: IntegerModel(art, path="packed").forward(ids, mask), pause) if packed else float("nan")
     return {"shape": SHAPES.get(name, name), "seq": seq, "golden": g, "float": f, "ratio": g / f,
             "met": g / f <= GOAL, "packed": p, "load": max(first - g, 0.0),
             "golden_all": g_times, "float_all": f_times}
@@ -121,13 +126,14 @@ def machine() -> str:
     return ", ".join(parts)
 
 
-def section(results: list[dict], command: str, batch: int, reps: int) -> str:
+def section(results: list[dict], command: str, batch: int, reps: int, pause: float) -> str:
     return "\n".join([
         SECTION, "",
         f"Command: `{command}`  ",
         f"Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}  ",
         f"Machine: {machine()}", "",
-        f"Batch {batch}, median of {reps} interleaved repetitions (golden, float, golden, float, ...); "
+        f"Batch {batch}, median of {reps} interleaved repetitions (golden, float, golden, float, ...), "
+        f"each after a {pause} s idle pause (lets OpenBLAS/OpenMP spinning threads park); "
         "random artifacts (act_bits=1) and random token ids, full mask. Goal: golden blas <= 2x float32. "
         "packed: one forward of path=\"packed\". load: first golden forward (weight unpacking) minus the median.",
         "", markdown_table(results), ""])
@@ -155,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions of each model (median)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pause", type=float, default=0.3, help="idle seconds before each timed call")
     ap.add_argument("--no-packed", action="store_true", help="skip the packed-path forward")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--write-results", type=Path, metavar="MD", help="create/replace this bench's section in MD")
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     results = []
     for name in args.shapes:
-        r = bench_shape(name, args.seq, args.batch, args.reps, args.seed, not args.no_packed)
+        r = bench_shape(name, args.seq, args.batch, args.reps, args.seed, not args.no_packed, args.pause)
         print(f"{r['shape']}: golden {[round(t, 3) for t in r['golden_all']]} s, "
               f"float {[round(t, 3) for t in r['float_all']]} s", file=sys.stderr)
         results.append(r)
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(results) if args.markdown else text_table(results))
     if args.write_results:
         command = " ".join(["python", "bench/golden_speed.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
-        write_results(args.write_results, section(results, command, args.batch, args.reps))
+        write_results(args.write_results, section(results, command, args.batch, args.reps, args.pause))
         print(f"wrote {args.write_results}", file=sys.stderr)
     return 0
 
