@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {machine()}")
     print(markdown_table(results) if args.markdown else text_table(results))
     if args.write_results:
-        command = " ".join(["python", "bench/golden_speed.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+        exe = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd() + os.sep) else "python"
+        command = shlex.join([exe, "bench/golden_speed.py", *(sys.argv[1:] if argv is None else argv)])
         write_results(args.write_results, section(results, command, args.batch, args.reps, args.pause))
         print(f"wrote {args.write_results}", file=sys.stderr)
     return 0
