@@ -141,7 +141,9 @@ def rshift_round(x: np.ndarray, s: int) -> np.ndarray:
     s = int(s)
     if s <= 0:
         return x << np.int64(-s)
-    return (x + np.int64(1 << (s - 1))) >> np.int64(s)
+    y = x + np.int64(1 << (s - 1))
+    y >>= np.int64(s)
+    return y
 
 
 def saturate(x: np.ndarray, lo, hi) -> np.ndarray:

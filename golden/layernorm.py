@@ -51,17 +51,19 @@ def layernorm(x: np.ndarray, gamma_q: np.ndarray, beta_q: np.ndarray, eps_q: int
     x = np.asarray(x, dtype=np.int64)
     h = x.shape[-1]
     s1 = x.sum(axis=-1, keepdims=True)
-    s2 = (x * x).sum(axis=-1, keepdims=True)
+    xf = x.astype(np.float64)                      # |x| < 2**15: x*x and the row sum are exact in float64
+    s2 = np.einsum("...i,...i->...", xf, xf)[..., None].astype(np.int64)
     v = np.maximum(h * s2 - s1 * s1 + np.int64(eps_q), 1)
     d = h * x - s1
     r, s = rsqrt_fixed(v)
-    n = np.empty_like(d)
-    for shift in np.unique(s):  # shift differs per row
-        rows = (s == shift)[..., 0]
-        n[rows] = rshift_round(d[rows] * r[rows], RSQRT_Q + int(shift) - fmt.ln_norm_frac)
-    lo, hi = residual_range()
-    y = rshift_round(n * np.asarray(gamma_q, dtype=np.int64), fmt.ln_norm_frac + fmt.gamma_frac - fmt.residual_frac)
-    y = np.clip(y + np.asarray(beta_q, dtype=np.int64), lo, hi)
+    shift = RSQRT_Q + s - fmt.ln_norm_frac          # per row, always > 0 (RSQRT_Q > ln_norm_frac)
+    n = d * r                                       # in-place steps below: same integers, fewer temporaries
+    n += np.int64(1) << (shift - 1)
+    n >>= shift                                     # n = rshift_round(d * r, shift)
+    y = n * np.asarray(gamma_q, dtype=np.int64)
+    y = rshift_round(y, fmt.ln_norm_frac + fmt.gamma_frac - fmt.residual_frac)
+    y += np.asarray(beta_q, dtype=np.int64)
+    np.clip(y, *residual_range(), out=y)
     if return_parts:
         return y, {"sum": s1[..., 0], "var": v[..., 0], "rsqrt": r[..., 0], "rsqrt_shift": s[..., 0], "norm": n}
     return y

@@ -24,8 +24,10 @@ from .threshold import bits_to_codes, threshold
 class IntegerModel:
     """Integer BiT encoder. `path` picks how dot products are computed: "blas" or "packed".
 
-    Both paths give identical integers; "packed" uses the stored packed bits and n_neg
-    constants (xnor-popcount), "blas" unpacked +-1 matrices and floating-point BLAS.
+    Both paths give identical integers. "packed" uses the stored packed bits and n_neg
+    constants (xnor-popcount, int64 throughout). "blas" keeps codes and accumulators as
+    float32 holding exact small integers (every bound is checked to stay below 2**24) and
+    converts to int64 where the arithmetic needs it (requantization, LayerNorm, softmax).
     """
 
     def __init__(self, artifact: Artifact, path: str = "blas"):
@@ -35,22 +37,26 @@ class IntegerModel:
         self.cfg = artifact.config
         self.fmt = artifact.numerics
         self.path = path
-        self._pm1: dict[str, np.ndarray] = {}
+        self._w: dict[str, np.ndarray] = {}     # blas: +-1 weights as float32 (K, N), unpacked once
+        self._thr: dict[tuple, np.ndarray] = {}  # 1-bit sites: thresholds in the accumulator's dtype
 
     # ------------------------------------------------------------------ primitives
-    def _weights_pm1(self, lin: str) -> np.ndarray:
-        if lin not in self._pm1:
+    def _weights(self, lin: str) -> np.ndarray:
+        if lin not in self._w:
             k = self.cfg.linear_shape(lin.rsplit(".", 1)[-1])[1]
-            self._pm1[lin] = unpack_pm1(self.art[f"{lin}.bits"], k).astype(np.float32)
-        return self._pm1[lin]
+            self._w[lin] = np.ascontiguousarray(unpack_pm1(self.art[f"{lin}.bits"], k).T.astype(np.float32))
+        return self._w[lin]
 
     def linear(self, lin: str, x: np.ndarray, bits: int, signed: bool) -> np.ndarray:
-        """Codes x (..., K) times binary weights of `lin` -> accumulators (..., N) int64."""
+        """Codes x (..., K) times binary weights of `lin` -> accumulators (..., N)."""
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         k = shape[-1]
         if self.path == "blas":
-            acc = blas_matmul(x2, self._weights_pm1(lin), code_max_abs(bits, signed), 1)
+            if k * code_max_abs(bits, signed) < 1 << 24:
+                acc = x2.astype(np.float32, copy=False) @ self._weights(lin)
+            else:  # float64 is exact below 2**53
+                acc = x2.astype(np.float64) @ self._weights(lin).astype(np.float64)
         else:
             w = self.art[f"{lin}.bits"]
             nneg = self.art[f"{lin}.n_neg"].astype(np.int64)
@@ -62,15 +68,30 @@ class IntegerModel:
         return acc.reshape(shape[:-1] + (acc.shape[-1],))
 
     def quantize(self, site: str, acc: np.ndarray) -> np.ndarray:
-        """Accumulator (or residual) -> activation codes of a site (threshold or requant)."""
+        """Accumulator (or residual) -> activation codes of a site (threshold or requant).
+
+        Codes come back as float32 on the blas path, int64 on the packed path.
+        """
         a = self.art
         if a.quant[site] == 1:
-            return bits_to_codes(threshold(acc, a[f"{site}.thr"]), site_signed(site))
-        return requantize(acc, a[f"{site}.rq_m"], a[f"{site}.rq_b"], a[f"{site}.rq_s"], a[f"{site}.rq_lo"], a[f"{site}.rq_hi"])
+            if self.path == "packed":
+                return bits_to_codes(threshold(acc, a[f"{site}.thr"]), site_signed(site))
+            key = (site, acc.dtype.kind)
+            if key not in self._thr:  # thresholds in the accumulator's own type (float32 is exact below 2**24)
+                self._thr[key] = a[f"{site}.thr"].astype(np.float32 if acc.dtype.kind == "f" else np.int64)
+            codes = (acc >= self._thr[key]).astype(np.float32)               # == bits_to_codes(threshold(...))
+            if site_signed(site):
+                codes *= 2.0
+                codes -= 1.0
+            return codes
+        codes = requantize(np.asarray(acc).astype(np.int64), a[f"{site}.rq_m"], a[f"{site}.rq_b"], a[f"{site}.rq_s"],
+                           a[f"{site}.rq_lo"], a[f"{site}.rq_hi"])
+        return codes.astype(np.float32) if self.path == "blas" else codes
 
     def residual(self, name: str, acc: np.ndarray) -> np.ndarray:
         a = self.art
-        return requantize(acc, a[f"{name}.rq_m"], a[f"{name}.rq_b"], a[f"{name}.rq_s"], a[f"{name}.rq_lo"], a[f"{name}.rq_hi"])
+        return requantize(np.asarray(acc).astype(np.int64), a[f"{name}.rq_m"], a[f"{name}.rq_b"], a[f"{name}.rq_s"],
+                          a[f"{name}.rq_lo"], a[f"{name}.rq_hi"])
 
     def layernorm(self, name: str, x: np.ndarray) -> np.ndarray:
         a = self.art
@@ -100,17 +121,18 @@ class IntegerModel:
             _keep(keep, f"{pre}.{lin}.out", codes[lin])
         q, k, v = (codes[n].reshape(b, s, nh, d).transpose(0, 2, 1, 3) for n in ("q", "k", "v"))
         bq, bk, bv, bp = (a.quant[f"{pre}.{n}"] for n in ("q.out", "k.out", "v.out", "probs"))
-        scores = self._batched(q, bq, True, k, bk, True)                     # (B, nh, S, S)
+        scores = self._batched(q, bq, True, k, bk, True)                     # (B, nh, S, S) exact ints
         e, total = softmax_exp(scores, valid[:, None, None, :], a[f"{pre}.softmax.exp_lut"])
         if bp == 1:
-            probs = softmax_binarize(e, total, int(a[f"{pre}.probs.theta"]), self.fmt).astype(np.int64)
+            bits = softmax_binarize(e, total, int(a[f"{pre}.probs.theta"]), self.fmt)
+            probs = bits.astype(np.float32 if self.path == "blas" else np.int64)
         else:
             recip = softmax_reciprocal(total, self.fmt)
             p = softmax_probs(e, recip, self.fmt)
             probs = self.quantize(f"{pre}.probs", p[..., None])[..., 0]
             _keep(keep, f"{pre}.recip", recip)
             _keep(keep, f"{pre}.p", p)
-        ctx = self._batched(probs, bp, False, v.transpose(0, 1, 3, 2), bv, True)  # (B, nh, S, d)
+        ctx = self._batched(probs, bp, False, v.transpose(0, 1, 3, 2), bv, True)  # (B, nh, S, d) exact ints
         ctx = ctx.transpose(0, 2, 1, 3).reshape(b, s, nh * d)
         for name, val in (("scores", scores), ("exp", e), ("exp_sum", total[..., 0]), ("probs", probs), ("ctx.acc", ctx)):
             _keep(keep, f"{pre}.{name}", val)
@@ -119,7 +141,9 @@ class IntegerModel:
     def _batched(self, x, xb, xs, y, yb, ys) -> np.ndarray:
         """Exact code products over leading batch axes: out[..., m, n] = sum_k x[..., m, k] y[..., n, k]."""
         if self.path == "blas":
-            return blas_matmul(x, y, code_max_abs(xb, xs), code_max_abs(yb, ys))
+            if x.shape[-1] * code_max_abs(xb, xs) * code_max_abs(yb, ys) >= 1 << 24:
+                return blas_matmul(x, y, code_max_abs(xb, xs), code_max_abs(yb, ys))   # float64, exact
+            return np.matmul(x.astype(np.float32, copy=False), np.swapaxes(y, -1, -2).astype(np.float32, copy=False))
         out = np.empty(x.shape[:-1] + (y.shape[-2],), dtype=np.int64)
         for idx in np.ndindex(*x.shape[:-2]):
             out[idx] = code_matmul(x[idx], xb, xs, y[idx], yb, ys, path="packed")

@@ -16,5 +16,7 @@ from .formats import rshift_round
 
 def requantize(acc: np.ndarray, m: int, b: np.ndarray, s: int, lo, hi) -> np.ndarray:
     """acc (..., N) int64 -> int64 (..., N); widths: see formats.requant_product_bits."""
-    x = np.asarray(acc, dtype=np.int64) * np.int64(m) + np.asarray(b, dtype=np.int64)
-    return np.clip(rshift_round(x, s), lo, hi)
+    x = np.asarray(acc, dtype=np.int64) * np.int64(m)
+    x += np.asarray(b, dtype=np.int64)
+    y = rshift_round(x, int(s))
+    return np.clip(y, lo, hi, out=y)
