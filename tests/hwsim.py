@@ -27,15 +27,19 @@ async def stream_get(ctx, port, rng: np.random.Generator | None = None, stall: f
 
 
 def run(dut, *testbenches, deadline_cycles: int = 200_000, vcd: str | None = None) -> None:
-    """Run testbenches on `dut` with a 1 MHz clock; fail instead of hanging after `deadline_cycles`."""
+    """Run testbenches on `dut` with a 1 MHz clock until they finish; fail after `deadline_cycles` (hung DUT)."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     for tb in testbenches:
         sim.add_testbench(tb)
+
+    async def watchdog(ctx):
+        await ctx.tick().repeat(deadline_cycles)
+        raise AssertionError(f"simulation still busy after {deadline_cycles} cycles (hung DUT?)")
+
+    sim.add_testbench(watchdog, background=True)  # background: does not keep the simulation alive
     if vcd:
         with sim.write_vcd(vcd):
-            sim.run_until(deadline_cycles * 1e-6)
+            sim.run()
     else:
-        sim.run_until(deadline_cycles * 1e-6)
-    # run_until returns when the deadline passes even if benches are still waiting
-    assert not sim.advance(), f"simulation still busy after {deadline_cycles} cycles (hung DUT?)"
+        sim.run()
