@@ -45,18 +45,23 @@ class FloatModel:
                  calibrate: Callable[[str, np.ndarray], None] | None = None):
         self.cfg, self.quant, self.t, self.calibrate = config, quant, tensors, calibrate
 
-    def q(self, site: str, x: np.ndarray) -> np.ndarray:
-        """Quantize real values at a site -> real values alpha * code."""
+    def q(self, site: str, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """Quantize real values at a site -> (alpha, codes); the real value is alpha * codes.
+
+        Products are formed as (exact integer sums of codes) * scales, so a sum that is exactly
+        zero stays zero and ties resolve as in the integer model, whatever the summation order.
+        """
         if self.calibrate is not None:
             self.calibrate(site, x)
         alpha = float(self.t[f"{site}.alpha"])
         beta = self.t[f"{site}.beta"].astype(np.float64) if site_has_beta(site) else 0.0
-        return alpha * quantize_float(x, alpha, beta, self.quant[site], site_signed(site))
+        return alpha, quantize_float(x, alpha, beta, self.quant[site], site_signed(site))
 
-    def linear(self, lin: str, x: np.ndarray) -> np.ndarray:
+    def linear(self, lin: str, x: tuple[float, np.ndarray]) -> np.ndarray:
+        alpha, codes = x
         k = self.cfg.linear_shape(lin.rsplit(".", 1)[-1])[1]
-        w = unpack_pm1(self.t[f"{lin}.bits"], k).astype(np.float64) * float(self.t[f"{lin}.scale"])
-        return x @ w.T + self.t[f"{lin}.bias"].astype(np.float64)
+        w = unpack_pm1(self.t[f"{lin}.bits"], k).astype(np.float64)
+        return (alpha * float(self.t[f"{lin}.scale"])) * (codes @ w.T) + self.t[f"{lin}.bias"].astype(np.float64)
 
     def ln(self, name: str, x: np.ndarray) -> np.ndarray:
         return layernorm_float(x, self.t[f"{name}.gamma"].astype(np.float64), self.t[f"{name}.beta"].astype(np.float64),
@@ -75,13 +80,16 @@ class FloatModel:
         qkv = {}
         for lin in ("q", "k", "v"):
             val = self.linear(f"{pre}.{lin}", self.q(f"{pre}.{lin}.in", h))
-            qkv[lin] = self.q(f"{pre}.{lin}.out", val).reshape(b, s, nh, d).transpose(0, 2, 1, 3)
-        scores = qkv["q"] @ qkv["k"].transpose(0, 1, 3, 2) / math.sqrt(d)
+            alpha, codes = self.q(f"{pre}.{lin}.out", val)
+            qkv[lin] = alpha, codes.reshape(b, s, nh, d).transpose(0, 2, 1, 3)
+        (aq, cq), (ak, ck), (av, cv) = qkv["q"], qkv["k"], qkv["v"]
+        scores = (aq * ak / math.sqrt(d)) * (cq @ ck.transpose(0, 1, 3, 2))
         scores = np.where(valid[:, None, None, :], scores, -np.inf)
         scores = scores - scores.max(axis=-1, keepdims=True)
         p = np.exp(scores)
         p = p / p.sum(axis=-1, keepdims=True)
-        ctx = (self.q(f"{pre}.probs", p) @ qkv["v"]).transpose(0, 2, 1, 3).reshape(b, s, nh * d)
+        ap, cp = self.q(f"{pre}.probs", p)
+        ctx = (ap * av) * (cp @ cv).transpose(0, 2, 1, 3).reshape(b, s, nh * d)
         y = self.linear(f"{pre}.o", self.q(f"{pre}.o.in", ctx))
         h1 = self.ln(f"{pre}.ln1", y + h)
         f = np.maximum(self.linear(f"{pre}.ffn1", self.q(f"{pre}.ffn1.in", h1)), 0.0)

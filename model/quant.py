@@ -1,0 +1,365 @@
+"""BiT quantizers: pure autograd functions with straight-through gradients, and small modules.
+
+Layering (like Brevitas, without its indirection): the `torch.autograd.Function`s below
+are the quantizers with their STE gradients; `ActQuantizer`, `BitLinear` and
+`BitEmbedding` are the modules a model is built from; `quantized_linear` /
+`quantized_matmul` compute a binary matmul either as fake-quant (training) or as an exact
+integer sum times one scale (eval), the way golden folds it.
+
+Notation: x the real input, alpha > 0 the scale (a scalar), beta the threshold (one per
+feature of the last axis, or none), z = (x - beta) / alpha, g the incoming gradient.
+The forward values are exactly golden's float semantics (`golden.reference.quantize_float`):
+
+=====================  =========================================  ==================================
+quantizer              forward: alpha * code with code =           STE gradients (per element)
+=====================  =========================================  ==================================
+signed, 1 bit          +1 if x - beta >= 0 else -1  (Eq. 12)       dx = g * 1{|z| <= 1}
+(`SignedBinary`)       (sign(0) = +1)                              dalpha = g * code          (Eq. 13)
+                                                                   dbeta = -g * 1{|z| <= 1}
+unsigned, 1 bit        floor(z + 1/2) clipped to {0, 1}, i.e.      dx = g * 1{0 <= z <= 1}
+(`UnsignedBinary`)     1{z >= 1/2}  (Eq. 7/9)                      dalpha = g * (0 if z < 0; code - z if
+                                                                     0 <= z < 1; 1 if z >= 1)  (Eq. 10)
+                                                                   dbeta = -g * 1{0 <= z < 1}  (Eq. 11)
+b bits (2, 4, 8)       clamp(floor(z + 1/2), Qn, Qp)               dx = g * 1{Qn <= z <= Qp}
+(`MultiBit`, LSQ)      signed: Qn = -2^(b-1), Qp = 2^(b-1) - 1     dalpha = g * (code - z inside,
+                       unsigned: Qn = 0, Qp = 2^b - 1                Qn below, Qp above)    (LSQ)
+                                                                   dbeta = -dx
+=====================  =========================================  ==================================
+
+dalpha and dbeta are summed over the broadcast axes (all axes for alpha, all but the
+last for beta). Derivations, all as the STE of the clipped linear function
+y = alpha * Clip(z, lo, hi) with the rounding's derivative taken as 1:
+
+* signed 1 bit: dy/dx = 1{|z| <= 1} and dy/dbeta = alpha * (-1/alpha) * 1{|z| <= 1}
+  = -1{|z| <= 1} (the signed analogue of Eq. 11; no factor alpha). For alpha the paper
+  (Eq. 13) ignores the scale inside Sign and uses the binary value itself,
+  dy/dalpha = sign(x - beta).
+* unsigned 1 bit: Eq. 10 is code + alpha * dClip(z, 0, 1)/dalpha = code - z on the active
+  range, so inside it equals LSQ's round(z) - z with Qn = 0, Qp = 1. The active range of
+  Eq. 10/11 is the half-open [0, 1) (z = 1 is the "x >= alpha + beta" branch); dx uses the
+  closed [0, 1], the clip range of Eq. 9. They differ only at z == 1 exactly (dx = g there,
+  dbeta = 0).
+* multi-bit: LSQ (Esser et al., 2019) without its gradient scale 1/sqrt(numel * Qp):
+  the closed forms unscaled. Adam normalizes a constant gradient scale away (up to its eps).
+
+Rounding: floor(z + 1/2) is round half UP (a tie z = k + 1/2 gives k + 1), like golden and
+the paper's ">= 0.5 -> 1". `torch.round` would round half to even and differ at exact ties.
+
+Weights (`BinarizeWeight`): W_b = mean|W| * sign(W - mean W), sign(0) = +1, one scale per
+matrix (per row for the word embedding); the gradient passes straight through,
+dW = g, with no clipping (BiT Sec. 3.2) and no gradient into the scale or the mean.
+Means and scales are computed in float64 whatever the weight dtype, so the exported sign
+bits and scales are exactly the ones the model used.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Smallest scale alpha used in the forward pass (alpha is clamped to it, here and in export).
+ALPHA_MIN = 1e-5
+#: Activation bit widths: 1, 2, 4, 8 quantize; 32 is the identity (full precision).
+ACT_BITS = (1, 2, 4, 8, 32)
+#: Weight bit widths: 1 binarizes; 32 is full precision.
+WEIGHT_BITS = (1, 32)
+
+
+def code_range(bits: int, signed: bool) -> tuple[int, int]:
+    """(Qn, Qp) of an activation code, as golden.formats.code_range (1-bit signed = {-1, +1})."""
+    if bits not in (1, 2, 4, 8):
+        raise ValueError(f"activation bits must be 1, 2, 4 or 8, not {bits!r}")
+    if signed:
+        return (-1, 1) if bits == 1 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    return 0, (1 << bits) - 1
+
+
+def quant_codes(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor | None, bits: int, signed: bool) -> torch.Tensor:
+    """Integer codes (in x's dtype) of BiT's elastic quantizer; same operations as golden.reference.quantize_float."""
+    z = x if beta is None else x - beta
+    if bits == 1 and signed:
+        return torch.where(z >= 0, 1.0, -1.0).to(x.dtype)
+    lo, hi = code_range(bits, signed)
+    return torch.floor(z / alpha + 0.5).clamp(lo, hi)
+
+
+def _sum_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Sum a broadcast gradient back to the shape of `like` (alpha: (), beta: (C,))."""
+    return grad.sum_to_size(like.shape) if like.dim() else grad.sum()
+
+
+class SignedBinary(torch.autograd.Function):
+    """alpha * sign(x - beta), sign(0) = +1 (Eq. 12); STE gradients of Eq. 13 (see module doc)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, beta):
+        z = x if beta is None else x - beta
+        ctx.save_for_backward(z, alpha, beta)
+        return alpha * quant_codes(z, alpha, None, 1, True)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, alpha, beta = ctx.saved_tensors
+        code = torch.where(z >= 0, 1.0, -1.0).to(g.dtype)
+        active = ((z / alpha).abs() <= 1).to(g.dtype)
+        gx = g * active
+        galpha = _sum_to(g * code, alpha)
+        gbeta = None if beta is None else _sum_to(-gx, beta)
+        return gx, galpha, gbeta
+
+
+class UnsignedBinary(torch.autograd.Function):
+    """alpha * 1{(x - beta)/alpha >= 1/2} (Eq. 9, round half up); gradients of Eq. 10 and 11."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, beta):
+        z = x if beta is None else x - beta
+        ctx.save_for_backward(z, alpha, beta)
+        return alpha * quant_codes(z, alpha, None, 1, False)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, alpha, beta = ctx.saved_tensors
+        u = z / alpha
+        code = torch.floor(u + 0.5).clamp(0, 1)
+        inside = (u >= 0) & (u < 1)                                      # Eq. 10/11: beta <= x < alpha + beta
+        galpha_e = torch.where(inside, code - u, torch.where(u >= 1, 1.0, 0.0).to(u.dtype))
+        gx = g * ((u >= 0) & (u <= 1)).to(g.dtype)
+        galpha = _sum_to(g * galpha_e, alpha)
+        gbeta = None if beta is None else _sum_to(-g * inside.to(g.dtype), beta)
+        return gx, galpha, gbeta
+
+
+class MultiBit(torch.autograd.Function):
+    """alpha * clamp(floor((x - beta)/alpha + 1/2), Qn, Qp) with LSQ gradients (see module doc)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, beta, qn: int, qp: int):
+        z = x if beta is None else x - beta
+        ctx.save_for_backward(z, alpha, beta)
+        ctx.qn, ctx.qp = qn, qp
+        return alpha * torch.floor(z / alpha + 0.5).clamp(qn, qp)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, alpha, beta = ctx.saved_tensors
+        qn, qp = ctx.qn, ctx.qp
+        u = z / alpha
+        code = torch.floor(u + 0.5).clamp(qn, qp)
+        inside = (u >= qn) & (u <= qp)
+        outside = torch.where(u < qn, float(qn), float(qp)).to(u.dtype)
+        galpha_e = torch.where(inside, code - u, outside)
+        gx = g * inside.to(g.dtype)
+        galpha = _sum_to(g * galpha_e, alpha)
+        gbeta = None if beta is None else _sum_to(-gx, beta)
+        return gx, galpha, gbeta, None, None
+
+
+def quantize(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor | None, bits: int, signed: bool) -> torch.Tensor:
+    """BiT's elastic quantizer: alpha * code, with the STE gradients of the matching Function.
+
+    x: (..., C); alpha: () > 0; beta: (C,) or None; bits in 1, 2, 4, 8, 32 (32 = identity).
+    """
+    if bits == 32:
+        return x
+    if bits == 1:
+        return (SignedBinary if signed else UnsignedBinary).apply(x, alpha, beta)
+    qn, qp = code_range(bits, signed)
+    return MultiBit.apply(x, alpha, beta, qn, qp)
+
+
+def weight_signs_scale(w: torch.Tensor, per_row: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signs, scale) of BiT weight binarization, computed in float64 without gradient.
+
+    signs = sign(W - mean W) with sign(0) = +1, shape of w, float64 +-1;
+    scale = mean|W|: shape () per matrix, or (rows, 1) per row (word embedding).
+    """
+    w64 = w.detach().to(torch.float64)
+    if per_row:
+        mean, scale = w64.mean(dim=-1, keepdim=True), w64.abs().mean(dim=-1, keepdim=True)
+    else:
+        mean, scale = w64.mean(), w64.abs().mean()
+    return torch.where(w64 - mean >= 0, 1.0, -1.0).to(torch.float64), scale
+
+
+class BinarizeWeight(torch.autograd.Function):
+    """mean|W| * sign(W - mean W) (per matrix or per row); gradient passes straight through, unclipped."""
+
+    @staticmethod
+    def forward(ctx, w, per_row: bool):
+        signs, scale = weight_signs_scale(w, per_row)
+        return (signs * scale).to(w.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def binarize_weight(w: torch.Tensor, per_row: bool = False) -> torch.Tensor:
+    return BinarizeWeight.apply(w, per_row)
+
+
+def quantized_linear(quantizer: "ActQuantizer", linear: "BitLinear", x: torch.Tensor, exact: bool) -> torch.Tensor:
+    """linear(quantizer(x)), x (..., K) -> (..., N).
+
+    exact=True (eval mode), with a quantizing site and binary weights: computed as golden
+    folds it, v = (alpha * s) * acc + bias with acc = codes . signs an exact integer sum
+    (exact in float32 below 2^24), so a tie acc = 0 gives exactly the bias, as in the
+    integer model. Otherwise the fake-quant product (alpha * codes) . (s * signs), which
+    carries the STE gradients. The two differ only by floating-point rounding; the exact
+    form carries no gradient into the weights.
+    """
+    xq = quantizer(x)
+    if not exact or quantizer.bits == 32 or linear.weight_bits != 1:
+        return linear(xq)
+    alpha = quantizer.effective_alpha().to(xq.dtype)
+    signs, scale = weight_signs_scale(linear.weight)
+    acc = F.linear(torch.round(xq / alpha), signs.to(xq.dtype))
+    y = acc * (alpha * scale.to(xq.dtype))
+    return y if linear.bias is None else y + linear.bias
+
+
+def quantized_matmul(a: torch.Tensor, alpha_a: torch.Tensor, b: torch.Tensor, alpha_b: torch.Tensor) -> torch.Tensor:
+    """a @ b for quantized a = alpha_a * codes_a, b = alpha_b * codes_b, as (alpha_a * alpha_b) * (exact integer product).
+
+    Eval-mode form of P.V (no gradient through the codes)."""
+    alpha_a, alpha_b = alpha_a.to(a.dtype), alpha_b.to(a.dtype)
+    acc = torch.matmul(torch.round(a / alpha_a), torch.round(b / alpha_b))
+    return acc * (alpha_a * alpha_b)
+
+
+class BoolAttention(torch.autograd.Function):
+    """BiBERT's Bi-Attention: 1{score >= 0} in {0, 1} (no softmax); STE gradient g * 1{|score| <= 1}.
+
+    Masked keys must carry score -inf (they give 0 and no gradient). Training-only baseline.
+    """
+
+    @staticmethod
+    def forward(ctx, s):
+        ctx.save_for_backward(s)
+        return (s >= 0).to(s.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (s,) = ctx.saved_tensors
+        return g * (s.abs() <= 1).to(g.dtype)
+
+
+# ----------------------------------------------------------------------------- modules
+class ActQuantizer(nn.Module):
+    """One activation quantization site: learnable scale alpha (scalar) and threshold beta (per feature).
+
+    Parameters
+    ----------
+    bits : 1, 2, 4, 8, or 32 (identity: the full-precision teacher).
+    signed : {-1, +1} / two's complement codes (True) or the {0, 1} / unsigned set (False).
+    channels : length of beta (features of the last axis); 0 = no beta at this site.
+    learn_alpha : alpha is trained (True) or fixed at its first-batch value (False).
+    learn_beta : beta is trained (True) or fixed at 0 (False).
+
+    alpha is initialized lazily from the first batch it sees in training mode (or in
+    `calibrating` mode), from z = x - beta over every element of that batch (padding included,
+    like golden.random_artifact): alpha = mean|z| for signed 1-bit sites (BiT Eq. 6), otherwise
+    the LSQ initialization 2 * mean|z| / sqrt(Qp). In the forward pass alpha is clamped to
+    >= ALPHA_MIN. An eval-mode forward with an uninitialized alpha raises RuntimeError.
+    """
+
+    def __init__(self, bits: int = 32, signed: bool = True, channels: int = 0,
+                 learn_alpha: bool = True, learn_beta: bool = True):
+        super().__init__()
+        if bits not in ACT_BITS:
+            raise ValueError(f"activation bits must be one of {ACT_BITS}, not {bits!r}")
+        self.bits, self.signed = bits, bool(signed)
+        self.alpha = nn.Parameter(torch.tensor(1.0), requires_grad=learn_alpha)
+        self.beta = nn.Parameter(torch.zeros(channels), requires_grad=learn_beta) if channels else None
+        self.register_buffer("initialized", torch.tensor(False))
+        self._ready = False          # python mirror of `initialized` (no device sync per forward)
+        self.calibrating = False
+
+    def extra_repr(self) -> str:
+        beta = 0 if self.beta is None else self.beta.numel()
+        return f"bits={self.bits}, signed={self.signed}, beta={beta}"
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ready = bool(self.initialized)
+
+    def set_bits(self, bits: int) -> None:
+        """Change the bit width; alpha is re-initialized on the next training batch if it changed."""
+        if bits not in ACT_BITS:
+            raise ValueError(f"activation bits must be one of {ACT_BITS}, not {bits!r}")
+        if bits != self.bits:
+            self.bits = bits
+            self.reset_alpha()
+
+    def reset_alpha(self) -> None:
+        """Forget alpha: it is set again from the next batch seen in training/calibration."""
+        self.initialized.fill_(False)
+        self._ready = False
+
+    @torch.no_grad()
+    def init_alpha(self, x: torch.Tensor) -> None:
+        """alpha from statistics of x (see class doc)."""
+        z = x.detach().to(torch.float64)
+        if self.beta is not None:
+            z = z - self.beta.detach().to(torch.float64)
+        mean_abs = float(z.abs().mean())
+        if self.bits == 1 and self.signed:
+            alpha = mean_abs
+        else:
+            alpha = 2.0 * mean_abs / math.sqrt(code_range(self.bits, self.signed)[1])
+        self.alpha.fill_(max(alpha, ALPHA_MIN))
+        self.initialized.fill_(True)
+        self._ready = True
+
+    def effective_alpha(self) -> torch.Tensor:
+        """alpha as used in the forward pass: clamped to >= ALPHA_MIN."""
+        return self.alpha.clamp_min(ALPHA_MIN)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., C) -> alpha * codes, same shape (identity at 32 bits)."""
+        if self.bits == 32:
+            return x
+        if not self._ready:
+            if not (self.training or self.calibrating):
+                raise RuntimeError("quantizer alpha is not initialized: train on a batch or call calibrate() first")
+            self.init_alpha(x)
+        return quantize(x, self.effective_alpha(), self.beta, self.bits, self.signed)
+
+
+class BitLinear(nn.Linear):
+    """nn.Linear whose weight is binarized (weight_bits=1, one scale per matrix) in the forward pass."""
+
+    def __init__(self, in_features: int, out_features: int, weight_bits: int = 32, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        if weight_bits not in WEIGHT_BITS:
+            raise ValueError(f"weight bits must be one of {WEIGHT_BITS}, not {weight_bits!r}")
+        self.weight_bits = weight_bits
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", weight_bits={self.weight_bits}"
+
+    def effective_weight(self) -> torch.Tensor:
+        return binarize_weight(self.weight) if self.weight_bits == 1 else self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+
+class BitEmbedding(nn.Embedding):
+    """nn.Embedding whose rows are binarized (weight_bits=1, one scale and mean per row).
+
+    Only the looked-up rows are binarized (rows are independent), so the cost is per token.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, weight_bits: int = 32):
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+        if weight_bits not in WEIGHT_BITS:
+            raise ValueError(f"weight bits must be one of {WEIGHT_BITS}, not {weight_bits!r}")
+        self.weight_bits = weight_bits
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = F.embedding(ids, self.weight, self.padding_idx)
+        return binarize_weight(rows, per_row=True) if self.weight_bits == 1 else rows
