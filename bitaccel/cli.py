@@ -102,6 +102,173 @@ def cmd_demo(args) -> int:
     return 1 if diff else 0
 
 
+def _hw_params(args):
+    from hw.params import HwParams
+
+    return HwParams(rows=args.rows, cols=args.cols, lanes=args.lanes, max_seq=args.max_seq,
+                    max_hidden=args.max_hidden, max_ffn=args.max_ffn, max_head_dim=args.max_head_dim,
+                    max_act_bits=args.max_act_bits, max_exp_lut=args.max_exp_lut)
+
+
+def cmd_generate(args) -> int:
+    from hw.generate import generate
+    from hw.toolchain import lint_verilog
+
+    params = _hw_params(args).validate()
+    units = None if args.units is None else [u for u in args.units.replace(" ", "").split(",") if u]
+    d = generate(params, args.out, units)
+    print(f"generated {len(d['units'])} units for a {params.rows}x{params.cols}x{params.lanes} array "
+          f"({d['peak_macs_per_cycle']} binary MACs/cycle, {d['total_memory_bits']} memory bits) in "
+          f"{d['generation_s']:.1f} s -> {args.out}")
+    for name, u in d["units"].items():
+        n_in = sum(p["width"] for p in u["ports"] if p["direction"] == "in")
+        n_out = sum(p["width"] for p in u["ports"] if p["direction"] == "out")
+        print(f"  {name:15s} {u['file']:19s} {u['verilog_bytes'] / 1024:8.1f} KiB  latency {u['latency']}  "
+              f"ports {n_in} in / {n_out} out bits  {len(u['memories'])} memories {u['memory_bits']} bits  "
+              f"{u['generation_s']:.2f} s")
+    if args.lint:
+        problems = []
+        for name, u in d["units"].items():
+            problems += lint_verilog(os.path.join(args.out, u["file"]), name)
+        if problems:
+            shown = "\n  ".join(problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise ValueError(f"verilator lint: {len(problems)} warnings:\n  {shown}{more}")
+        print(f"verilator --lint-only -Wall: clean ({len(d['units'])} files)")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from hw.synth import synthesize
+
+    r = synthesize(_hw_params(args), unit=args.unit, target=args.target, pnr=args.pnr, keep_dir=args.keep)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    lane_bits = r["peak_macs_per_cycle"]
+    print(f"{r['unit']} {r['rows']}x{r['cols']}x{r['lanes']} on {r['target']} (yosys {r['yosys']}: {r['command']}, "
+          f"{r['synth_s']:.1f} s)")
+    per_bit = f", {r['luts'] / lane_bits:.2f} per lane-bit" if r["unit"] == "mac_array" else ""
+    print(f"  LUTs {r['luts']} ({r['luts_unmerged']} before merging identical cells{per_bit})  carry {r['carry']}  "
+          f"FFs {r['ffs']}  BRAM {r['bram']}  DSP {r['dsp']}")
+    print("  cells: " + ", ".join(f"{k} {v}" for k, v in sorted(r["cells"].items())))
+    if "pnr" in r:
+        q = r["pnr"]
+        print(f"  nextpnr-ecp5 {q['device']} {q['package']}: Fmax {q['fmax_mhz']:.1f} MHz (target {q['target_mhz']} MHz, "
+              f"ports registered by a {q['harness_ffs']}-FF harness, {q['pnr_s']:.1f} s)")
+    return 0
+
+
+def _add_hw_params(s) -> None:
+    from hw.params import HwParams
+
+    d = HwParams()
+    s.add_argument("--rows", type=int, required=True, help="MAC array rows R")
+    s.add_argument("--cols", type=int, required=True, help="MAC array columns C")
+    s.add_argument("--lanes", type=int, required=True, help="bits per PE per cycle L (power of two, 8..1024)")
+    s.add_argument("--max-seq", type=int, default=d.max_seq, help=f"longest sequence (default {d.max_seq})")
+    s.add_argument("--max-hidden", type=int, default=d.max_hidden, help=f"largest hidden size (default {d.max_hidden})")
+    s.add_argument("--max-ffn", type=int, default=d.max_ffn, help=f"largest FFN size (default {d.max_ffn})")
+    s.add_argument("--max-head-dim", type=int, default=d.max_head_dim,
+                   help=f"largest head dimension (default {d.max_head_dim})")
+    s.add_argument("--max-act-bits", type=int, default=d.max_act_bits,
+                   help=f"widest activation code, 1/2/4/8 (default {d.max_act_bits})")
+    s.add_argument("--max-exp-lut", type=int, default=d.max_exp_lut,
+                   help=f"softmax exp LUT entries (default {d.max_exp_lut})")
+
+
+def cmd_train(args) -> int:
+    from model.data import default_model_dir
+    from model.train import train
+
+    model = args.model if args.model is not None else str(default_model_dir())
+    r = train(args.task, model, args.schedule, args.out, method=args.method, progressive=args.progressive,
+              bi_attention=args.bi_attention, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+              alpha_lr=args.alpha_lr, max_len=args.max_len, max_steps=args.max_steps, eval_every=args.eval_every,
+              save_every=args.save_every, seed=args.seed, glue_dir=args.glue_dir, finetuned=args.finetuned,
+              resume=args.resume, quiet=args.quiet)
+    if r["stages"] and r["stages"][0] is not None:      # rank 0 under torchrun
+        print(f"run {r['run_dir']}")
+        for s in r["stages"]:
+            other = " ".join(f"{split} {m['main']:.4f}" for split, m in s["metrics"].items()
+                             if split != "dev" and m is not None)
+            best = "n/a" if s["best_dev"] is None else f"{s['best_dev']:.4f}"
+            print(f"  stage {s['name']:9s} {s['precision']:7s} best dev {best} (step {s['best_step']}) {other}  "
+                  f"train {s['train_wall_s']:.1f} s  [{s['source']}]")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from model.train import evaluate_run
+
+    r = evaluate_run(args.run, split=args.split, integer=args.integer, stage=args.stage, glue_dir=args.glue_dir)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    fmt = lambda m: " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "main")     # noqa: E731
+    print(f"{r['run']}: task {r['task']}, stage {r['stage']} ({r['precision']}), split {r['split']}, "
+          f"{r['examples']} examples")
+    print(f"  pytorch: {fmt(r['metrics'])}")
+    if "integer" in r:
+        i = r["integer"]
+        agree = f"  agreement {100 * i['agreement']:.2f}%" if "agreement" in i else ""
+        print(f"  integer: {fmt(i['metrics'])}{agree}  max |logit diff| {i['max_logit_diff']:.4g}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from model.train import export_run
+
+    art = export_run(args.run, args.out, stage=args.stage)
+    bits = sorted(set(art.quant.values()))
+    print(f"wrote {args.out}: {art.config.layers} layers, hidden {art.config.hidden}, activation bits {bits}, "
+          f"residual_frac {art.numerics.residual_frac}, {os.path.getsize(args.out) / 2**20:.2f} MiB")
+    return 0
+
+
+def _add_train_commands(sub) -> None:
+    """The `train`, `eval` and `export` sub-commands (model/train.py; imported only when they run)."""
+    s = sub.add_parser("train", help="fine-tune the FP teacher and multi-distill BiT students along a schedule")
+    s.add_argument("--task", required=True, help="mr, or a GLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte)")
+    s.add_argument("--model", help="Hugging Face BERT folder, a bitaccel model folder or a previous run "
+                                   "(default: the all-MiniLM-L6-v2 package's folder)")
+    s.add_argument("--schedule", default="32/32,1/2,1/1", help="weight/act bits per step (default 32/32,1/2,1/1)")
+    s.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    s.add_argument("--method", default="bit", help="BiT Table 2 preset: bit (default), bit-onestep, binarybert, kd, "
+                                                   "two-set, scale, scale-bias (see model/train.py)")
+    s.add_argument("--progressive", action="store_true", help="keep the FP model as every step's teacher (A.1)")
+    s.add_argument("--bi-attention", action="store_true", help="BiBERT Bi-Attention in the students")
+    s.add_argument("--epochs", type=int, help="epochs per step (default: the task's)")
+    s.add_argument("--batch-size", type=int, help="global batch size (default: the task's)")
+    s.add_argument("--lr", type=float, help="learning rate (default: the task's)")
+    s.add_argument("--alpha-lr", type=float, help="learning rate of alpha and beta (default: --lr)")
+    s.add_argument("--max-len", type=int, help="tokens per example (default: the task's)")
+    s.add_argument("--max-steps", type=int, help="optimizer steps per schedule step (overrides --epochs)")
+    s.add_argument("--eval-every", type=int, help="evaluate on dev every N steps (always at each epoch end)")
+    s.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (default 100)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--glue-dir", help="GLUE data folder (GLUE tasks)")
+    s.add_argument("--finetuned", action="store_true", help="--model is already fine-tuned on the task: skip step 0")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--quiet", action="store_true", help="no progress bars or evaluation lines")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="evaluate a run's final model (optionally the golden integer model too)")
+    s.add_argument("run", help="run folder")
+    s.add_argument("--split", default="dev", help="dev (default) or test (mr)")
+    s.add_argument("--stage", type=int, help="schedule step to evaluate (default: the last)")
+    s.add_argument("--integer", metavar="ARTIFACT", help="also run this exported artifact in golden.IntegerModel")
+    s.add_argument("--glue-dir", help="GLUE data folder (default: the run's)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("export", help="export a run's final model to an artifact")
+    s.add_argument("run", help="run folder")
+    s.add_argument("--out", required=True, help="artifact file to write (.safetensors)")
+    s.add_argument("--stage", type=int, help="schedule step to export (default: the last)")
+    s.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bitaccel", description=__doc__)
     p.add_argument("--version", action="version", version=f"bitaccel {__version__}")
@@ -130,6 +297,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="out/demo")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("generate", help="generate the accelerator's Verilog and bitaccel_hw.json for an array size")
+    _add_hw_params(s)
+    s.add_argument("--units", help="comma-separated units (default: all), e.g. mac_array,softmax_unit")
+    s.add_argument("--lint", action="store_true", help="lint every file with verilator --lint-only -Wall")
+    s.add_argument("--out", required=True, help="folder to write into")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("synth", help="FPGA resources of one unit (Yosys), optionally ECP5 Fmax (nextpnr)")
+    _add_hw_params(s)
+    s.add_argument("--unit", default="mac_array", help="unit to synthesize (default mac_array)")
+    s.add_argument("--target", required=True, help="FPGA family: xilinx (7-series), ecp5 or ice40")
+    s.add_argument("--pnr", action="store_true", help="ecp5 only: place and route with nextpnr-ecp5, report Fmax")
+    s.add_argument("--keep", metavar="DIR", help="keep Verilog, scripts, logs and netlists in DIR")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_synth)
+    _add_train_commands(sub)
+
+    from sim.commands import add_commands  # `simulate` and `report`
+
+    add_commands(sub)
     return p
 
 
