@@ -22,7 +22,8 @@ if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
 from hw.generate import generate  # noqa: E402
 from hw.params import HwParams  # noqa: E402
 
-from hw_resources import command_line, machine, parse_config, write_results  # noqa: E402
+import results_md  # noqa: E402
+from hw_resources import machine, parse_config  # noqa: E402
 
 SECTION = "## Verilog generation time (bench/gen_time.py)"
 GOAL_S = 60.0
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{r}x{c}x{lanes}: {wall:.1f} s total")
     print(markdown_table(d))
     if args.write_results:
-        write_results(args.write_results, SECTION, section(args.config, d, wall, command_line("bench/gen_time.py", argv)))
+        results_md.write_section(args.write_results, SECTION, section(args.config, d, wall, results_md.command_line("bench/gen_time.py", argv)))
         print(f"wrote {args.write_results}", file=sys.stderr)
     return 0
 

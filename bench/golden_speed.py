@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import re
-import shlex
 import statistics
 import sys
 import time
@@ -44,6 +41,8 @@ from transformers import BertConfig, BertModel  # noqa: E402
 
 from golden.model import IntegerModel  # noqa: E402
 from golden.random_artifact import random_artifact  # noqa: E402
+
+import results_md  # noqa: E402  (bench/, beside this script)
 
 SHAPES = {"minilm": "MiniLM", "bert-base": "BERT-base"}
 GOAL = 2.0
@@ -113,17 +112,10 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def machine() -> str:
-    cpu = "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = m.group(1).strip() if m else cpu
-    except OSError:
-        pass
-    parts = [f"CPU {cpu}", f"{os.cpu_count()} cores", f"torch threads {torch.get_num_threads()}",
-             f"Python {platform.python_version()}", f"numpy {np.__version__}", f"torch {torch.__version__}"]
-    parts += [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    extra = [f"torch threads {torch.get_num_threads()}", f"numpy {np.__version__}", f"torch {torch.__version__}"]
+    extra += [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
               if k in os.environ]
-    return ", ".join(parts)
+    return results_md.machine(*extra)
 
 
 def section(results: list[dict], command: str, batch: int, reps: int, pause: float) -> str:
@@ -137,21 +129,6 @@ def section(results: list[dict], command: str, batch: int, reps: int, pause: flo
         "random artifacts (act_bits=1) and random token ids, full mask. Goal: golden blas <= 2x float32. "
         "packed: one forward of path=\"packed\". load: first golden forward (weight unpacking) minus the median.",
         "", markdown_table(results), ""])
-
-
-def write_results(path: Path, text: str) -> None:
-    """Create or replace the SECTION of `path`, keeping the other sections."""
-    old = path.read_text() if path.exists() else (
-        "# Results\n\nEvery figure here is recorded with the command that produced it and the machine it ran on.\n")
-    lines = old.splitlines()
-    if SECTION in lines:
-        start = lines.index(SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if re.match(r"#{1,2} ", lines[i])), len(lines))
-        new = lines[:start] + text.splitlines() + lines[end:]
-    else:
-        new = lines + [""] + text.splitlines()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(new).rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {machine()}")
     print(markdown_table(results) if args.markdown else text_table(results))
     if args.write_results:
-        exe = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd() + os.sep) else "python"
-        command = shlex.join([exe, "bench/golden_speed.py", *(sys.argv[1:] if argv is None else argv)])
-        write_results(args.write_results, section(results, command, args.batch, args.reps, args.pause))
+        command = results_md.command_line("bench/golden_speed.py", argv)
+        results_md.write_section(args.write_results, SECTION, section(results, command, args.batch, args.reps, args.pause))
         print(f"wrote {args.write_results}", file=sys.stderr)
     return 0
 

@@ -23,9 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -38,6 +35,8 @@ if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
 from hw.params import HwParams  # noqa: E402
 from hw.synth import synthesize, synthesize_verilog  # noqa: E402
 from hw.toolchain import find_yosys  # noqa: E402
+
+import results_md  # noqa: E402  (bench/, beside this script)
 
 SECTION = "## MAC array FPGA resources (bench/hw_resources.py)"
 GOAL_LUT6_PER_LANE_BIT = 2.5
@@ -57,37 +56,10 @@ def parse_config(text: str) -> tuple[int, int, int]:
 
 
 def machine() -> str:
-    """CPU model, cores, Python and tool versions of this machine."""
-    cpu = "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = m.group(1).strip() if m else cpu
-    except OSError:
-        pass
+    """CPU, cores, Python, amaranth and Yosys versions of this machine."""
     import amaranth
     yosys = subprocess.run([*find_yosys().argv, "-V"], capture_output=True, text=True).stdout.strip()
-    return (f"CPU {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, amaranth {amaranth.__version__}, "
-            f"{yosys}")
-
-
-def write_results(path: Path, section_title: str, text: str) -> None:
-    """Create or replace the section `section_title` of `path` (re-read just before writing), keeping the rest."""
-    old = path.read_text() if path.exists() else (
-        "# Results\n\nEvery figure here is recorded with the command that produced it and the machine it ran on.\n")
-    lines = old.splitlines()
-    if section_title in lines:
-        start = lines.index(section_title)
-        end = next((i for i in range(start + 1, len(lines)) if re.match(r"#{1,2} ", lines[i])), len(lines))
-        new = lines[:start] + text.splitlines() + [""] + lines[end:]
-    else:
-        new = lines + [""] + text.splitlines()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(new).rstrip("\n") + "\n")
-
-
-def command_line(script: str, argv: list[str] | None) -> str:
-    exe = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd() + os.sep) else "python"
-    return shlex.join([exe, script, *(sys.argv[1:] if argv is None else argv)])
+    return results_md.machine(f"amaranth {amaranth.__version__}", yosys)
 
 
 def popcount_tree(lanes: int) -> dict:
@@ -182,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [bench(c, not args.no_ecp5, c == pnr_config, trees) for c in configs]
     print(markdown_table(results))
     if args.write_results:
-        write_results(args.write_results, SECTION, section(results, command_line("bench/hw_resources.py", argv)))
+        results_md.write_section(args.write_results, SECTION, section(results, results_md.command_line("bench/hw_resources.py", argv)))
         print(f"wrote {args.write_results}", file=sys.stderr)
     return 0
 

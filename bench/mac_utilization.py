@@ -21,8 +21,6 @@ import argparse
 import datetime
 import itertools
 import os
-import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -38,6 +36,8 @@ from golden.formats import acc_bits  # noqa: E402
 from golden.matmul import blas_matmul  # noqa: E402
 from hw.mac_array import BinaryMacArray  # noqa: E402
 from hw.schedule import beats_count, ideal_cycles, matmul_beats, tile_grid  # noqa: E402
+
+import results_md  # noqa: E402  (bench/, beside this script)
 
 SECTION = "## MAC array utilization (bench/mac_utilization.py)"
 MODELS = {"MiniLM": dict(hidden=384, ffn=1536, heads=12, head_dim=64),
@@ -150,16 +150,7 @@ def _describe_prefix(tiles_sim, tiles_total, tm, tn, R, C, n_products) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"CPU {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"amaranth {amaranth.__version__}, numpy {np.__version__}")
+    return results_md.machine(f"amaranth {amaranth.__version__}", f"numpy {np.__version__}")
 
 
 def main(argv=None) -> int:
@@ -221,7 +212,7 @@ def _fmt(r) -> str:
 
 
 def write_results(args, rows_out, total_wall, argv) -> None:
-    cmd = " ".join([".venv/bin/python bench/mac_utilization.py"] + (list(argv) if argv is not None else sys.argv[1:]))
+    cmd = results_md.command_line("bench/mac_utilization.py", argv)
     peak = args.rows * args.cols * args.lanes
     lines = [
         SECTION, "",
@@ -260,15 +251,8 @@ def write_results(args, rows_out, total_wall, argv) -> None:
         f"{model} {'met' if all(r['util'] >= 0.95 for r in rs) else 'NOT met'} on every row" for model, rs in rows_out), ""]
     section = "\n".join(lines) + "\n"
 
-    path = args.write_results
-    text = path.read_text() if path.exists() else "# Results\n"   # re-read right before writing
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-    print(f"wrote section to {path}")
+    results_md.write_section(args.write_results, SECTION, section)
+    print(f"wrote section to {args.write_results}")
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     blas = IntegerModel(art, "blas").forward(ids, keep_intermediates=True)
     t_blas = time.perf_counter() - t0
-    print(f"[3/4] the same inference on the packed xnor-popcount path")
+    print("[3/4] the same inference on the packed xnor-popcount path")
     t0 = time.perf_counter()
     packed = IntegerModel(art, "packed").forward(ids, keep_intermediates=True)
     t_packed = time.perf_counter() - t0
@@ -94,7 +94,7 @@ def cmd_demo(args) -> int:
     ints = sum(v.size for v in blas["intermediates"].values())
     print(f"      {len(names)} intermediate tensors, {ints} integers: "
           + ("identical on both paths" if not diff else f"DIFFER in {diff[:3]}"))
-    print(f"[4/4] float64 dequantized reference of the same network")
+    print("[4/4] float64 dequantized reference of the same network")
     ref = FloatModel(art.config, art.quant, art.tensors).forward(ids)
     print(f"      integer logits {np.round(blas['logits'][0], 4).tolist()} (prediction {int(blas['prediction'][0])}), "
           f"{t_blas:.2f} s blas / {t_packed:.2f} s packed")

@@ -120,7 +120,7 @@ async def verify_random_and_edges(tb):
     rng = tb.rng
     ln = LayerNorm(tb, opt["gap"], opt["backpressure"], scramble=True)
     u = ln.u
-    hm, w = u.max_hidden, u.width
+    hm = u.max_hidden
     sizes = ln.sizes()
     fmt = u.numerics
 
