@@ -187,7 +187,7 @@ def cmd_train(args) -> int:
               alpha_lr=args.alpha_lr, max_len=args.max_len, max_steps=args.max_steps, eval_every=args.eval_every,
               save_every=args.save_every, seed=args.seed, glue_dir=args.glue_dir, finetuned=args.finetuned,
               resume=args.resume, quiet=args.quiet)
-    if r["stages"] and r["stages"][0] is not None:      # rank 0 under torchrun
+    if r["stages"]:      # empty on ranks > 0 under torchrun
         print(f"run {r['run_dir']}")
         for s in r["stages"]:
             other = " ".join(f"{split} {m['main']:.4f}" for split, m in s["metrics"].items()
