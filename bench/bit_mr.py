@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="continue unfinished runs in --out")
     ap.add_argument("--write-results", type=Path, metavar="MD", help="create/replace this bench's section in MD")
+    ap.add_argument("--report-only", action="store_true",
+                    help="no training: rebuild the report from the finished runs in --out (and their summary.json)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -98,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t_all = time.perf_counter()
     wall = {}
-    for name, kwargs in (
+    if args.report_only:
+        with open(args.out / "summary.json") as f:
+            old = json.load(f)
+        wall, command, started = old["wall_s"], old["command"], old.get("started", started)
+    for name, kwargs in () if args.report_only else (
             ("teacher", dict(model_path=minilm, schedule="32/32", max_steps=args.teacher_steps, lr=args.teacher_lr)),
             ("bit", dict(model_path=str(runs["teacher"]), schedule="32/32,1/2,1/1", max_steps=args.student_steps,
                          lr=args.student_lr)),
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         train("mr", kwargs.pop("model_path"), kwargs.pop("schedule"), runs[name], **kwargs, **common)
         wall[name] = time.perf_counter() - t0
         final_stage(str(runs[name]))
-    total = time.perf_counter() - t_all
+    total = sum(wall.values()) if args.report_only else time.perf_counter() - t_all
 
     rows = [("FP teacher (W32A32, fine-tuned)", stage_row(runs["teacher"], 0), "teacher"),
             ("W1A2 (BiT step 1: FP -> W1A2)", stage_row(runs["bit"], 1), "bit"),
@@ -147,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         steps = "reused" if r["steps"] == 0 else str(r["steps"])
         out.append(f"| {label} | {100 * r['dev']:.2f} | {100 * r['test']:.2f} | {steps} | {r['train_s']:.0f} | "
                    f"{r['eval_s']:.0f} |")
+    n_dev, n_test = (load_run(runs["bit"])["examples"][k] for k in ("dev", "test"))
+    se = lambda p, n: 100 * (p * (1 - p) / n) ** 0.5       # noqa: E731
     out += ["",
+            f"One seed. Sampling noise of one accuracy: standard error about {se(multi['dev'], n_dev):.1f} points "
+            f"on dev ({n_dev} examples) and {se(multi['test'], n_test):.1f} on test ({n_test}); differences of "
+            "about one point between the binary rows are within it.", "",
             f"Goal 1, multi-distilled W1A1 within 5 points of the FP teacher: "
             f"{'met' if within5 else 'NOT met'} (gap {gap_dev:.2f} points dev, {gap_test:.2f} test).  ",
             f"Goal 2, multi-distilled W1A1 >= one-step W1A1: {'met' if beats else 'NOT met'} "
@@ -156,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     with open(args.out / "summary.json", "w") as f:
         json.dump({"rows": [{"label": label, **r} for label, r, _ in rows], "wall_s": wall, "total_s": total,
-                   "command": command, "goal_within_5": within5, "goal_multi_ge_onestep": beats}, f, indent=1)
+                   "command": command, "started": started, "goal_within_5": within5,
+                   "goal_multi_ge_onestep": beats}, f, indent=1)
     if args.write_results:
         write_results(args.write_results, text)
     return 0
