@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import shlex
 import sys
 import time
@@ -37,33 +36,9 @@ import torch  # noqa: E402
 from model.data import default_model_dir  # noqa: E402
 from model.train import evaluate_run, export_run, final_stage, load_run, run_stages, stage_result, train  # noqa: E402
 
+import results_md  # noqa: E402  (bench/, beside this script)
+
 SECTION = "## BiT on mr (bench/bit_mr.py)"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def write_results(path: Path, text: str) -> None:
-    """Create or replace the SECTION of `path`, keeping the other sections."""
-    old = path.read_text() if path.exists() else (
-        "# Results\n\nEvery figure here is recorded with the command that produced it and the machine it ran on.\n")
-    lines = old.splitlines()
-    if SECTION in lines:
-        start = lines.index(SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if re.match(r"#{1,2} ", lines[i])), len(lines))
-        new = lines[:start] + text.splitlines() + lines[end:]
-    else:
-        new = lines + [""] + text.splitlines()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(new).rstrip("\n") + "\n")
 
 
 def rel(path: Path) -> str:
@@ -147,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     out = [SECTION, "",
            f"Command: `{command}`  ",
            f"Date: {started}  ",
-           f"Machine: CPU {cpu_name()}, {os.cpu_count()} cores (shared with other jobs), torch threads "
+           f"Machine: CPU {results_md.cpu_model()}, {os.cpu_count()} cores (shared with other jobs), torch threads "
            f"{args.threads}, Python {platform.python_version()}, torch {torch.__version__}  ",
            f"Total wall time: {total / 60:.1f} min (teacher {wall['teacher']:.0f} s, bit {wall['bit']:.0f} s, "
            f"onestep {wall['onestep']:.0f} s)", "",
@@ -201,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                    "goal_multi_ge_onestep": beats, "integer": {k: v["integer"] for k, v in integer.items()}},
                   f, indent=1)
     if args.write_results:
-        write_results(args.write_results, text)
+        results_md.write_section(args.write_results, SECTION, text)
     return 0
 
 
