@@ -20,7 +20,7 @@ STAMP  := $(VENV)/.bitaccel-installed
 
 PIP_VERSION ?= 26.3
 # The CPU build of torch. On this machine pip finds it on local disk
-# (PIP_FIND_LINKS=/opt/wheels). Asking for the explicit "+cpu" local version
+# (the folder PIP_FIND_LINKS names). Asking for the explicit "+cpu" local version
 # makes the install FAIL instead of silently downloading a multi-GB CUDA build
 # when that wheel is not available. Elsewhere: make venv TORCH_SPEC=... plus
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
