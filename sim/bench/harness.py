@@ -89,6 +89,16 @@ def workload_options(defaults: dict) -> dict:
     return {**defaults, **given}
 
 
+def channel_workload_options(tb, defaults: dict) -> dict:
+    """`workload_options` for the per-channel units (threshold, requant): checks rows and channels."""
+    opt = workload_options(defaults)
+    if not 1 <= opt["channels"] <= tb.component.max_channels:
+        raise ValueError(f"channels must be in [1, {tb.component.max_channels}], not {opt['channels']}")
+    if opt["rows"] < 1:
+        raise ValueError(f"rows must be >= 1, not {opt['rows']}")
+    return opt
+
+
 # ----------------------------------------------------------------------------- packing
 class Codec:
     """Packs nested Python values into the flat bit vector of an Amaranth shape, and back.

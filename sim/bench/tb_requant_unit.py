@@ -27,7 +27,7 @@ from golden.fold import fold_code_requant, fold_residual_requant
 from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, NumericFormat, residual_range
 from golden.requant import requantize
 
-from sim.bench.harness import bench_test, channel_beats, lanes_of, signed_range, table_rows, workload_options
+from sim.bench.harness import channel_workload_options, bench_test, channel_beats, lanes_of, signed_range, table_rows
 
 DEFAULT_WORKLOAD = {"rows": 6, "channels": 40, "gap": 0.3, "backpressure": 0.3}
 M_MAX = (1 << (MULT_BITS - 1)) - 1
@@ -35,12 +35,7 @@ _FMT = NumericFormat()          # the folded cases use the default numerics
 
 
 def _options(tb) -> dict:
-    opt = workload_options(DEFAULT_WORKLOAD)
-    if not 1 <= opt["channels"] <= tb.component.max_channels:
-        raise ValueError(f"channels must be in [1, {tb.component.max_channels}], not {opt['channels']}")
-    if opt["rows"] < 1:
-        raise ValueError(f"rows must be >= 1, not {opt['rows']}")
-    return opt
+    return channel_workload_options(tb, DEFAULT_WORKLOAD)
 
 
 class Requant:

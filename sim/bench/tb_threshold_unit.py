@@ -24,18 +24,13 @@ import numpy as np
 from golden.fold import fold_threshold
 from golden.threshold import threshold
 
-from sim.bench.harness import (bench_test, channel_beats, lanes_of, signed_range, table_rows, workload_options)
+from sim.bench.harness import bench_test, channel_beats, channel_workload_options, lanes_of, signed_range, table_rows
 
 DEFAULT_WORKLOAD = {"rows": 6, "channels": 40, "gap": 0.3, "backpressure": 0.3}
 
 
 def _options(tb) -> dict:
-    opt = workload_options(DEFAULT_WORKLOAD)
-    if not 1 <= opt["channels"] <= tb.component.max_channels:
-        raise ValueError(f"channels must be in [1, {tb.component.max_channels}], not {opt['channels']}")
-    if opt["rows"] < 1:
-        raise ValueError(f"rows must be >= 1, not {opt['rows']}")
-    return opt
+    return channel_workload_options(tb, DEFAULT_WORKLOAD)
 
 
 async def run_case(tb, name: str, acc: np.ndarray, thr: np.ndarray, drv, wr, mon, timed: bool = False) -> None:
