@@ -1,3 +1,5 @@
 """bitaccel: from a binarized (BiT) transformer to verified accelerator hardware."""
 
-__version__ = "0.1.0"
+from golden.version import __version__
+
+__all__ = ["__version__"]

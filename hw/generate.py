@@ -33,7 +33,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Fragment, MemoryInstance, Shape
 from amaranth.lib import memory, wiring
 
-from bitaccel import __version__
+from golden.version import __version__
 
 from .params import HwParams
 

@@ -724,7 +724,7 @@ def _reuse_teacher(run_dir: str, opts: Options, model, how: str, data: dict, kno
 def _versions() -> dict:
     import transformers
 
-    from bitaccel import __version__
+    from golden.version import __version__
     return {"bitaccel": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": sys.version.split()[0]}
 
@@ -905,7 +905,7 @@ def tokenizer_reference(tokenizer, source: str, task: str, max_len: int) -> dict
 def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, stage: int | None = None,
                sample_size: int = 64):
     """Export the run's final (or given) stage best model to an artifact; numerics chosen on a dev sample."""
-    from bitaccel import __version__
+    from golden.version import __version__
 
     from .export import export
 
