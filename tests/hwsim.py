@@ -28,12 +28,18 @@ async def stream_get(ctx, port, rng: np.random.Generator | None = None, stall: f
     return payload
 
 
-def run(dut, *testbenches, deadline_cycles: int = 200_000, vcd: str | None = None) -> None:
-    """Run testbenches on `dut` with a 1 MHz clock until they finish; fail after `deadline_cycles` (hung DUT)."""
+def run(dut, *testbenches, deadline_cycles: int = 200_000, vcd: str | None = None, background=()) -> None:
+    """Run testbenches on `dut` with a 1 MHz clock until they finish; fail after `deadline_cycles` (hung DUT).
+
+    `background` testbenches (e.g. a bus responder that loops forever) run beside them
+    and do not keep the simulation alive.
+    """
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     for tb in testbenches:
         sim.add_testbench(tb)
+    for tb in background:
+        sim.add_testbench(tb, background=True)
 
     async def watchdog(ctx):
         for _ in range(deadline_cycles):  # a plain loop: nothing left suspended inside an async generator
