@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw.encoder.axi import RESP_OKAY, RESP_SLVERR, AxiLiteRegisters, AxiReader, Register
+from hw.encoder.axi import RESP_OKAY, RESP_SLVERR, AxiLiteRegisters, AxiReader, AxiWriter, Register
 from tests.hwsim import run, stream_get, stream_put
 
 
@@ -113,6 +113,89 @@ def test_reader_rejects_bad_parameters():
         AxiReader(data_width=48)
     with pytest.raises(ValueError, match="max_burst"):
         AxiReader(max_burst=257)
+
+
+def _write_responder(dut, rng, memory, stall=0.3, error_at=None):
+    """AXI slave for writes: AW and W with random stalls, one B per burst after its last W beat."""
+    bpb = dut.bytes_per_beat
+
+    async def slave(ctx):
+        bursts, responses, in_flight_max = [], [], 0        # [addr, beats, written]; [resp]
+        while True:
+            aw_ready, w_ready = int(rng.random() >= stall), int(rng.random() >= stall)
+            b_valid = int(bool(responses) and rng.random() >= stall)
+            ctx.set(dut.bus.awready, aw_ready)
+            ctx.set(dut.bus.wready, w_ready)
+            ctx.set(dut.bus.bvalid, b_valid)
+            ctx.set(dut.bus.bresp, responses[0] if b_valid else 0)
+            *_, awvalid, awaddr, awlen, awsize, awburst, wvalid, wdata, wstrb, wlast, bready = await ctx.tick().sample(
+                dut.bus.awvalid, dut.bus.awaddr, dut.bus.awlen, dut.bus.awsize, dut.bus.awburst,
+                dut.bus.wvalid, dut.bus.wdata, dut.bus.wstrb, dut.bus.wlast, dut.bus.bready)
+            if b_valid and bready:
+                responses.pop(0)
+            if awvalid and aw_ready:
+                beats = awlen + 1
+                assert awburst == 1 and (1 << awsize) == bpb and awaddr % bpb == 0 and beats <= dut.max_burst
+                assert awaddr // 4096 == (awaddr + beats * bpb - 1) // 4096, "burst crosses 4 KiB"
+                bursts.append([awaddr, beats, 0])
+                in_flight_max = max(in_flight_max, len(bursts) + len(responses))
+                assert in_flight_max <= dut.max_outstanding
+            if wvalid and w_ready:
+                assert bursts, "W beat before its AW"
+                b = bursts[0]
+                assert wstrb == (1 << bpb) - 1
+                assert wlast == (b[2] == b[1] - 1), "wlast on the wrong beat"
+                memory[b[0] + b[2] * bpb] = wdata
+                b[2] += 1
+                if wlast:
+                    responses.append(RESP_SLVERR if b[0] == error_at else RESP_OKAY)
+                    bursts.pop(0)
+    return slave
+
+
+@pytest.mark.parametrize("data_width,max_burst,outstanding", [(64, 256, 4), (32, 16, 2), (256, 5, 1)])
+def test_writer_bursts_and_data(data_width, max_burst, outstanding):
+    rng = np.random.default_rng(data_width * 3 + max_burst)
+    dut = AxiWriter(addr_width=32, data_width=data_width, max_beats=5000, max_burst=max_burst,
+                    max_outstanding=outstanding)
+    bpb = dut.bytes_per_beat
+    cmds = [(0, 1), (4096 - bpb, 3), (8192 - 2 * bpb, max_burst + 5), (0x10000, 4096 // bpb + 9)]
+    cmds += [(int(rng.integers(0, 1 << 20)) * bpb, int(rng.integers(1, 400))) for _ in range(3)]
+    memory = {}
+
+    async def host(ctx):
+        for addr, beats in cmds:
+            await stream_put(ctx, dut.cmd, {"addr": addr, "beats": beats}, rng, 0.2)
+
+    async def source(ctx):
+        for addr, beats in cmds:
+            for i in range(beats):
+                await stream_put(ctx, dut.data, {"data": _word(addr + i * bpb, data_width)}, rng, 0.3)
+        while not ctx.get(dut.idle):
+            await ctx.tick()
+        assert not ctx.get(dut.resp_error) and not ctx.get(dut.misaligned)
+
+    run(dut, host, source, background=[_write_responder(dut, rng, memory)])
+    expected = {addr + i * bpb: _word(addr + i * bpb, data_width) for addr, beats in cmds for i in range(beats)}
+    assert memory == expected
+
+
+def test_writer_flags_error_response():
+    rng = np.random.default_rng(3)
+    dut = AxiWriter(addr_width=32, data_width=64, max_beats=100, max_burst=4)
+    memory = {}
+
+    async def host(ctx):
+        await stream_put(ctx, dut.cmd, {"addr": 3, "beats": 1})         # misaligned: nothing written
+        await stream_put(ctx, dut.cmd, {"addr": 0x100, "beats": 8})
+        for i in range(8):
+            await stream_put(ctx, dut.data, {"data": i})
+        while not ctx.get(dut.idle):
+            await ctx.tick()
+        assert ctx.get(dut.misaligned) and ctx.get(dut.resp_error)      # the burst at 0x120 answered SLVERR
+
+    run(dut, host, background=[_write_responder(dut, rng, memory, error_at=0x120)])
+    assert memory == {0x100 + 8 * i: i for i in range(8)}
 
 
 REGS = [Register("ctrl", 0x0, "pulse"), Register("status", 0x4, "ro"), Register("base", 0x10, "rw", reset=0x1234),

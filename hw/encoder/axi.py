@@ -5,11 +5,14 @@ Verilog carries ``<member>__arvalid``, ``<member>__rdata``, ... (Amaranth joins 
 path with ``__``): cocotbext-axi finds them with ``AxiReadBus.from_prefix(dut, "m_axi_")``
 (the prefix plus ``_`` plus the AXI name).
 
-* `axi4_read_signature` / `axi4_lite_signature`: the buses, seen from the master.
+* `axi4_read_signature`, `axi4_write_signature`, `axi4_lite_signature`: the buses, seen
+  from the master.
 * `AxiReader`: commands ``(addr, beats)`` in, data beats out. It splits a command into
   INCR bursts of at most `max_burst` beats that never cross a 4 KiB boundary, keeps up to
   `max_outstanding` bursts in flight, and flags a misaligned command or an error response
   (sticky, never a silent drop).
+* `AxiWriter`: commands ``(addr, beats)`` and data words in, the same burst rules; `idle`
+  once every write response has come back.
 * `AxiLiteRegisters`: a bank of 32-bit registers (``rw``, ``ro``, ``pulse``) at fixed
   offsets; an unmapped address answers SLVERR.
 """
@@ -17,11 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["axi4_read_signature", "axi4_lite_signature", "AxiReader", "Register", "AxiLiteRegisters",
+__all__ = ["axi4_read_signature", "axi4_write_signature", "axi4_lite_signature", "AxiReader", "AxiWriter", "Register", "AxiLiteRegisters",
            "RESP_OKAY", "RESP_SLVERR", "BURST_INCR"]
 
 RESP_OKAY = 0
@@ -54,6 +57,18 @@ def axi4_read_signature(addr_width: int, data_width: int, id_width: int = 1) -> 
     })
 
 
+def axi4_write_signature(addr_width: int, data_width: int, id_width: int = 1) -> wiring.Signature:
+    """AXI4 write channels (AW, W, B) from the master's side."""
+    axi4_read_signature(addr_width, data_width, id_width)      # same parameter rules
+    return wiring.Signature({
+        "awid": Out(id_width), "awaddr": Out(addr_width), "awlen": Out(8), "awsize": Out(3),
+        "awburst": Out(2), "awvalid": Out(1), "awready": In(1),
+        "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1), "wvalid": Out(1),
+        "wready": In(1),
+        "bid": In(id_width), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+    })
+
+
 def axi4_lite_signature(addr_width: int = 12) -> wiring.Signature:
     """AXI4-Lite (32-bit data) from the master's side."""
     _require("addr_width", addr_width, 3, 32)
@@ -64,6 +79,46 @@ def axi4_lite_signature(addr_width: int = 12) -> wiring.Signature:
         "araddr": Out(addr_width), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
         "rdata": In(32), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
     })
+
+
+def _burst_splitter(m: Module, port, shift: int):
+    """State of a command being cut into bursts: (busy, addr, left, burst).
+
+    ``burst`` = min(left, max_burst, beats to the next 4 KiB boundary) (combinational).
+    """
+    boundary_beats = max(1, AXI_BOUNDARY_BYTES >> shift)
+    busy = Signal()
+    addr = Signal(port.addr_width)
+    left = Signal(range(port.max_beats + 1))            # beats of the command not yet requested
+    to_boundary = Signal(range(boundary_beats + 1))
+    burst = Signal(range(port.max_burst + 1))
+    m.d.comb += to_boundary.eq(boundary_beats - (addr[shift:] & (boundary_beats - 1)))
+    limit = min(port.max_burst, boundary_beats)
+    with m.If((left <= to_boundary) & (left <= limit)):
+        m.d.comb += burst.eq(left)
+    with m.Elif(to_boundary <= limit):
+        m.d.comb += burst.eq(to_boundary)
+    with m.Else():
+        m.d.comb += burst.eq(limit)
+    return busy, addr, left, burst
+
+
+def _accept_command(m: Module, port, cmd, busy, addr, left, shift: int) -> None:
+    """Take a command when idle; a misaligned or empty one only sets the sticky flag."""
+    with m.If(cmd.valid & cmd.ready):
+        bad = (cmd.payload.addr[:shift] != 0) if shift else 0
+        with m.If(bad | (cmd.payload.beats == 0)):
+            m.d.sync += port.misaligned.eq(1)
+        with m.Else():
+            m.d.sync += [busy.eq(1), addr.eq(cmd.payload.addr), left.eq(cmd.payload.beats)]
+
+
+def _advance(m: Module, issued, busy, addr, left, burst, shift: int) -> None:
+    """After an address handshake: move past the burst; the last burst ends the command."""
+    with m.If(issued):
+        m.d.sync += [addr.eq(addr + (burst << shift)), left.eq(left - burst)]
+        with m.If(left == burst):
+            m.d.sync += busy.eq(0)
 
 
 class AxiReader(wiring.Component):
@@ -128,26 +183,12 @@ class AxiReader(wiring.Component):
         m = Module()
         bus, cmd = self.bus, self.cmd
         shift = (self.bytes_per_beat - 1).bit_length()      # log2 B
-        boundary_beats = max(1, AXI_BOUNDARY_BYTES >> shift)
 
         # one entry per burst in flight: does it end its command?
         m.submodules.ends = ends = fifo.SyncFIFO(width=1, depth=self.max_outstanding)
 
         # ---- address side
-        busy = Signal()
-        addr = Signal(self.addr_width)
-        left = Signal(range(self.max_beats + 1))            # beats of the command not yet requested
-        to_boundary = Signal(range(boundary_beats + 1))
-        burst = Signal(range(self.max_burst + 1))
-        m.d.comb += to_boundary.eq(boundary_beats - (addr[shift:] & (boundary_beats - 1)))
-        limit = min(self.max_burst, boundary_beats)
-        with m.If((left <= to_boundary) & (left <= limit)):
-            m.d.comb += burst.eq(left)
-        with m.Elif(to_boundary <= limit):
-            m.d.comb += burst.eq(to_boundary)
-        with m.Else():
-            m.d.comb += burst.eq(limit)
-
+        busy, addr, left, burst = _burst_splitter(m, self, shift)
         m.d.comb += [
             cmd.ready.eq(~busy),
             bus.arid.eq(0), bus.araddr.eq(addr), bus.arlen.eq(burst - 1), bus.arsize.eq(shift),
@@ -155,16 +196,8 @@ class AxiReader(wiring.Component):
             ends.w_data.eq(left == burst),
             ends.w_en.eq(bus.arvalid & bus.arready),
         ]
-        with m.If(cmd.valid & cmd.ready):
-            bad = (cmd.payload.addr[:shift] != 0) if shift else 0
-            with m.If(bad | (cmd.payload.beats == 0)):
-                m.d.sync += self.misaligned.eq(1)
-            with m.Else():
-                m.d.sync += [busy.eq(1), addr.eq(cmd.payload.addr), left.eq(cmd.payload.beats)]
-        with m.If(bus.arvalid & bus.arready):
-            m.d.sync += [addr.eq(addr + (burst << shift)), left.eq(left - burst)]
-            with m.If(left == burst):
-                m.d.sync += busy.eq(0)
+        _accept_command(m, self, cmd, busy, addr, left, shift)
+        _advance(m, bus.arvalid & bus.arready, busy, addr, left, burst, shift)
 
         # ---- data side
         m.d.comb += [
@@ -176,6 +209,93 @@ class AxiReader(wiring.Component):
             self.idle.eq(~busy & ~ends.r_rdy),
         ]
         with m.If(bus.rvalid & bus.rready & (bus.rresp != RESP_OKAY)):
+            m.d.sync += self.resp_error.eq(1)
+        with m.If(self.clear):
+            m.d.sync += [self.resp_error.eq(0), self.misaligned.eq(0)]
+        return m
+
+
+class AxiWriter(wiring.Component):
+    """AXI4 write master: writes `beats` consecutive bus words from the `data` stream at byte address `addr`.
+
+    Parameters and the burst rules are `AxiReader`'s (INCR bursts of at most `max_burst`
+    beats, never across 4 KiB; at most `max_outstanding` bursts whose response is pending).
+
+    Members
+    -------
+    cmd : ``In(stream.Signature({"addr": addr_width, "beats": range(max_beats + 1)}))``
+        ``addr`` a multiple of B, ``beats`` >= 1 (else consumed, `misaligned` set).
+    data : ``In(stream.Signature({"data": data_width}))``
+        Exactly the commands' words, in order (full-word writes, every strobe set).
+    bus : ``Out(axi4_write_signature(...))``
+    idle : ``Out(1)``
+        No command in progress and every write response received: the data is in memory.
+    resp_error, misaligned, clear : as `AxiReader`.
+    """
+
+    def __init__(self, addr_width: int = 32, data_width: int = 64, max_beats: int = 1 << 20,
+                 max_burst: int = 256, max_outstanding: int = 4):
+        try:
+            self.addr_width = _require("addr_width", addr_width, 12, 64)
+            self.data_width = data_width
+            self.max_beats = _require("max_beats", max_beats, 1)
+            self.max_burst = _require("max_burst", max_burst, 1, 256)
+            self.max_outstanding = _require("max_outstanding", max_outstanding, 1, 64)
+            bus = axi4_write_signature(addr_width, data_width)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True
+            raise
+        self.bytes_per_beat = data_width // 8
+        super().__init__({
+            "cmd": In(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
+            "data": In(stream.Signature(data.StructLayout({"data": data_width}))),
+            "bus": Out(bus),
+            "idle": Out(1),
+            "resp_error": Out(1),
+            "misaligned": Out(1),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bus, cmd = self.bus, self.cmd
+        shift = (self.bytes_per_beat - 1).bit_length()
+        # burst lengths from the address side to the data side, one entry per burst issued
+        m.submodules.lens = lens = fifo.SyncFIFO(width=9, depth=self.max_outstanding)
+        waiting = Signal(range(self.max_outstanding + 1))       # bursts issued, response not yet received
+
+        # ---- address side
+        busy, addr, left, burst = _burst_splitter(m, self, shift)
+        aw_go = bus.awvalid & bus.awready
+        m.d.comb += [
+            cmd.ready.eq(~busy),
+            bus.awid.eq(0), bus.awaddr.eq(addr), bus.awlen.eq(burst - 1), bus.awsize.eq(shift),
+            bus.awburst.eq(BURST_INCR),
+            bus.awvalid.eq(busy & lens.w_rdy & (waiting != self.max_outstanding)),
+            lens.w_data.eq(burst), lens.w_en.eq(aw_go),
+        ]
+        _accept_command(m, self, cmd, busy, addr, left, shift)
+        _advance(m, aw_go, busy, addr, left, burst, shift)
+
+        # ---- data side: the words of the burst at the head of `lens`
+        sent = Signal(9)
+        w_go = bus.wvalid & bus.wready
+        m.d.comb += [
+            bus.wvalid.eq(self.data.valid & lens.r_rdy),
+            bus.wdata.eq(self.data.payload.data),
+            bus.wstrb.eq((1 << self.bytes_per_beat) - 1),
+            bus.wlast.eq(sent + 1 == lens.r_data),
+            self.data.ready.eq(bus.wready & lens.r_rdy),
+            lens.r_en.eq(w_go & bus.wlast),
+        ]
+        with m.If(w_go):
+            m.d.sync += sent.eq(Mux(bus.wlast, 0, sent + 1))
+
+        # ---- responses
+        b_go = bus.bvalid & bus.bready
+        m.d.comb += [bus.bready.eq(1), self.idle.eq(~busy & (waiting == 0))]
+        m.d.sync += waiting.eq(waiting + aw_go - b_go)
+        with m.If(b_go & (bus.bresp != RESP_OKAY)):
             m.d.sync += self.resp_error.eq(1)
         with m.If(self.clear):
             m.d.sync += [self.resp_error.eq(0), self.misaligned.eq(0)]
