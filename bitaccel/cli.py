@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
@@ -12,20 +16,78 @@ import numpy as np
 from . import __version__
 
 
+_INT64 = 2 ** 63
+
+
 def _parse_ints(text: str, what: str) -> list[int]:
+    """'101,7592,102' -> [101, 7592, 102]; ValueError for non-integers, empty lists and values outside int64."""
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
     except ValueError:
         raise ValueError(f"{what} must be comma-separated integers, e.g. 101,7592,102; got {text!r}") from None
     if not values:
         raise ValueError(f"{what} is empty")
+    big = [v for v in values if not -_INT64 <= v < _INT64]
+    if big:
+        raise ValueError(f"{what}: {big[0]} is out of range (token ids are small non-negative integers)")
     return values
+
+
+def _nonneg_int(text: str) -> int:
+    """argparse type: an integer >= 0 (seeds)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
+    if v < 0 or v >= 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^63), not {text}")
+    return v
+
+
+def _finite_float(text: str) -> float:
+    """argparse type: a finite floating-point number."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return v
+
+
+def check_output_file(path: str, what: str) -> None:
+    """Raise ValueError unless `path` can become a file: not a folder, its folder creatable and writable.
+
+    Called before any slow work, so a bad path costs nothing. Creates nothing.
+    """
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path}: is a folder, expected a file name")
+    check_output_folder(os.path.dirname(os.path.abspath(path)), what, path)
+
+
+def check_output_folder(folder: str, what: str, shown: str | None = None) -> None:
+    """Raise ValueError unless `folder` is, or can be created as, a writable folder. Creates nothing."""
+    shown = folder if shown is None else shown
+    p = os.path.abspath(folder)
+    while not os.path.exists(p):            # the deepest part that exists must be a writable folder
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    if not os.path.isdir(p):
+        raise ValueError(f"{what} {shown}: {p} is a file, not a folder")
+    try:                                    # a real probe (root passes os.access everywhere)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {shown}: {p} is not writable ({e.strerror})") from None
 
 
 def cmd_random_artifact(args) -> int:
     from golden.artifact import save_artifact
     from golden.random_artifact import random_artifact
 
+    check_output_file(args.out, "--out")
     t0 = time.perf_counter()
     art = random_artifact(args.config, seed=args.seed, act_bits=args.act_bits)
     save_artifact(art, args.out)
@@ -74,6 +136,7 @@ def cmd_demo(args) -> int:
     from golden.random_artifact import random_artifact
     from golden.reference import FloatModel
 
+    check_output_folder(args.out, "--out")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "minilm-random-w1a1.safetensors")
     print(f"[1/4] random MiniLM-shaped W1A1 artifact (seed {args.seed}) -> {path}")
@@ -111,11 +174,14 @@ def _hw_params(args):
 
 
 def cmd_generate(args) -> int:
-    from hw.generate import generate
-    from hw.toolchain import lint_verilog
+    from hw.generate import generate, resolve_units
+    from hw.toolchain import find_verilator, lint_verilog
 
     params = _hw_params(args).validate()
-    units = None if args.units is None else [u for u in args.units.replace(" ", "").split(",") if u]
+    units = None if args.units is None else resolve_units(u for u in args.units.replace(" ", "").split(",") if u)
+    check_output_folder(args.out, "--out")
+    if args.lint:
+        find_verilator()                    # a missing linter is reported before minutes of generation
     d = generate(params, args.out, units)
     print(f"generated {len(d['units'])} units for a {params.rows}x{params.cols}x{params.lanes} array "
           f"({d['peak_macs_per_cycle']} binary MACs/cycle, {d['total_memory_bits']} memory bits) in "
@@ -131,9 +197,8 @@ def cmd_generate(args) -> int:
         for name, u in d["units"].items():
             problems += lint_verilog(os.path.join(args.out, u["file"]), name)
         if problems:
-            shown = "\n  ".join(problems[:20])
-            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-            raise ValueError(f"verilator lint: {len(problems)} warnings:\n  {shown}{more}")
+            print(f"verilator --lint-only -Wall: {len(problems)} warnings:\n  " + "\n  ".join(problems))
+            return 1
         print(f"verilator --lint-only -Wall: clean ({len(d['units'])} files)")
     return 0
 
@@ -246,7 +311,7 @@ def _add_train_commands(sub) -> None:
     s.add_argument("--max-steps", type=int, help="optimizer steps per schedule step (overrides --epochs)")
     s.add_argument("--eval-every", type=int, help="evaluate on dev every N steps (always at each epoch end)")
     s.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (default 100)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--glue-dir", help="GLUE data folder (GLUE tasks)")
     s.add_argument("--finetuned", action="store_true", help="--model is already fine-tuned on the task: skip step 0")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -269,14 +334,21 @@ def _add_train_commands(sub) -> None:
     s.set_defaults(func=cmd_export)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``bitaccel <command>: error: <what is wrong> (see --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bitaccel", description=__doc__)
+    p = _Parser(prog="bitaccel", description=__doc__)
     p.add_argument("--version", action="version", version=f"bitaccel {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("random-artifact", help="write a seeded random, valid artifact for a BERT-shaped config")
     s.add_argument("--config", choices=["tiny", "minilm", "bert-base"], default="tiny")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--act-bits", type=int, choices=[1, 2, 4, 8], default=1, help="activation bits (default 1: W1A1)")
     s.add_argument("--out", required=True, help="artifact file to write (.safetensors)")
     s.set_defaults(func=cmd_random_artifact)
@@ -295,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="run the end-to-end path that exists on the embedded default")
     s.add_argument("--out", default="out/demo")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_nonneg_int, default=0)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("generate", help="generate the accelerator's Verilog and bitaccel_hw.json for an array size")
@@ -321,13 +393,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt, so every `finally` (child processes) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. Exit status: 0 done, 1 a check failed, 2 bad input or a failed tool, 130 / 143 interrupted."""
     try:
-        return args.func(args)
-    except (ValueError, OSError) as e:  # ArtifactError is a ValueError
-        print(f"bitaccel: error: {e}", file=sys.stderr)
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:                 # --help, --version, or a one-line usage error
+        return e.code if isinstance(e.code, int) else 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        status = args.func(args)
+        sys.stdout.flush()                  # a closed pipe shows here, not at interpreter exit
+        return status
+    except (ValueError, OSError) as e:      # ArtifactError is a ValueError, ToolError an OSError
+        if isinstance(e, BrokenPipeError):
+            return _broken_pipe()
+        print(f"bitaccel: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bitaccel: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("bitaccel: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _one_line(e: BaseException) -> str:
+    """The first line of an error message (a tool's log tail stays in its log file)."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return lines[0] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
+
+
+def _broken_pipe() -> int:
+    """stdout's reader went away (`bitaccel report | head`): stop quietly, as a killed-by-SIGPIPE tool would."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # so the interpreter's final flush does not complain again
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

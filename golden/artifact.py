@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -25,8 +26,10 @@ from .formats import NumericFormat
 from .packing import n_words
 
 FORMAT_NAME = "bitaccel-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MAX_HEADER = 100 * 1024 * 1024
+#: __metadata__ key of the header checksum: SHA-256 of the canonical header JSON without this key.
+HEADER_SHA256 = "bitaccel_header_sha256"
 
 _DTYPES = {"U8": np.uint8, "I8": np.int8, "I16": np.int16, "U16": np.uint16, "I32": np.int32,
            "U32": np.uint32, "I64": np.int64, "U64": np.uint64, "F32": np.float32, "F64": np.float64}
@@ -53,9 +56,6 @@ class Artifact:
             return self.tensors[name]
         except KeyError:
             raise ArtifactError(f"artifact has no tensor {name!r}") from None
-
-    def bits(self, site: str) -> int:
-        return self.quant[site]
 
     def validate(self) -> "Artifact":
         """Check that every expected tensor is present with its dtype and shape, and nothing else."""
@@ -159,6 +159,30 @@ def _sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.array(a, order="C").tobytes()).hexdigest()
 
 
+def _header_sha256(header: dict) -> str:
+    """SHA-256 of the canonical JSON of `header` without its own checksum entry."""
+    meta = {k: v for k, v in header["__metadata__"].items() if k != HEADER_SHA256}
+    return hashlib.sha256(json.dumps({**header, "__metadata__": meta}, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _canonical_header(header: dict) -> bytes:
+    """The header's bytes as written: sorted-key JSON, padded with spaces to a multiple of 8."""
+    blob = json.dumps(header, sort_keys=True).encode("utf-8")
+    return blob + b" " * (-len(blob) % 8)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def header_bytes(header: dict) -> bytes:
+    """Seal `header` (set its checksum entry) and return its bytes as written after the length."""
+    header["__metadata__"][HEADER_SHA256] = _header_sha256(header)
+    return _canonical_header(header)
+
+
 def save_artifact(artifact: Artifact, path: str | os.PathLike) -> None:
     """Validate and write atomically (temporary file in the same folder, then rename)."""
     artifact.validate()
@@ -183,8 +207,7 @@ def save_artifact(artifact: Artifact, path: str | os.PathLike) -> None:
         "sha256": {name: _sha256(a) for name, a in zip(names, arrays)},
     }
     header["__metadata__"] = {"bitaccel": json.dumps(manifest, sort_keys=True)}
-    blob = json.dumps(header, sort_keys=True).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)
+    blob = header_bytes(header)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -197,6 +220,7 @@ def save_artifact(artifact: Artifact, path: str | os.PathLike) -> None:
                 f.write(a.tobytes())
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())    # mkstemp makes 0600; a written file gets the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -204,8 +228,15 @@ def save_artifact(artifact: Artifact, path: str | os.PathLike) -> None:
         raise
 
 
-def load_artifact(path: str | os.PathLike, verify_checksums: bool = True) -> Artifact:
-    """Read, check and return an artifact. Every problem raises ArtifactError with the reason."""
+def load_artifact(path: str | os.PathLike) -> Artifact:
+    """Read, check and return an artifact; every command that reads an artifact calls this.
+
+    Checks, in order: the file, the header length, the header's JSON and checksum (any
+    edited or flipped header byte is caught here), the manifest's format, version and field
+    types, every tensor's dtype, shape and byte range (contiguous, nothing after the last),
+    every tensor's SHA-256, and finally `Artifact.validate` (config, numerics, quantization
+    map, the expected tensor list). Every problem raises ArtifactError naming the file.
+    """
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -214,55 +245,129 @@ def load_artifact(path: str | os.PathLike, verify_checksums: bool = True) -> Art
         raise ArtifactError(f"{path}: no such artifact file") from None
     except IsADirectoryError:
         raise ArtifactError(f"{path}: is a folder, not an artifact file") from None
-    if len(data) < 8:
-        raise ArtifactError(f"{path}: truncated ({len(data)} bytes; not even a header length)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > _MAX_HEADER or 8 + n > len(data):
-        raise ArtifactError(f"{path}: truncated or not an artifact (header length {n}, file {len(data)} bytes)")
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read it ({e.strerror})") from None
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-        manifest = json.loads(header.pop("__metadata__")["bitaccel"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise ArtifactError(f"{path}: not a bitaccel artifact (unreadable header or no manifest: {e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise ArtifactError(f"{path}: not a bitaccel artifact (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: artifact version {manifest.get('version')!r}, this bitaccel reads version {FORMAT_VERSION}")
-    body = memoryview(data)[8 + n:]
-    tensors = {}
-    sums = manifest.get("sha256", {})
-    for name, info in header.items():
-        try:
-            dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
-            shape = tuple(int(s) for s in info["shape"])
-            start, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ArtifactError(f"{path}: bad header entry for tensor {name!r}: {info!r}") from None
-        if end > len(body):
-            raise ArtifactError(f"{path}: truncated: tensor {name!r} ends at byte {end} of a {len(body)}-byte body")
-        if end - start != dtype.itemsize * int(np.prod(shape, dtype=np.int64)) or start < 0:
-            raise ArtifactError(f"{path}: tensor {name!r}: byte range does not match its shape {shape}")
-        a = np.frombuffer(body[start:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
-        if verify_checksums:
-            if name not in sums:
-                raise ArtifactError(f"{path}: no checksum for tensor {name!r}")
-            if _sha256(a.astype(dtype)) != sums[name]:
-                raise ArtifactError(f"{path}: checksum mismatch in tensor {name!r} (corrupt file)")
-        tensors[name] = a
-    try:
-        art = Artifact(
-            config=ModelConfig.from_dict(manifest["config"]),
-            numerics=NumericFormat.from_dict(manifest["numerics"]),
-            quant={k: int(v) for k, v in manifest["quant"].items()},
-            tensors=tensors,
-            tokenizer=manifest.get("tokenizer", {"kind": "none"}),
-            producer=manifest.get("producer", ""),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, ArtifactError):
-            raise
-        raise ArtifactError(f"{path}: bad manifest: {e}") from None
-    try:
-        return art.validate()
+        return _parse(data)
     except ArtifactError as e:
         raise ArtifactError(f"{path}: {e}") from None
+
+
+def _parse(data: bytes) -> Artifact:
+    if len(data) < 8:
+        raise ArtifactError(f"truncated ({len(data)} bytes; not even a header length)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > _MAX_HEADER or 8 + n > len(data):
+        raise ArtifactError(f"truncated or not an artifact (header length {n}, file {len(data)} bytes)")
+    raw = data[8:8 + n]
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"not a bitaccel artifact (unreadable header: {e})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("bitaccel"), str):
+        raise ArtifactError("not a bitaccel artifact (no bitaccel manifest in the header)")
+    if meta.get(HEADER_SHA256) is None:
+        version = _peek_version(meta["bitaccel"])
+        if version != FORMAT_VERSION:
+            raise ArtifactError(f"artifact version {version!r}, this bitaccel reads version {FORMAT_VERSION} "
+                                f"(regenerate or re-export it)")
+        raise ArtifactError("corrupt header (its checksum entry is missing)")
+    if meta[HEADER_SHA256] != _header_sha256(header) or raw != _canonical_header(header):
+        raise ArtifactError("header checksum mismatch (corrupt or edited header)")
+    try:
+        manifest = json.loads(meta["bitaccel"])
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise ArtifactError(f"not a bitaccel artifact (format "
+                            f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ArtifactError(f"artifact version {manifest.get('version')!r}, this bitaccel reads version "
+                            f"{FORMAT_VERSION} (regenerate or re-export it)")
+    _check_manifest_types(manifest)
+    del header["__metadata__"]
+    tensors = _read_tensors(header, memoryview(data)[8 + n:], manifest["sha256"])
+    try:
+        config = ModelConfig.from_dict(manifest["config"])
+        numerics = NumericFormat.from_dict(manifest["numerics"])
+    except (TypeError, ValueError) as e:      # unknown keywords, out-of-range values
+        raise ArtifactError(f"bad manifest: {e}") from None
+    art = Artifact(config=config, numerics=numerics, quant=dict(manifest["quant"]), tensors=tensors,
+                   tokenizer=manifest["tokenizer"], producer=manifest["producer"])
+    try:
+        return art.validate()
+    except ArtifactError:
+        raise
+    except ValueError as e:                    # config / numerics validation
+        raise ArtifactError(str(e)) from None
+
+
+def _peek_version(manifest_text: str):
+    try:
+        m = json.loads(manifest_text)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return m.get("version") if isinstance(m, dict) else None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_manifest_types(m: dict) -> None:
+    """Field types of the manifest (values are checked by the config, numerics and Artifact.validate)."""
+    for key, kind in (("config", dict), ("numerics", dict), ("quant", dict), ("tokenizer", dict),
+                      ("producer", str), ("sha256", dict)):
+        if not isinstance(m.get(key), kind):
+            raise ArtifactError(f"bad manifest: {key!r} must be a JSON {kind.__name__}")
+    if not all(_is_int(v) for v in m["quant"].values()):
+        raise ArtifactError("bad manifest: activation bits in 'quant' must be integers")
+    if not all(isinstance(v, str) for v in m["sha256"].values()):
+        raise ArtifactError("bad manifest: checksums in 'sha256' must be strings")
+    layers = m["config"].get("layers")
+    if _is_int(layers) and not 1 <= layers <= _MAX_LAYERS:
+        raise ArtifactError(f"bad manifest: config layers must be in [1, {_MAX_LAYERS}], not {layers}")
+
+
+#: Largest layer count the loader accepts (BERT-large has 24).
+_MAX_LAYERS = 1024
+
+
+def _read_tensors(header: dict, body: memoryview, sums: dict) -> dict[str, np.ndarray]:
+    """The tensors the header describes: dtype, shape and byte range checked, contiguous, checksums verified."""
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise ArtifactError(f"bad header entry for tensor {name!r}")
+        dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
+            raise ArtifactError(f"tensor {name!r}: unknown dtype {dtype_name!r}")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise ArtifactError(f"tensor {name!r}: shape must be a list of non-negative integers, not {shape!r}")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+            raise ArtifactError(f"tensor {name!r}: data_offsets must be two integers, not {offsets!r}")
+        start, end = offsets
+        dtype = np.dtype(_DTYPES[dtype_name]).newbyteorder("<")
+        if not 0 <= start <= end or end - start != dtype.itemsize * math.prod(shape):
+            raise ArtifactError(f"tensor {name!r}: byte range {offsets} does not match its shape {shape}")
+        if end > len(body):
+            raise ArtifactError(f"truncated: tensor {name!r} ends at byte {end} of a {len(body)}-byte body")
+        spans.append((start, end, name, dtype, tuple(shape)))
+    spans.sort()
+    at = 0
+    for start, end, name, _, _ in spans:
+        if start != at:
+            raise ArtifactError(f"tensor {name!r} starts at byte {start}, expected {at} (gap or overlap)")
+        at = end
+    if at != len(body):
+        raise ArtifactError(f"{len(body) - at} bytes after the last tensor (appended data or a wrong header)")
+    tensors = {}
+    for start, end, name, dtype, shape in spans:
+        if name not in sums:
+            raise ArtifactError(f"no checksum for tensor {name!r}")
+        raw = body[start:end]
+        if hashlib.sha256(raw).hexdigest() != sums[name]:
+            raise ArtifactError(f"checksum mismatch in tensor {name!r} (corrupt file)")
+        tensors[name] = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    return tensors

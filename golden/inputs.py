@@ -20,7 +20,15 @@ def check_inputs(config: ModelConfig, ids, mask=None, types=None):
         raise ValueError(f"sequence of {s} tokens is longer than the model's max_position {config.max_position}")
     if ids.min() < 0 or ids.max() >= config.vocab_size:
         raise ValueError(f"token ids must lie in [0, {config.vocab_size}), got [{ids.min()}, {ids.max()}]")
-    mask = np.ones((b, s), dtype=bool) if mask is None else np.asarray(mask).reshape(b, s).astype(bool)
+    if mask is None:
+        mask = np.ones((b, s), dtype=bool)
+    else:
+        mask = np.asarray(mask)
+        if mask.size != b * s:
+            raise ValueError(f"attention mask has {mask.size} entries, the token ids {b * s}")
+        if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.number) and np.isin(mask, (0, 1)).all()):
+            raise ValueError("attention mask entries must be 0 or 1")
+        mask = mask.reshape(b, s).astype(bool)
     if not mask.any(axis=1).all():
         raise ValueError("attention mask: every sequence needs at least one unmasked token")
     types = np.zeros((b, s), dtype=np.int64) if types is None else np.asarray(types, dtype=np.int64).reshape(b, s)

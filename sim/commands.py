@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 __all__ = ["add_commands", "simulate", "report", "resolve_model", "format_report", "plot_report",
            "SIM_UNITS", "DEFAULT_ARRAYS"]
@@ -36,7 +37,7 @@ def resolve_model(model: str, act_bits: int = 1) -> dict:
     if not os.path.isfile(model):
         raise ValueError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor an artifact file")
     from golden.artifact import load_artifact
-    art = load_artifact(model, verify_checksums=False)
+    art = load_artifact(model)
     return {"name": os.path.basename(model), "source": "artifact", "config": art.config, "quant": dict(art.quant),
             "numerics": art.numerics}
 
@@ -47,7 +48,30 @@ def _quant_label(quant: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- report
-def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int = 128, clock_mhz: float = 200.0,
+#: `report --seq` default: this, or the model's max_position when that is smaller.
+DEFAULT_SEQ = 128
+
+
+def _cycles(x: float) -> int:
+    """A modeled cycle count (the model averages overlapped stages, so it may be fractional) -> whole cycles, up."""
+    return int(math.ceil(round(x, 6)))
+
+
+def design_notes(params, seq: int) -> list[str]:
+    """Where the modeled design exceeds the default hardware limits (hw.params.HwParams), one sentence each."""
+    from hw.params import HwParams
+
+    d = HwParams()
+    notes = []
+    for name in ("max_seq", "max_hidden", "max_ffn", "max_head_dim"):
+        if getattr(params, name) > getattr(d, name):
+            notes.append(f"the modeled design is grown to {name}={getattr(params, name)}, past the default "
+                         f"limit {getattr(d, name)} (generate it with --{name.replace('_', '-')} "
+                         f"{getattr(params, name)})")
+    return notes
+
+
+def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None = None, clock_mhz: float = 200.0,
            act_bits: int = 1, sram_kib: float | None = None, synth: bool = False, synth_target: str = "xilinx",
            synth_units: str = "mac_array") -> dict:
     """Sweep over array sizes: cycles, latency, utilization, energy and (optionally) FPGA resources per inference."""
@@ -56,7 +80,7 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int = 128, 
     from .workload import inference_blocks, parse_arrays
 
     sizes = parse_arrays(arrays)
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 1):
         raise ValueError(f"--seq must be a positive integer, not {seq!r}")
     if not isinstance(clock_mhz, (int, float)) or isinstance(clock_mhz, bool) or not 0 < clock_mhz < math.inf:
         raise ValueError(f"--clock-mhz must be a positive number, not {clock_mhz!r}")
@@ -73,21 +97,25 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int = 128, 
             raise ValueError(f"--synth-units: unknown unit(s) {bad or units}; known: {', '.join(UNITS)}")
     m = resolve_model(model, act_bits)
     cfg, quant, fmt = m["config"], m["quant"], m["numerics"]
+    if seq is None:
+        seq = min(DEFAULT_SEQ, cfg.max_position)
     if seq > cfg.max_position:
         raise ValueError(f"--seq {seq} exceeds the model's max_position {cfg.max_position}")
     # validate every size before any (slow) work
     params = {s: params_for(cfg, seq, *s, quant, fmt) for s in sizes}
+    notes = design_notes(params[sizes[0]], seq)
     rows = []
     for size in sizes:
         p = params[size]
         cm = CycleModel(p)
         cyc = cm.inference(inference_blocks(cfg, seq, quant, fmt))
         en = inference_energy(cfg, seq, *size, quant, sram_kib, fmt, cycles=cyc)
-        latency_s = cyc["cycles"] / (clock_mhz * 1e6)
+        cycles = _cycles(cyc["cycles"])
+        latency_s = cycles / (clock_mhz * 1e6)
         row = {
             "array": cyc["array"], "rows": p.rows, "cols": p.cols, "lanes": p.lanes,
             "peak_macs_per_cycle": p.peak_macs_per_cycle,
-            "cycles": cyc["cycles"], "ideal_cycles": cyc["ideal_cycles"], "utilization": cyc["utilization"],
+            "cycles": cycles, "ideal_cycles": _cycles(cyc["ideal_cycles"]), "utilization": cyc["utilization"],
             "latency_s": latency_s, "latency_ms": latency_s * 1e3, "inferences_per_s": 1.0 / latency_s,
             "binary_macs": cyc["binary_macs"],
             "energy_pj": en["energy_pj"], "energy_uj": en["energy_uj"],
@@ -96,9 +124,10 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int = 128, 
             "binary_macs_per_joule": en["binary_macs_per_joule"],
             "average_power_w": en["energy_pj"] * 1e-12 / latency_s,
             "memory": en["memory"], "counts": en["counts"],
-            "cycles_by_kind": {k: {"cycles": v["cycles"], "share": v["share"], "utilization": v["utilization"],
-                                   "bottleneck": v["bottleneck"]} for k, v in cyc["by_kind"].items()},
-            "unit_busy_cycles": cyc["unit_busy_cycles"],
+            "cycles_by_kind": {k: {"cycles": _cycles(v["cycles"]), "share": v["share"],
+                                   "utilization": v["utilization"], "bottleneck": v["bottleneck"]}
+                               for k, v in cyc["by_kind"].items()},
+            "unit_busy_cycles": {u: _cycles(v) for u, v in cyc["unit_busy_cycles"].items()},
             "design_memory_bits": design_memory_bits(p),
             "resources": {"status": "not run (pass --synth)"},
         }
@@ -107,7 +136,7 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int = 128, 
         rows.append(row)
     return {
         "model": m["name"], "model_source": m["source"], "config": cfg.to_dict(), "quant": _quant_label(quant),
-        "seq": seq, "clock_mhz": clock_mhz,
+        "seq": seq, "clock_mhz": clock_mhz, "notes": notes,
         "sram_kib": sram_kib, "sram_source": "generated design (no weight buffer: weights streamed from DRAM)"
         if sram_kib is None else "--sram-kib",
         "arrays": rows,
@@ -245,9 +274,8 @@ def simulate(unit: str, sim: str = "icarus", array: str = "2x2x8", workload=None
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, not {seed!r}")
     rows, cols, lanes = parse_array(array)
-    if isinstance(workload, str) and os.path.isfile(workload):
-        with open(workload) as f:
-            workload = json.load(f)
+    if isinstance(workload, str) and (os.path.isfile(workload) or workload.lower().endswith(".json")):
+        workload = read_workload_file(workload)
     w = unit_workload(unit, workload)
     d = HwParams()
     params = HwParams(rows=rows, cols=cols, lanes=lanes, max_seq=max(d.max_seq, w.get("seq_len", 1)),
@@ -278,6 +306,22 @@ def simulate(unit: str, sim: str = "icarus", array: str = "2x2x8", workload=None
     }
 
 
+def read_workload_file(path: str) -> dict:
+    """A JSON workload file -> its object; ValueError naming the file for every problem."""
+    try:
+        with open(path) as f:
+            w = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--workload {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--workload {path}: cannot read it ({e})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--workload {path}: not JSON ({e}); give key=value,... or a JSON object file") from None
+    if not isinstance(w, dict):
+        raise ValueError(f"--workload {path}: expected a JSON object of workload keys, not a {type(w).__name__}")
+    return w
+
+
 class SimulationPending(OSError):
     """`simulate` cannot run: the cocotb measurement module is not in this checkout yet."""
 
@@ -293,10 +337,15 @@ def _bench_workload(unit: str, w: dict) -> dict:
 
 # ----------------------------------------------------------------------------- CLI
 def cmd_report(args) -> int:
+    if args.plot:
+        from bitaccel.cli import check_output_file
+        check_output_file(args.plot, "--plot")
     r = report(model=args.model, arrays=args.arrays, seq=args.seq, clock_mhz=args.clock_mhz, act_bits=args.act_bits,
                sram_kib=args.sram_kib, synth=args.synth, synth_target=args.synth_target, synth_units=args.synth_units)
     if args.plot:
         plot_report(r, args.plot)
+    for note in r["notes"]:
+        print(f"bitaccel report: note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(r))
     else:
@@ -339,7 +388,8 @@ def add_commands(subparsers) -> None:
     s = subparsers.add_parser("report", help="sweep array sizes: cycles, latency, utilization, energy per inference")
     s.add_argument("--model", default="minilm", help="preset (minilm, bert-base, tiny) or an artifact file")
     s.add_argument("--arrays", default=DEFAULT_ARRAYS, help=f"comma-separated RxCxL sizes (default {DEFAULT_ARRAYS})")
-    s.add_argument("--seq", type=int, default=128, help="sequence length (default 128)")
+    s.add_argument("--seq", type=int, default=None,
+                   help=f"sequence length (default {DEFAULT_SEQ}, or the model's max_position when smaller)")
     s.add_argument("--clock-mhz", type=float, default=200.0, help="clock for the latency (default 200)")
     s.add_argument("--act-bits", type=int, default=1, help="activation bits of a preset, 1/2/4/8 (default 1: W1A1)")
     s.add_argument("--sram-kib", type=float, default=None,

@@ -238,6 +238,11 @@ UNIT_WORKLOAD_KEYS = {
 }
 
 
+#: Largest workload dimension (rows, channels, m, n, k, seq_len, hidden): the hardware limits are
+#: at most 4096 per dimension (hw.params), and a simulation of more rows than this would run for hours.
+MAX_WORKLOAD_SIZE = 1 << 16
+
+
 def unit_workload(unit: str, spec: str | dict | None = None) -> dict:
     """A unit workload: the defaults of `unit` updated by `spec` ('k=v,k=v' or a dict); validated."""
     if unit not in UNIT_WORKLOAD_KEYS:
@@ -251,6 +256,8 @@ def unit_workload(unit: str, spec: str | dict | None = None) -> dict:
             key, value = part.split("=", 1)
             items[key] = value
         spec = items
+    if spec is not None and not isinstance(spec, dict):
+        raise ValueError(f"a workload is key=value,... or a JSON object, not {type(spec).__name__}")
     for key, value in (spec or {}).items():
         if key not in w:
             raise ValueError(f"unknown workload key {key!r} for {unit}; known: {', '.join(w)}")
@@ -259,12 +266,17 @@ def unit_workload(unit: str, spec: str | dict | None = None) -> dict:
                 raise ValueError(f"workload mode must be binary or multibit, not {value!r}")
             w[key] = str(value)
             continue
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"workload {key} must be an integer, not {value!r}")
         try:
             w[key] = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"workload {key} must be an integer, not {value!r}") from None
-        if w[key] < (0 if key.endswith("_signed") else 1):
-            raise ValueError(f"workload {key} must be positive, not {value!r}")
+        if key.endswith("_signed"):
+            if w[key] not in (0, 1):
+                raise ValueError(f"workload {key} must be 0 (unsigned) or 1 (signed), not {value!r}")
+        elif not 1 <= w[key] <= MAX_WORKLOAD_SIZE:
+            raise ValueError(f"workload {key} must be an integer in [1, {MAX_WORKLOAD_SIZE}], not {value!r}")
     for key in ("a_bits", "b_bits"):
         if key in w and w[key] not in ACT_BITS:
             raise ValueError(f"workload {key} must be one of {ACT_BITS}, not {w[key]}")

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from golden.artifact import FORMAT_VERSION, Artifact, ArtifactError, load_artifact, save_artifact
+from golden.artifact import FORMAT_VERSION, Artifact, ArtifactError, header_bytes, load_artifact, save_artifact
 from golden.model import IntegerModel
 from golden.random_artifact import random_artifact
 
@@ -17,14 +17,34 @@ def saved(tmp_path_factory, tiny_artifacts):
     return path
 
 
-def rewrite_header(src, dst, edit):
+def rewrite_header(src, dst, edit, seal=True):
+    """Apply `edit` to the header; `seal`: recompute the header checksum (a deliberate edit, not a corruption)."""
     data = src.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8:8 + n])
     edit(header)
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
+    if seal:
+        blob = header_bytes(header)
+    else:
+        blob = json.dumps(header, sort_keys=True).encode()
+        blob += b" " * (-len(blob) % 8)
     dst.write_bytes(struct.pack("<Q", len(blob)) + blob + data[8 + n:])
+
+
+def test_unsealed_header_edit_is_caught_by_the_header_checksum(saved, tmp_path):
+    rewrite_header(saved, tmp_path / "m.safetensors", lambda h: h.pop("layers.1.ffn2.n_neg"), seal=False)
+    with pytest.raises(ArtifactError, match="header checksum mismatch"):
+        load_artifact(tmp_path / "m.safetensors")
+
+
+def test_older_format_version_is_named(saved, tmp_path):
+    def edit(h):
+        m = json.loads(h["__metadata__"]["bitaccel"])
+        m["version"] = 1
+        h["__metadata__"] = {"bitaccel": json.dumps(m)}      # version 1 files had no header checksum
+    rewrite_header(saved, tmp_path / "v1.safetensors", edit, seal=False)
+    with pytest.raises(ArtifactError, match="artifact version 1, this bitaccel reads version 2"):
+        load_artifact(tmp_path / "v1.safetensors")
 
 
 def test_round_trip_is_exact(saved, tiny_artifacts):
@@ -75,8 +95,28 @@ def test_truncated(saved, tmp_path, keep):
         load_artifact(tmp_path / "t.safetensors")
 
 
+def drop_tensor(src, dst, name):
+    """Remove tensor `name` from the file: its header entry and its bytes, later offsets shifted, header sealed."""
+    data = src.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    start, end = header.pop(name)["data_offsets"]
+    for key, info in header.items():
+        if key != "__metadata__" and info["data_offsets"][0] >= end:
+            info["data_offsets"] = [o - (end - start) for o in info["data_offsets"]]
+    blob = header_bytes(header)
+    dst.write_bytes(struct.pack("<Q", len(blob)) + blob + body[:start] + body[end:])
+
+
+def test_gap_between_tensors(saved, tmp_path):
+    rewrite_header(saved, tmp_path / "g.safetensors", lambda h: h.pop("layers.1.ffn2.n_neg"))
+    with pytest.raises(ArtifactError, match="gap or overlap"):
+        load_artifact(tmp_path / "g.safetensors")
+
+
 def test_missing_tensor(saved, tmp_path):
-    rewrite_header(saved, tmp_path / "m.safetensors", lambda h: h.pop("layers.1.ffn2.n_neg"))
+    drop_tensor(saved, tmp_path / "m.safetensors", "layers.1.ffn2.n_neg")
     with pytest.raises(ArtifactError, match="missing 1 tensor.*layers.1.ffn2.n_neg"):
         load_artifact(tmp_path / "m.safetensors")
 
