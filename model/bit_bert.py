@@ -24,6 +24,12 @@ Baselines / ablations (BiT Table 2 and appendix A.2, A.3), constructor flags:
   (strong baseline: both off; "+ learnable scale": learn_alpha; BiT: both on.)
 * bi_attention=True: BiBERT's Bi-Attention, probabilities = 1{score >= 0} without softmax.
 two_set=False and bi_attention=True are training-only (export refuses them).
+
+Integer-exact mode: with `integer_format` set (a golden NumericFormat, frozen), `forward`
+computes exactly what golden.model.IntegerModel computes on the model's export at that
+format (model/integer_path.py), with straight-through gradients to the float parameters;
+the folded constants are recomputed whenever a parameter changed. The format is saved
+with the model. `integer_format = None` (the default) is the float fake-quant forward.
 """
 from __future__ import annotations
 
@@ -186,6 +192,8 @@ class BitBertForSequenceClassification(nn.Module):
             else config.hidden_dropout_prob
         self.classifier_dropout = nn.Dropout(drop)
         self.classifier = nn.Linear(h, config.num_labels)
+        self.integer_format = None      # golden NumericFormat: integer-exact mode (module doc)
+        self._integer_cache = None      # (parameter versions, IntegerPath)
 
     # ------------------------------------------------------------------ construction
     @property
@@ -277,8 +285,11 @@ class BitBertForSequenceClassification(nn.Module):
         folder = os.fspath(folder)
         os.makedirs(folder, exist_ok=True)
         self.config.save_pretrained(folder)
+        meta = {"format": "bitaccel-bit-bert", "version": 1, **self.flags()}
+        if self.integer_format is not None:
+            meta["integer_format"] = self.integer_format.to_dict()
         with open(os.path.join(folder, META_FILE), "w") as f:
-            json.dump({"format": "bitaccel-bit-bert", "version": 1, **self.flags()}, f, indent=1, sort_keys=True)
+            json.dump(meta, f, indent=1, sort_keys=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, os.path.join(folder, WEIGHTS_FILE))
 
@@ -300,6 +311,9 @@ class BitBertForSequenceClassification(nn.Module):
                                       "bi_attention", "ffn_act")}
         model = cls(BertConfig.from_pretrained(folder), **flags)
         model.load_state_dict(load_file(os.path.join(folder, WEIGHTS_FILE)))
+        if meta.get("integer_format") is not None:
+            from golden.formats import NumericFormat
+            model.integer_format = NumericFormat.from_dict(meta["integer_format"])
         return model
 
     # ------------------------------------------------------------------ quantizers
@@ -349,6 +363,8 @@ class BitBertForSequenceClassification(nn.Module):
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), not shape {tuple(input_ids.shape)}")
+        if self.integer_format is not None:
+            return self._integer_forward(input_ids, attention_mask, token_type_ids, labels)
         valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         h = self.embeddings(input_ids, types)
@@ -367,3 +383,33 @@ class BitBertForSequenceClassification(nn.Module):
                 loss = F.cross_entropy(logits, labels)
         return BitBertOutput(logits=logits, hidden_states=tuple(hidden),
                              attentions=tuple(scores) if output_attentions else None, loss=loss)
+
+    # ------------------------------------------------------------------ integer-exact mode
+    def integer_path(self):
+        """The IntegerPath (model/integer_path.py) of the current parameters at `integer_format`.
+
+        Folded again (model.export.fold_constants) whenever a parameter or buffer changed
+        (optimizer steps and loads bump the tensors' version counters)."""
+        from .export import fold_constants, model_config
+        from .integer_path import IntegerPath
+
+        if self.integer_format is None:
+            raise ValueError("integer_format is not set: the model is in float mode")
+        key = (self.integer_format, tuple((t.data_ptr(), t._version) for t in self.state_dict().values()))
+        if self._integer_cache is None or self._integer_cache[0] != key:
+            tensors = fold_constants(self, self.integer_format)
+            quant = {name: q.bits for name, q in self.named_sites()}
+            path = IntegerPath(model_config(self), self.integer_format, quant, tensors,
+                               next(self.parameters()).device)
+            self._integer_cache = (key, path)
+        return self._integer_cache[1]
+
+    def _integer_forward(self, input_ids, attention_mask, token_type_ids, labels) -> BitBertOutput:
+        logits, hidden = self.integer_path().forward(self, input_ids, attention_mask, token_type_ids)
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = F.cross_entropy(logits, labels)
+        return BitBertOutput(logits=logits, hidden_states=hidden, loss=loss)

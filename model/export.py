@@ -89,18 +89,23 @@ def _layernorm(t: dict, name: str, ln) -> None:
     t[f"{name}.beta"] = _f32(ln.bias)
 
 
-def float_tensors(model: BitBertForSequenceClassification) -> dict[str, np.ndarray]:
-    """The float tensors of the artifact (names of docs/artifact.md), before folding."""
+def float_tensors(model: BitBertForSequenceClassification, word_bits: bool = True) -> dict[str, np.ndarray]:
+    """The float tensors of the artifact (names of docs/artifact.md), before folding.
+
+    word_bits=False leaves out the packed word-embedding signs (vocab x hidden bits: the
+    integer training path computes the looked-up rows' signs itself, with the same function).
+    """
     emb = model.embeddings
     signs, scale = weight_signs_scale(emb.word.weight, per_row=True)
     t: dict[str, np.ndarray] = {
-        "embeddings.word.bits": pack_bits(pm1_to_bits(signs.cpu().numpy().astype(np.int8))),
         "embeddings.word.scale": scale[:, 0].cpu().numpy().astype(np.float64),
         "embeddings.position": _f32(emb.position.weight),
         "embeddings.token_type": _f32(emb.token_type.weight),
         "classifier.weight": _f32(model.classifier.weight),
         "classifier.bias": _f32(model.classifier.bias),
     }
+    if word_bits:
+        t["embeddings.word.bits"] = pack_bits(pm1_to_bits(signs.cpu().numpy().astype(np.int8)))
     _layernorm(t, "embeddings.ln", emb.ln)
     _linear(t, "pooler", model.pooler)
     for i, layer in enumerate(model.layers):
@@ -138,14 +143,16 @@ def residual_max_abs(model: BitBertForSequenceClassification, sample: dict | Non
     # LayerNorm inputs (embedding sum, y + h) and outputs; a layer's dropout sees the O and FFN2 outputs y
     modules = [model.embeddings.ln] + [m for layer in model.layers for m in (layer.ln1, layer.ln2, layer.dropout)]
     handles = [m.register_forward_hook(hook) for m in modules]
-    was_training = model.training
+    was_training, integer_format = model.training, model.integer_format
     try:
         model.eval()
+        model.integer_format = None             # the float forward's values (the hooks sit on its modules)
         model(sample["input_ids"], sample.get("attention_mask"), sample.get("token_type_ids"))
     finally:
         for hd in handles:
             hd.remove()
         model.train(was_training)
+        model.integer_format = integer_format
     return seen[0]
 
 
@@ -176,6 +183,17 @@ def choose_numerics(model: BitBertForSequenceClassification, tensors: dict[str, 
     return NumericFormat(residual_frac=residual_frac, gamma_frac=gamma_frac).validate()
 
 
+@torch.no_grad()
+def fold_constants(model: BitBertForSequenceClassification, numerics: NumericFormat) -> dict[str, np.ndarray]:
+    """The artifact tensors of `model` at a given numeric format (float tensors + golden.fold.fold_all),
+    without the packed word-embedding signs: what model/integer_path.py computes with."""
+    check_exportable(model)
+    quant = {name: q.bits for name, q in model.named_sites()}
+    tensors = float_tensors(model, word_bits=False)
+    tensors.update(fold_all(model_config(model), numerics.validate(), quant, tensors))
+    return tensors
+
+
 def export(model: BitBertForSequenceClassification, out_path: str | os.PathLike, tokenizer_ref: dict | None = None,
            producer: str = "bitaccel export", numerics: NumericFormat | None = None,
            sample: dict | None = None) -> Artifact:
@@ -184,13 +202,14 @@ def export(model: BitBertForSequenceClassification, out_path: str | os.PathLike,
     model : a W1 two-set model with act_bits in {1, 2, 4, 8} and initialized alphas
         (ValueError with the reason otherwise).
     tokenizer_ref : the manifest's tokenizer reference (default {"kind": "none"}).
-    numerics : fixed-point format; default `choose_numerics(model, tensors, sample)`.
+    numerics : fixed-point format; default the model's frozen `integer_format` (integer-exact
+        mode, model/integer_path.py) if set, else `choose_numerics(model, tensors, sample)`.
     """
     check_exportable(model)
     config = model_config(model)
     quant = {name: q.bits for name, q in model.named_sites()}
     tensors = float_tensors(model)
-    fmt = (numerics or choose_numerics(model, tensors, sample)).validate()
+    fmt = (numerics or model.integer_format or choose_numerics(model, tensors, sample)).validate()
     tensors.update(fold_all(config, fmt, quant, tensors))
     art = Artifact(config=config, numerics=fmt, quant=quant, tensors=tensors,
                    tokenizer=dict(tokenizer_ref) if tokenizer_ref is not None else {"kind": "none"},

@@ -46,10 +46,12 @@ Rounding: floor(z + 1/2) is round half UP (a tie z = k + 1/2 gives k + 1), like 
 the paper's ">= 0.5 -> 1". `torch.round` would round half to even and differ at exact ties.
 
 Weights (`BinarizeWeight`): W_b = mean|W| * sign(W - mean W), sign(0) = +1, one scale per
-matrix (per row for the word embedding); the gradient passes straight through,
-dW = g, with no clipping (BiT Sec. 3.2) and no gradient into the scale or the mean.
-Means and scales are computed in float64 whatever the weight dtype, so the exported sign
-bits and scales are exactly the ones the model used.
+matrix; the word embedding has one scale per row and the mean of the whole table (the
+official BiT code's BwnQuantizer with embed_layerwise=False). The gradient passes straight
+through, dW = g, with no clipping (BiT Sec. 3.2) and no gradient into the scale or the mean.
+Means and scales are accumulated in float64 and the sign test is exact, whatever the weight
+dtype, and export calls the same `weight_signs_scale`, so the exported sign bits and scales
+are exactly the ones the model used.
 """
 from __future__ import annotations
 
@@ -59,21 +61,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from golden.formats import ACT_BITS as GOLDEN_ACT_BITS
+from golden.formats import code_range
+
 #: Smallest scale alpha used in the forward pass (alpha is clamped to it, here and in export).
 ALPHA_MIN = 1e-5
-#: Activation bit widths: 1, 2, 4, 8 quantize; 32 is the identity (full precision).
-ACT_BITS = (1, 2, 4, 8, 32)
+#: Activation bit widths: golden's (1, 2, 4, 8) quantize; 32 is the identity (full precision).
+ACT_BITS = (*GOLDEN_ACT_BITS, 32)
 #: Weight bit widths: 1 binarizes; 32 is full precision.
 WEIGHT_BITS = (1, 32)
-
-
-def code_range(bits: int, signed: bool) -> tuple[int, int]:
-    """(Qn, Qp) of an activation code, as golden.formats.code_range (1-bit signed = {-1, +1})."""
-    if bits not in (1, 2, 4, 8):
-        raise ValueError(f"activation bits must be 1, 2, 4 or 8, not {bits!r}")
-    if signed:
-        return (-1, 1) if bits == 1 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-    return 0, (1 << bits) - 1
 
 
 def quant_codes(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor | None, bits: int, signed: bool) -> torch.Tensor:
@@ -170,35 +166,65 @@ def quantize(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor | None, bi
     return MultiBit.apply(x, alpha, beta, qn, qp)
 
 
-def weight_signs_scale(w: torch.Tensor, per_row: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(signs, scale) of BiT weight binarization, computed in float64 without gradient.
+def _ceil_threshold(mean: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The smallest value t of `dtype` with t >= mean (float64), so that w >= t <=> w >= mean for w of `dtype`."""
+    if dtype == torch.float64:
+        return mean
+    t = mean.to(dtype)
+    up = torch.nextafter(t, torch.full_like(t, math.inf))
+    return torch.where(t.to(torch.float64) < mean, up, t)
 
-    signs = sign(W - mean W) with sign(0) = +1, shape of w, float64 +-1;
-    scale = mean|W|: shape () per matrix, or (rows, 1) per row (word embedding).
+
+def weight_mean(w: torch.Tensor) -> torch.Tensor:
+    """mean(W) over the whole matrix, accumulated in float64 (no float64 copy of W), as a float64 scalar."""
+    return w.detach().sum(dtype=torch.float64) / w.numel()
+
+
+def weight_signs_scale(w: torch.Tensor, per_row: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signs, scale) of BiT weight binarization, without gradient.
+
+    signs = sign(W - mean W) with sign(0) = +1 and the mean over the whole matrix, +-1 in
+    w's dtype; scale = mean|W|, float64: shape () per matrix, or (rows, 1) per row (the word
+    embedding: per-row scale, global mean, as the official BiT code's embed_layerwise=False).
+    Sums are accumulated in float64 and the sign test is exact (w >= mean compared without
+    rounding the mean), so float32 weights need no float64 copy.
     """
-    w64 = w.detach().to(torch.float64)
-    if per_row:
-        mean, scale = w64.mean(dim=-1, keepdim=True), w64.abs().mean(dim=-1, keepdim=True)
-    else:
-        mean, scale = w64.mean(), w64.abs().mean()
-    return torch.where(w64 - mean >= 0, 1.0, -1.0).to(torch.float64), scale
+    w = w.detach()
+    thr = _ceil_threshold(weight_mean(w), w.dtype)
+    signs = torch.where(w >= thr, 1.0, -1.0).to(w.dtype)
+    a = w.abs()
+    scale = a.sum(dim=-1, keepdim=True, dtype=torch.float64) / w.shape[-1] if per_row \
+        else a.sum(dtype=torch.float64) / w.numel()
+    return signs, scale
+
+
+def word_embedding_signs_scale(weight: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight_signs_scale(weight, per_row=True) restricted to the rows `ids` (..., ) -> ((..., H), (..., 1)).
+
+    The mean is over the whole table (as in export); only the looked-up rows are binarized.
+    """
+    rows = F.embedding(ids, weight.detach())
+    thr = _ceil_threshold(weight_mean(weight), weight.dtype)
+    signs = torch.where(rows >= thr, 1.0, -1.0).to(weight.dtype)
+    return signs, rows.abs().sum(dim=-1, keepdim=True, dtype=torch.float64) / weight.shape[-1]
 
 
 class BinarizeWeight(torch.autograd.Function):
-    """mean|W| * sign(W - mean W) (per matrix or per row); gradient passes straight through, unclipped."""
+    """mean|W| * sign(W - mean W) (one scale per matrix); gradient passes straight through, unclipped."""
 
     @staticmethod
-    def forward(ctx, w, per_row: bool):
-        signs, scale = weight_signs_scale(w, per_row)
-        return (signs * scale).to(w.dtype)
+    def forward(ctx, w):
+        signs, scale = weight_signs_scale(w)
+        return signs * scale.to(w.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        return g, None
+        return g
 
 
-def binarize_weight(w: torch.Tensor, per_row: bool = False) -> torch.Tensor:
-    return BinarizeWeight.apply(w, per_row)
+def binarize_weight(w: torch.Tensor) -> torch.Tensor:
+    """mean|W| * sign(W - mean W), one scale per matrix, with the pass-through gradient."""
+    return BinarizeWeight.apply(w)
 
 
 def quantized_linear(quantizer: "ActQuantizer", linear: "BitLinear", x: torch.Tensor, exact: bool) -> torch.Tensor:
@@ -349,9 +375,9 @@ class BitLinear(nn.Linear):
 
 
 class BitEmbedding(nn.Embedding):
-    """nn.Embedding whose rows are binarized (weight_bits=1, one scale and mean per row).
+    """nn.Embedding whose rows are binarized (weight_bits=1): one scale per row, the mean of the whole table.
 
-    Only the looked-up rows are binarized (rows are independent), so the cost is per token.
+    Only the looked-up rows are binarized (plus one float64-accumulated mean of the table per forward).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, weight_bits: int = 32):
@@ -362,4 +388,7 @@ class BitEmbedding(nn.Embedding):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = F.embedding(ids, self.weight, self.padding_idx)
-        return binarize_weight(rows, per_row=True) if self.weight_bits == 1 else rows
+        if self.weight_bits != 1:
+            return rows
+        signs, scale = word_embedding_signs_scale(self.weight, ids)
+        return rows + (signs * scale.to(rows.dtype) - rows).detach()     # pass-through gradient to the rows

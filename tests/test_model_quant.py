@@ -5,9 +5,10 @@ import torch
 
 from golden.fold import binarize_weight as golden_binarize_weight
 from golden.fold import unpack_pm1
+from golden.formats import code_range
 from golden.reference import quantize_float
-from model.quant import (ALPHA_MIN, ActQuantizer, BitEmbedding, BitLinear, binarize_weight, code_range, quant_codes,
-                         quantize)
+from model.quant import (ALPHA_MIN, ActQuantizer, BitEmbedding, BitLinear, binarize_weight, quant_codes, quantize,
+                         weight_signs_scale)
 
 #: (bits, signed) of every quantizer kind.
 KINDS = [(1, True), (1, False), (2, True), (4, True), (8, True), (2, False), (4, False), (8, False)]
@@ -121,11 +122,13 @@ def test_weight_binarization_matches_golden_and_passes_gradient(rng):
 
 def test_weight_binarization_sign_of_zero_and_per_row():
     w = torch.tensor([[1.0, 2.0, 3.0], [-4.0, 0.0, 4.0]], dtype=torch.float64)
-    rows = binarize_weight(w, per_row=True)              # row means 2 and 0 are hit exactly -> +1
-    assert rows.tolist() == [[-2.0, 2.0, 2.0], [-8 / 3, 8 / 3, 8 / 3]]
-    for r in range(2):
-        bits, scale = golden_binarize_weight(w[r:r + 1].numpy())
-        assert np.array_equal(rows[r:r + 1].numpy(), unpack_pm1(bits, 3) * scale)
+    signs, scale = weight_signs_scale(w, per_row=True)   # per-row scale, mean of the whole matrix (1, hit exactly)
+    assert signs.tolist() == [[1.0, 1.0, 1.0], [-1.0, -1.0, 1.0]]
+    assert scale[:, 0].tolist() == [2.0, 8 / 3]
+    emb = BitEmbedding(2, 3, weight_bits=1).double()
+    with torch.no_grad():
+        emb.weight.copy_(w)
+    assert emb(torch.tensor([[1, 0]]))[0].tolist() == [[-8 / 3, -8 / 3, 8 / 3], [2.0, 2.0, 2.0]]
     whole = binarize_weight(torch.tensor([[1.0, 2.0], [3.0, 2.0]]))   # mean 2 is hit exactly -> +1
     assert whole.tolist() == [[-2.0, 2.0], [2.0, 2.0]]
 
@@ -187,9 +190,11 @@ def test_bit_linear_and_embedding(rng):
     emb = BitEmbedding(10, 70, weight_bits=1).double()
     ids = torch.tensor([[3, 3, 7]])
     out = emb(ids)
-    for j, t in enumerate([3, 3, 7]):
-        bits, scale = golden_binarize_weight(emb.weight[t:t + 1].detach().numpy())
-        assert np.array_equal(out[0, j:j + 1].detach().numpy(), unpack_pm1(bits, 70) * scale)
+    table = emb.weight.detach().numpy()
+    for j, t in enumerate([3, 3, 7]):                   # sign(row - mean of the table) * mean|row|
+        want = np.where(table[t] >= table.mean(), 1.0, -1.0) * np.abs(table[t]).mean()
+        assert np.allclose(out[0, j].detach().numpy(), want, rtol=1e-15, atol=0)
+        assert np.array_equal(np.sign(out[0, j].detach().numpy()), np.where(table[t] >= table.mean(), 1.0, -1.0))
     out.sum().backward()
     assert emb.weight.grad[3].eq(2).all() and emb.weight.grad[7].eq(1).all() and emb.weight.grad[0].eq(0).all()
     with pytest.raises(ValueError):
