@@ -95,6 +95,7 @@ UNIT_BENCHES = {
     "requant_unit": "sim.bench.tb_requant_unit",
     "softmax_unit": "sim.bench.tb_softmax_unit",
     "layernorm_unit": "sim.bench.tb_layernorm_unit",
+    "accelerator": "sim.bench.tb_accelerator",
 }
 #: Environment variables that carry a run's parameters into the cocotb process.
 ENV = types.SimpleNamespace(
@@ -261,12 +262,17 @@ def build_path(unit: str, sim: str, params, work_dir="sim_build") -> Path:
 
 # ----------------------------------------------------------------------------- process control
 def _execute_cmds_with_limit(self, cmds, cwd, stdout=None) -> None:
-    """Replacement for cocotb's Runner._execute_cmds: same contract plus a wall-clock limit.
+    """Replacement for cocotb's Runner._execute_cmds: same contract plus a wall-clock limit and clean stops.
 
-    Each command runs in its own process group; past ``self._bitaccel_deadline`` the whole
-    group (make and its compilers, or the simulator) is killed and SimulationTimeout raised.
+    Each command runs in its own process group. Past ``self._bitaccel_deadline``, or when
+    anything interrupts the wait (Ctrl-C's KeyboardInterrupt, the CLI's SIGTERM exception),
+    the whole group (make and its compilers, or the simulator) is stopped before the
+    exception goes on, so no child outlives the command. While a command runs,
+    ``self._bitaccel_progress`` (if set) hears how long it has been running, every
+    `PROGRESS_EVERY_S` seconds.
     """
     __tracebackhide__ = True
+    progress = getattr(self, "_bitaccel_progress", None)
     for cmd in cmds:
         hook = getattr(self, "_bitaccel_before_cmd", None)
         if hook is not None:
@@ -274,17 +280,45 @@ def _execute_cmds_with_limit(self, cmds, cwd, stdout=None) -> None:
         self.log.info("Running command %s in directory %s", " ".join(map(str, cmd)), cwd)
         stderr = None if stdout is None else subprocess.STDOUT
         proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=stdout, stderr=stderr, start_new_session=True)
-        remaining = max(1.0, self._bitaccel_deadline - time.monotonic())
+        name, t0 = Path(str(cmd[0])).name, time.monotonic()
         try:
-            rc = proc.wait(timeout=remaining)
+            while True:
+                remaining = self._bitaccel_deadline - time.monotonic()
+                if remaining <= 0:
+                    raise subprocess.TimeoutExpired(cmd, self._bitaccel_limit)
+                try:
+                    rc = proc.wait(timeout=min(remaining, PROGRESS_EVERY_S))
+                    break
+                except subprocess.TimeoutExpired:
+                    if progress is not None and time.monotonic() < self._bitaccel_deadline:
+                        progress(f"{name} running for {time.monotonic() - t0:.0f} s")
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise SimulationTimeout(f"{Path(str(cmd[0])).name} ran past its wall-clock limit "
+            stop_process_group(proc)
+            raise SimulationTimeout(f"{name} ran past its wall-clock limit "
                                     f"({self._bitaccel_limit:.0f} s) and was killed") from None
+        except BaseException:
+            stop_process_group(proc)
+            raise
         if rc != 0:
             raise RuntimeError(f"Command failed with return code: {rc}")
+
+
+#: Seconds between "still running" progress messages of a long build or simulation.
+PROGRESS_EVERY_S = 15.0
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    """Stop `proc`'s whole process group: SIGTERM, then SIGKILL after `grace_s`; reap `proc`."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)   # the group's other members (make's compilers)
+        return
 
 
 def _make_runner(sim: str):
@@ -299,9 +333,10 @@ def _make_runner(sim: str):
     return runner
 
 
-def _set_limit(runner, seconds: float) -> None:
+def _set_limit(runner, seconds: float, progress=None) -> None:
     runner._bitaccel_limit = float(seconds)
     runner._bitaccel_deadline = time.monotonic() + float(seconds)
+    runner._bitaccel_progress = progress
 
 
 @contextlib.contextmanager
@@ -409,7 +444,7 @@ def _locked(cdir: Path):
 
 
 def build(unit: str, sim: str, params, work_dir="sim_build", waves: bool | None = None,
-          timeout_s: float = 900.0) -> dict:
+          timeout_s: float = 900.0, progress=None) -> dict:
     """Generate `unit`'s Verilog for `params` (hw.generate) and build it with `sim` unless an identical build exists.
 
     Returns ``{"build_dir", "verilog", "rebuilt", "generate_s", "build_s", "tool", "config"}``.
@@ -422,11 +457,11 @@ def build(unit: str, sim: str, params, work_dir="sim_build", waves: bool | None 
     work = Path(work_dir).resolve()
     cdir = build_path(unit, sim, params, work)
     with _locked(cdir):
-        return _build_locked(unit, sim, params, tool, work, cdir, waves_requested(waves), timeout_s)
+        return _build_locked(unit, sim, params, tool, work, cdir, waves_requested(waves), timeout_s, progress)
 
 
 def _build_locked(unit: str, sim: str, params, tool: SimTool, work: Path, cdir: Path, waves: bool,
-                  timeout_s: float) -> dict:
+                  timeout_s: float, progress=None) -> dict:
     from hw.generate import generate
 
     rtl, obj = cdir / "rtl", cdir / "obj"
@@ -452,6 +487,8 @@ def _build_locked(unit: str, sim: str, params, tool: SimTool, work: Path, cdir: 
         return {**info, "rebuilt": False, "build_s": 0.0}
 
     t1 = time.perf_counter()
+    if progress is not None:
+        progress(f"building {unit} with {sim} ({cdir.name}; {cdir})")
     stamp_path.unlink(missing_ok=True)
     shutil.rmtree(obj, ignore_errors=True)
     obj.mkdir(parents=True)
@@ -484,7 +521,7 @@ def _build_locked(unit: str, sim: str, params, tool: SimTool, work: Path, cdir: 
         # Command-line make variables travel in MAKEFLAGS (cocotb's make call takes no extra arguments).
         extra_env["MAKEFLAGS"] = _verilator_make_vars()
     runner = _make_runner(sim)
-    _set_limit(runner, timeout_s)
+    _set_limit(runner, timeout_s, progress)
     if cached:
         # verilated.mk makes the run-time objects depend on Vtop.mk, which every verilation
         # rewrites; the cache key pins everything Vtop.mk says about them (tool, trace, flags),
@@ -536,7 +573,7 @@ def _xunit(path: Path) -> list[dict]:
 
 
 def run(unit: str, sim: str, params, workload=None, seed: int = 0, work_dir="sim_build", waves: bool | None = None,
-        verify: bool = True, timeout_s: float = 600.0, build_timeout_s: float = 900.0) -> dict:
+        verify: bool = True, timeout_s: float = 600.0, build_timeout_s: float = 900.0, progress=None) -> dict:
     """Build (if needed) and run `unit`'s cocotb module on `sim`; return its results.
 
     Parameters
@@ -551,6 +588,9 @@ def run(unit: str, sim: str, params, workload=None, seed: int = 0, work_dir="sim
         back-pressure); otherwise only the timed operation.
     timeout_s, build_timeout_s : float
         Wall-clock limits of the simulator run and of the build.
+    progress : callable(str), optional
+        Hears what is happening during a long build or run (a line every
+        `PROGRESS_EVERY_S` seconds while a tool runs).
 
     Returns
     -------
@@ -582,11 +622,11 @@ def run(unit: str, sim: str, params, workload=None, seed: int = 0, work_dir="sim
     work = Path(work_dir).resolve()
     cdir = build_path(unit, sim, params, work)
     with _locked(cdir):
-        binfo = _build_locked(unit, sim, params, tool, work, cdir, waves, build_timeout_s)
-        return _run_locked(unit, sim, params, tool, binfo, cdir, workload, seed, waves, verify, timeout_s)
+        binfo = _build_locked(unit, sim, params, tool, work, cdir, waves, build_timeout_s, progress)
+        return _run_locked(unit, sim, params, tool, binfo, cdir, workload, seed, waves, verify, timeout_s, progress)
 
 
-def _run_locked(unit, sim, params, tool, binfo, cdir, workload, seed, waves, verify, timeout_s) -> dict:
+def _run_locked(unit, sim, params, tool, binfo, cdir, workload, seed, waves, verify, timeout_s, progress=None) -> dict:
     wl_path = cdir / "workload.json"
     wl_path.write_text(json.dumps(workload, indent=2, sort_keys=True) + "\n")
     res_path, xml_path, log = cdir / "results.json", cdir / "results.xml", cdir / "sim.log"
@@ -604,7 +644,9 @@ def _run_locked(unit, sim, params, tool, binfo, cdir, workload, seed, waves, ver
         ENV.seed: str(seed), ENV.workload: str(wl_path), ENV.results: str(res_path), ENV.verify: str(int(verify)),
     }
     runner = _make_runner(sim)
-    _set_limit(runner, timeout_s)
+    _set_limit(runner, timeout_s, progress)
+    if progress is not None:
+        progress(f"simulating {unit} on {sim} (seed {seed}; log {log})")
     test_args = ["--trace-file", str(waves_path)] if (waves and sim == "verilator") else []
     t0 = time.perf_counter()
     exit_note = None
