@@ -1,68 +1,48 @@
-"""Binary MAC array: R x C processing elements, each an L-lane xnor-popcount with a shifted accumulator.
+"""Binary MAC array: R x C processing elements that only count and accumulate, with the tile drain inside.
 
-One `operands` beat carries one L-bit word per row of A and per column of B (the same K
-chunk of one bit-plane pair). PE(r, c) adds ``(-1)^negate * plane_dot(r, c) << shift`` to
-its accumulator, where plane_dot is the exact plane product of golden/matmul.py over the
-first `count` lanes (docs/numerics.md section 2). Summing the beats of all plane pairs and K
-chunks of a tile gives golden.matmul.bitserial_matmul for that R x C tile.
+The operand encoding, the beat order and the result formula are owned by `hw.schedule`
+(read its module docstring first). In short, every beat carries one L-bit plane word per
+row of A (``a``) and per column of B (``w``), zero padded past K, and
 
-How plane_dot is formed (n = count, m = the n-lane mask, X = popcount(xnor(a, w) & m),
-Ar = popcount(a & m), Wc = popcount(w & m)):
+* PE(r, c) accumulates ``H <- (first ? 0 : step ? 2H : H) + popcount(a[r] XOR w[c])``
+  (Horner over plane pairs issued in falling weight: no shifter, no negation, no mask);
+* R row accumulators ``P[r]`` and C column accumulators ``Q[c]`` do the same with
+  ``popcount(a[r])`` (when ``row_en``) and ``popcount(w[c])`` (when ``col_en``);
+* on a tile's ``last`` beat the accumulators are copied into the drain registers (a clock
+  enable, no multiplexer) and restart with the next tile (double buffer);
+* the drain emits R result beats, row r = 0 .. R-1, each C values computed by C shared
+  adder pairs: ``out[c] = offset + (rho[r] + kappa[c] - (H[r][c] << (a_pm1 + b_pm1))) / 2``
+  with ``rho = +-(P[r] << a_pm1)``, ``kappa = +-(Q[c] << b_pm1)`` (signs row_neg, col_neg).
+  Row r of the drain registers reaches the adders through an R:1 multiplexer per column.
 
-* the input stage registers ``a' = a & m`` per row and ``w'' = (w ^ negate) & m`` per
-  column (shared, not per PE). Inverting w swaps matches and mismatches, so a negated
-  plane costs no PE logic;
-* each PE counts the mismatching lanes ``D = popcount(a' ^ w'')`` (an `XnorPopcount` of
-  a' and ~w''; padding lanes are 0 in both, so they never count): D = n - X, or X when
-  negated;
-* shared `Popcount` trees give Ar per row and ``Q = popcount(w'')`` per column (Q = Wc, or
-  n - Wc when negated), and from them two small corrections Cr(row), Cc(column), so that
-  the PE only forms ``t = 2 * (+-plane_dot) = Cr + Cc - (D << e)``:
+Arithmetic: H, P, Q are unsigned `pe_width`-bit counts (wrap-free inside the limits that
+hw.schedule.check_fits enforces); the drain computes modulo 2**(out_width + 1), exact
+because the final value fits `out_width` signed bits.
 
-  ======== === ======================== ========================
-  mode     e   Cr (negate = 0 / 1)      Cc (negate = 0 / 1)
-  ======== === ======================== ========================
-  PM1_PM1  2   0                        2n
-  B01_PM1  1   0                        2Q
-  PM1_B01  1   2Ar / 2(n - Ar)          0
-  B01_B01  0   Ar / n - Ar              Q / Q - n
-  ======== === ======================== ========================
-
-  which is +-2 times 2X - n, X + Wc - n, X + Ar - n and (X - n + Ar + Wc) / 2, the
-  plane products of docs/numerics.md (appendix A.4's n_neg = n - Wc computed on the fly,
-  so dynamic operands such as V in P.V need no stored constant). t is even; the PE then
-  shifts ``t >> 1`` left by `shift` (a log shifter) and accumulates.
-
-Arithmetic is two's complement modulo 2**acc_width: partial sums may wrap, the tile's final
-sum is exact whenever it fits acc_width (HwParams.acc_width guarantees that).
-
-Pipeline (`latency` = 4 + max(XnorPopcount latency, Popcount latency + 1) cycles; 10 for
-L = 64): input register, popcount trees (the shorter one delayed to align), PE add (t),
-shift, accumulate. Every register advances together under one enable (`operands.ready`,
-which depends combinationally on `results.ready`, as stream rules allow). The accumulators
-and the `results` register form a double buffer: a tile accumulates while the previous
-tile's results wait, so ``operands.ready`` drops only when a `last` beat reaches the
-accumulators while the previous results are still not taken (and `results.ready` is low).
+Timing (cycles; "edge t" = the clock edge a register captures at): a beat accepted at
+edge t accumulates at edge t + `pipe` (input register, then the popcount trees, aligned);
+a tile whose last beat accumulates at edge e loads the drain at e, its row r is read at
+edge e + 1 + r and leaves (transfers on `results`, results always ready) at edge
+e + `drain` + r. Loads must be at least R edges apart: when a last beat reaches the
+accumulators before the drain has read every row of the previous tile, every register of
+the compute pipeline holds (one enable, ``operands.ready`` low) until it has. Result
+back-pressure stalls the drain only; the compute pipeline keeps running until it needs
+the drain. `hw.schedule.array_cycles` is the exact cycle formula.
 """
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import HwParams
-from .popcount import POPCOUNT_GROUP, XNOR_GROUP, Popcount, XnorPopcount, tree_latency
+from .popcount import POPCOUNT_GROUP, XNOR_GROUP, Popcount, XorPopcount, tree_latency
+from .schedule import ArraySpec
 
-__all__ = ["PlaneMode", "BinaryMacArray"]
+__all__ = ["BinaryMacArray"]
 
-
-class PlaneMode(enum.Enum, shape=2):
-    """Operand plane kinds of one beat: A's plane x B's plane (PM1 = +-1 with bit 1 = +1, B01 = {0,1})."""
-
-    PM1_PM1 = 0
-    B01_PM1 = 1
-    PM1_B01 = 2
-    B01_B01 = 3
+#: Drain pipeline: row multiplexer, row term, base add, subtract and output register.
+DRAIN_LATENCY = 5
 
 
 def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
@@ -75,49 +55,51 @@ def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
 
 
 class BinaryMacArray(wiring.Component):
-    """R x C array of L-lane binary MAC units with bit-plane (shift/negate) accumulation.
+    """R x C array of L-lane count-and-accumulate PEs with an R-beat drain.
 
     Parameters
     ----------
-    rows : int
-        R, rows of A per tile (>= 1).
-    cols : int
-        C, rows of B (columns of the result) per tile (>= 1).
+    rows, cols : int
+        R rows of A and C rows of B (result columns) per tile (>= 1).
     lanes : int
-        L, bits of the reduction axis per beat (>= 1).
-    acc_width : int
-        Signed accumulator bits (>= bit_length(lanes) + 1).
-    max_shift : int
-        Largest plane weight exponent (0 .. acc_width - 2); 2 * (max_act_bits - 1) covers
-        b-bit x b-bit codes.
+        L, reduction bits per beat (>= 1).
+    pe_width : int
+        Unsigned bits of the PE, row and column accumulators (>= bit_length(lanes));
+        `hw.schedule.pe_acc_bits` gives the need of one product.
+    out_width : int
+        Signed bits of a result value (>= 2).
+    row_counts : bool
+        Build the R row popcounts (needed whenever the b operand is not +-1); without them
+        ``row_en`` is ignored and P = 0.
 
     Members
     -------
     operands : ``In(stream.Signature(operands_layout))``
-        One beat per (plane pair, K chunk). Fields: ``a`` ArrayLayout(L, R) (row r's word,
-        lane i = element k0 + i), ``w`` ArrayLayout(L, C), ``count`` valid lanes 1..L (lanes
-        >= count are ignored, may hold garbage), ``mode`` `PlaneMode`, ``shift``
-        0..max_shift, ``negate`` (plane weight -2**shift), ``first`` (clear the
-        accumulators before this beat), ``last`` (emit the accumulators after it). ``shift``
-        is at least 1 bit wide; with max_shift = 0 it must be 0.
+        One beat per (plane pair, K chunk) in `hw.schedule` order. Fields: ``a``
+        ArrayLayout(L, R) (row r's plane word, lane i = element k0 + i, zero past K), ``w``
+        ArrayLayout(L, C), ``first``, ``step``, ``row_en``, ``col_en``, ``last``, and the
+        tile constants read on the last beat: ``a_pm1``, ``b_pm1``, ``row_neg``,
+        ``col_neg``, ``offset`` (signed out_width).
     results : ``Out(stream.Signature(results_layout))``
-        One beat per tile: ``acc`` ArrayLayout(signed(acc_width), R*C), row-major
-        (index r*C + c), `latency` cycles after the `last` beat was accepted.
+        R beats per tile: ``acc`` ArrayLayout(signed(out_width), C) (row ``row`` of the
+        tile, column c at index c), ``row`` (0 .. R-1), ``last`` (row R-1).
     """
 
-    def __init__(self, rows: int, cols: int, lanes: int, acc_width: int, max_shift: int):
+    def __init__(self, rows: int, cols: int, lanes: int, pe_width: int, out_width: int, row_counts: bool = True):
         try:
             self._rows = _check_int("rows", rows, 1)
             self._cols = _check_int("cols", cols, 1)
             self._lanes = _check_int("lanes", lanes, 1)
-            self._acc_width = _check_int("acc_width", acc_width, lanes.bit_length() + 1)
-            self._max_shift = _check_int("max_shift", max_shift, 0, acc_width - 2)
+            self._pe_width = _check_int("pe_width", pe_width, lanes.bit_length())
+            self._out_width = _check_int("out_width", out_width, 2)
+            if not isinstance(row_counts, bool):
+                raise TypeError(f"row_counts must be a bool, not {row_counts!r}")
         except (TypeError, ValueError):
             self._MustUse__silence = True   # a rejected instance is not an "unused elaboratable"
             raise
+        self._row_counts = row_counts
         self._lat_x = tree_latency(lanes, XNOR_GROUP)
         self._lat_p = tree_latency(lanes, POPCOUNT_GROUP)
-        self._t_align = max(self._lat_x, self._lat_p + 1)
         super().__init__({
             "operands": In(stream.Signature(self.operands_layout)),
             "results": Out(stream.Signature(self.results_layout)),
@@ -125,18 +107,20 @@ class BinaryMacArray(wiring.Component):
 
     @classmethod
     def from_params(cls, p: HwParams) -> "BinaryMacArray":
-        """Array sized by `hw.params.HwParams` (acc_width = p.acc_width, max_shift = 2*(max_act_bits-1))."""
+        """Array sized by `hw.params.HwParams` (pe_acc_width, acc_width, array_row_counts)."""
         if not isinstance(p, HwParams):
             raise TypeError(f"from_params needs an HwParams, not {p!r}")
         p.validate()
-        return cls(p.rows, p.cols, p.lanes, p.acc_width, 2 * (p.max_act_bits - 1))
+        return cls(p.rows, p.cols, p.lanes, p.pe_acc_width, p.acc_width, p.array_row_counts)
 
     # ------------------------------------------------------------------ description
     rows = property(lambda self: self._rows, doc="R: rows of A per tile.")
     cols = property(lambda self: self._cols, doc="C: rows of B per tile.")
     lanes = property(lambda self: self._lanes, doc="L: reduction bits per beat.")
-    acc_width = property(lambda self: self._acc_width, doc="Signed accumulator bits.")
-    max_shift = property(lambda self: self._max_shift, doc="Largest plane weight exponent.")
+    pe_width = property(lambda self: self._pe_width, doc="Unsigned accumulator bits (H, P, Q).")
+    out_width = property(lambda self: self._out_width, doc="Signed result bits.")
+    acc_width = property(lambda self: self._out_width, doc="Signed result bits (= out_width).")
+    row_counts = property(lambda self: self._row_counts, doc="Whether the row popcounts are built.")
 
     @property
     def peak_macs_per_cycle(self) -> int:
@@ -144,177 +128,214 @@ class BinaryMacArray(wiring.Component):
         return self._rows * self._cols * self._lanes
 
     @property
-    def latency(self) -> int:
-        """Cycles from the cycle a `last` beat is accepted to the first cycle `results.valid` is high (no stalls).
-
-        = 1 (input register) + max(XnorPopcount latency, Popcount latency + 1) + 1 (PE add)
-        + 1 (shift) + 1 (accumulate into the results register).
-        """
-        return self._t_align + 4
+    def pipe(self) -> int:
+        """Edges from a beat's acceptance to its accumulation: 1 (input register) + the aligned tree latency."""
+        return 1 + max(self._lat_x, self._lat_p)
 
     @property
-    def _shift_shape(self):
-        # at least 1 bit: a zero-width field would export as an ill-formed `wire [-1:0]`
-        return range(max(self._max_shift, 1) + 1)
+    def drain(self) -> int:
+        """Edges from the drain load to the transfer of result row 0 (results always ready)."""
+        return DRAIN_LATENCY
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the cycle a lone tile's `last` beat is accepted to its first result beat's valid (no stalls)."""
+        return self.pipe + self.drain
+
+    @property
+    def spec(self) -> ArraySpec:
+        """The `hw.schedule.ArraySpec` of this array (what schedules and cycle formulas need)."""
+        return ArraySpec(self._rows, self._cols, self._lanes, self._pe_width, self._out_width, self._row_counts,
+                         self.pipe, self.drain)
 
     @property
     def operands_layout(self) -> data.StructLayout:
         return data.StructLayout({
             "a": data.ArrayLayout(self._lanes, self._rows),
             "w": data.ArrayLayout(self._lanes, self._cols),
-            "count": range(self._lanes + 1),
-            "mode": PlaneMode,
-            "shift": self._shift_shape,
-            "negate": 1,
-            "first": 1,
-            "last": 1,
+            "first": 1, "step": 1, "row_en": 1, "col_en": 1, "last": 1,
+            "a_pm1": 1, "b_pm1": 1, "row_neg": 1, "col_neg": 1,
+            "offset": signed(self._out_width),
         })
 
     @property
     def results_layout(self) -> data.StructLayout:
-        return data.StructLayout({"acc": data.ArrayLayout(signed(self._acc_width), self._rows * self._cols)})
+        return data.StructLayout({
+            "acc": data.ArrayLayout(signed(self._out_width), self._cols),
+            "row": range(max(self._rows, 2)),     # at least 1 bit: no zero-width port in the Verilog
+            "last": 1,
+        })
 
     # ------------------------------------------------------------------ hardware
     def elaborate(self, platform):
-        m = Module()
+        m = Module()          # the drain, outside the compute enable
+        cm = Module()         # the compute pipeline, every register under one enable
         R, C, L = self._rows, self._cols, self._lanes
+        pw, ow = self._pe_width, self._out_width
+        dw = ow + 1           # drain arithmetic width: 2 * (dot - offset) modulo 2**dw
         ops = self.operands.payload
-        ta = self._t_align
-        corr = signed((4 * L).bit_length() + 1)      # holds every correction and 2 * plane_dot
+        lat = max(self._lat_x, self._lat_p)
 
-        # one enable for every register: hold only when a last beat would overwrite untaken results
         en = Signal()
         m.d.comb += self.operands.ready.eq(en)
-        ctrl_layout = data.StructLayout({
-            "valid": 1, "count": range(L + 1), "mode": PlaneMode, "shift": self._shift_shape,
-            "negate": 1, "first": 1, "last": 1,
-        })
-        ctrl = [Signal(ctrl_layout, name=f"ctrl{k}") for k in range(ta + 3)]   # ctrl[k]: k cycles after stage 0
-        m.d.sync += [
+
+        # ---- control delay line: ctrl[k] holds the beat accepted k + 1 edges ago
+        tile_layout = data.StructLayout({"a_pm1": 1, "b_pm1": 1, "row_neg": 1, "col_neg": 1, "offset": signed(ow)})
+        ctrl_layout = data.StructLayout({"valid": 1, "first": 1, "step": 1, "row_en": 1, "col_en": 1, "last": 1,
+                                         "tile": tile_layout})
+        ctrl = [Signal(ctrl_layout, name=f"ctrl{k}") for k in range(lat + 1)]
+        cm.d.sync += [
             ctrl[0].valid.eq(self.operands.valid),
-            ctrl[0].count.eq(ops.count), ctrl[0].mode.eq(ops.mode), ctrl[0].shift.eq(ops.shift),
-            ctrl[0].negate.eq(ops.negate), ctrl[0].first.eq(ops.first), ctrl[0].last.eq(ops.last),
+            ctrl[0].first.eq(ops.first), ctrl[0].step.eq(ops.step), ctrl[0].row_en.eq(ops.row_en),
+            ctrl[0].col_en.eq(ops.col_en), ctrl[0].last.eq(ops.last),
+            ctrl[0].tile.a_pm1.eq(ops.a_pm1), ctrl[0].tile.b_pm1.eq(ops.b_pm1),
+            ctrl[0].tile.row_neg.eq(ops.row_neg), ctrl[0].tile.col_neg.eq(ops.col_neg),
+            ctrl[0].tile.offset.eq(ops.offset),
         ]
         for k in range(1, len(ctrl)):
-            m.d.sync += ctrl[k].eq(ctrl[k - 1])
+            cm.d.sync += ctrl[k].eq(ctrl[k - 1])
+        ca = ctrl[lat]        # the beat whose counts are ready now: accumulates at the coming edge
 
-        def delay(value, cycles: int, name: str):
+        def delay(mod, value, cycles: int, name: str):
             for i in range(cycles):
                 s = Signal.like(value, name=f"{name}_d{i + 1}", reset_less=True)
-                m.d.sync += s.eq(value)
+                mod.d.sync += s.eq(value)
                 value = s
             return value
 
-        def as_corr(value, name: str):
-            s = Signal(corr, name=name)
-            m.d.comb += s.eq(value)
-            return s
-
-        # ---- stage 0: input register; lane mask m (lanes < count) and the negation, shared
-        mask = Signal(L)
-        with m.Switch(ops.count):
-            for n_valid in range(L):
-                with m.Case(n_valid):
-                    m.d.comb += mask.eq((1 << n_valid) - 1)
-            with m.Default():                                   # count >= L: every lane
-                m.d.comb += mask.eq((1 << L) - 1)
-        neg_lanes = Signal(L)
-        m.d.comb += neg_lanes.eq(ops.negate.replicate(L))
-        # datapath registers need no reset (`first` clears the accumulators; payloads
-        # are meaningful only with their valid bit, which is reset)
-        a0 = [Signal(L, name=f"a0_{r}", reset_less=True) for r in range(R)]     # a' = a & m
-        w0 = [Signal(L, name=f"w0_{c}", reset_less=True) for c in range(C)]     # w'' = (w ^ negate) & m
+        # ---- input register (datapath registers need no reset: valid bits qualify them)
+        a0 = [Signal(L, name=f"a0_{r}", reset_less=True) for r in range(R)]
+        w0 = [Signal(L, name=f"w0_{c}", reset_less=True) for c in range(C)]
         for r in range(R):
-            m.d.sync += a0[r].eq(ops.a[r] & mask)
+            cm.d.sync += a0[r].eq(ops.a[r])
         for c in range(C):
-            m.d.sync += w0[c].eq((ops.w[c] ^ neg_lanes) & mask)
+            cm.d.sync += w0[c].eq(ops.w[c])
 
-        # ---- shared row / column popcounts -> corrections cr, cc (registered at stage ta)
-        cw = ctrl[ta - 1]
-        neg = cw.negate
-        n = cw.count
-        cr = [Signal(corr, name=f"cr_{r}", reset_less=True) for r in range(R)]
-        cc = [Signal(corr, name=f"cc_{c}", reset_less=True) for c in range(C)]
-        for r in range(R):
-            pc = Popcount(L, group=POPCOUNT_GROUP)
-            m.submodules[f"row_pc{r}"] = pc
-            m.d.comb += pc.bits.eq(a0[r])
-            ar = delay(pc.count, ta - 1 - self._lat_p, f"ar{r}")
-            n_ar = Signal(signed(len(ar) + 1), name=f"n_ar{r}")
-            m.d.comb += n_ar.eq(n - ar)
-            r_term = as_corr(Mux(neg, n_ar, ar), f"rterm{r}")            # Ar, or n - Ar when negated
-            with m.Switch(cw.mode):
-                with m.Case(PlaneMode.PM1_B01):
-                    m.d.sync += cr[r].eq(r_term << 1)
-                with m.Case(PlaneMode.B01_B01):
-                    m.d.sync += cr[r].eq(r_term)
-                with m.Default():
-                    m.d.sync += cr[r].eq(0)
-        for c in range(C):
-            pc = Popcount(L, group=POPCOUNT_GROUP)
-            m.submodules[f"col_pc{c}"] = pc
-            m.d.comb += pc.bits.eq(w0[c])
-            q = delay(pc.count, ta - 1 - self._lat_p, f"q{c}")
-            q_n = Signal(signed(len(q) + 1), name=f"q_n{c}")
-            m.d.comb += q_n.eq(q - n)
-            with m.Switch(cw.mode):
-                with m.Case(PlaneMode.PM1_PM1):
-                    m.d.sync += cc[c].eq(n << 1)
-                with m.Case(PlaneMode.B01_PM1):
-                    m.d.sync += cc[c].eq(q << 1)
-                with m.Case(PlaneMode.PM1_B01):
-                    m.d.sync += cc[c].eq(0)
-                with m.Case(PlaneMode.B01_B01):
-                    m.d.sync += cc[c].eq(Mux(neg, q_n, q))
-
-        # ---- stage controls of the PEs
-        ct, cs, cacc = ctrl[ta], ctrl[ta + 1], ctrl[ta + 2]
-        mode_bits = ct.mode.as_value()     # bit 0: A's plane is {0,1}; bit 1: B's plane is {0,1}
-        e2 = Signal()                      # D << 2 (PM1_PM1)
-        e1 = Signal()                      # D << 1 (one {0,1} plane)
-        m.d.comb += [e2.eq(~mode_bits[0] & ~mode_bits[1]), e1.eq(mode_bits[0] ^ mode_bits[1])]
-        shift_bits = self._max_shift.bit_length()      # 0 when max_shift = 0: no shifter
-        res = Signal(self.results_layout.members["acc"], reset_less=True)
-        res_valid = Signal()
+        # ---- drain state (read by the compute enable)
+        busy = Signal()                     # drain registers hold a tile not yet fully read
+        row_shape = range(max(R, 2))        # at least 1 bit (a zero-width signal exports as `[-1:0]`)
+        drow = Signal(row_shape)            # next row the drain reads
+        den = Signal()                      # drain pipeline advances
+        reading = Signal()                  # a row is read at the coming edge
+        finishing = Signal()                # the last row is read at the coming edge
+        load = Signal()                     # the accumulators move to the drain at the coming edge
         m.d.comb += [
-            # = ~(last beat at the accumulators & results pending & not taken); written as an OR:
-            # an inverted root makes yosys 0.23 synth_xilinx put one inverter LUT on every FF's CE
-            en.eq(~(cacc.valid & cacc.last) | ~res_valid | self.results.ready),
-            self.results.valid.eq(res_valid),
-            self.results.payload.acc.eq(res),
+            reading.eq(busy & den),
+            finishing.eq(reading & (drow == R - 1)),
+            # hold only when a last beat reaches the accumulators while the drain is occupied
+            en.eq(~(ca.valid & ca.last) | ~busy | finishing),
+            load.eq(en & ca.valid & ca.last),
         ]
-        with m.If(cacc.valid & cacc.last):
-            m.d.sync += res_valid.eq(1)
-        with m.Elif(self.results.ready):
-            m.d.sync += res_valid.eq(0)
 
-        # ---- processing elements
-        acc_shape = signed(self._acc_width)
+        def horner(mod, acc, add, name):
+            """acc <- (first ? 0 : step ? 2 acc : acc) + add, on a valid beat; returns the new value."""
+            kept = Mux(ca.first, 0, Mux(ca.step, Cat(Const(0, 1), acc[:-1]), acc))
+            total = Signal(pw, name=f"{name}_next")
+            mod.d.comb += total.eq(kept + add)
+            with mod.If(ca.valid):
+                mod.d.sync += acc.eq(total)
+            return total
+
+        # ---- row / column accumulators and their drain registers
+        sh_p = [Signal(pw, name=f"sh_p{r}", reset_less=True) for r in range(R)]
+        sh_q = [Signal(pw, name=f"sh_q{c}", reset_less=True) for c in range(C)]
+        if self._row_counts:
+            for r in range(R):
+                pc = Popcount(L, group=POPCOUNT_GROUP)
+                cm.submodules[f"row_pc{r}"] = pc
+                cm.d.comb += pc.bits.eq(a0[r])
+                cnt = delay(cm, pc.count, lat - self._lat_p, f"pa{r}")
+                p_acc = Signal(pw, name=f"p_acc{r}", reset_less=True)
+                total = horner(cm, p_acc, Mux(ca.row_en, cnt, 0), f"p{r}")
+                with m.If(load):
+                    m.d.sync += sh_p[r].eq(total)
+        for c in range(C):
+            pc = Popcount(L, group=POPCOUNT_GROUP)
+            cm.submodules[f"col_pc{c}"] = pc
+            cm.d.comb += pc.bits.eq(w0[c])
+            cnt = delay(cm, pc.count, lat - self._lat_p, f"qw{c}")
+            q_acc = Signal(pw, name=f"q_acc{c}", reset_less=True)
+            total = horner(cm, q_acc, Mux(ca.col_en, cnt, 0), f"q{c}")
+            with m.If(load):
+                m.d.sync += sh_q[c].eq(total)
+
+        # ---- processing elements: count and accumulate
+        sh_h = [[Signal(pw, name=f"sh_h{r}_{c}", reset_less=True) for c in range(C)] for r in range(R)]
         for r in range(R):
             for c in range(C):
-                pe = XnorPopcount(L, group=XNOR_GROUP)
-                m.submodules[f"pe{r}_{c}"] = pe
-                # xnor(a', ~w'') = xor(a', w''): D = mismatching valid lanes (padding lanes match)
-                m.d.comb += [pe.a.eq(a0[r]), pe.b.eq(~w0[c])]
-                d = delay(pe.count, ta - self._lat_x, f"d{r}_{c}")
-                pad = corr.width + 1 - len(d) - 2              # D << e as a (corr.width + 1)-bit signed value
-                d_e = Mux(e2, Cat(Const(0, 2), d, Const(0, pad)),
-                          Mux(e1, Cat(Const(0, 1), d, Const(0, pad + 1)), Cat(d, Const(0, pad + 2)))).as_signed()
-                t = Signal(corr, name=f"t{r}_{c}", reset_less=True)             # 2 * (+-plane_dot)
-                m.d.sync += t.eq(cr[r] + cc[c] - d_e)
-                # +-plane_dot << shift by a log shifter: stage j shifts by 2**j and widens by 2**j
-                x = t[1:].as_signed()
-                for j in range(shift_bits):
-                    k = 1 << j
-                    y = Signal(signed(min(len(x) + k, self._acc_width)), name=f"sh{r}_{c}_{j}")
-                    m.d.comb += y.eq(Mux(cs.shift[j], Cat(Const(0, k), x).as_signed(), x))
-                    x = y
-                sh = Signal(acc_shape, name=f"sh{r}_{c}", reset_less=True)
-                m.d.sync += sh.eq(x)
-                acc = Signal(acc_shape, name=f"acc{r}_{c}", reset_less=True)
-                total = Mux(cacc.first, 0, acc) + sh
-                with m.If(cacc.valid):
-                    m.d.sync += acc.eq(total)
-                    with m.If(cacc.last):
-                        m.d.sync += res[r * C + c].eq(total)
-        return EnableInserter(en)(m)
+                pe = XorPopcount(L, group=XNOR_GROUP)
+                cm.submodules[f"pe{r}_{c}"] = pe
+                cm.d.comb += [pe.a.eq(a0[r]), pe.b.eq(w0[c])]
+                cnt = delay(cm, pe.count, lat - self._lat_x, f"d{r}_{c}")
+                h_acc = Signal(pw, name=f"h_acc{r}_{c}", reset_less=True)
+                total = horner(cm, h_acc, cnt, f"h{r}_{c}")
+                with m.If(load):
+                    m.d.sync += sh_h[r][c].eq(total)
+
+        sh_tile = Signal(tile_layout, name="sh_tile", reset_less=True)
+        with m.If(load):
+            m.d.sync += sh_tile.eq(ca.tile)
+        with m.If(load):
+            m.d.sync += [busy.eq(1), drow.eq(0)]
+        with m.Elif(reading):
+            m.d.sync += drow.eq(drow + 1)
+            with m.If(drow == R - 1):
+                m.d.sync += busy.eq(0)
+
+        # ---- drain pipeline (all under den). d1 reads everything it needs from the drain registers
+        # (row r through an R:1 multiplexer per column, the column counts, the tile constants), so
+        # the next tile may load the drain registers as soon as the last row is read
+        v1, v2, v3, v4 = (Signal(name=f"dv{i}") for i in range(1, 5))
+        row1, row2, row3 = (Signal(row_shape, name=f"drow{i}", reset_less=True) for i in range(1, 4))
+        m.d.comb += den.eq(~v4 | self.results.ready)
+        h1 = [Signal(pw, name=f"h1_{c}", reset_less=True) for c in range(C)]
+        q1 = [Signal(pw, name=f"q1_{c}", reset_less=True) for c in range(C)]
+        p1 = Signal(pw, name="p1", reset_less=True)
+        t1 = Signal(tile_layout, name="t1", reset_less=True)
+        rho2 = Signal(dw, name="rho2", reset_less=True)
+        h2 = [Signal(dw, name=f"h2_{c}", reset_less=True) for c in range(C)]
+        q2 = [Signal(pw, name=f"q2_{c}", reset_less=True) for c in range(C)]
+        t2 = Signal(tile_layout, name="t2", reset_less=True)
+        base3 = [Signal(dw, name=f"base3_{c}", reset_less=True) for c in range(C)]
+        h3 = [Signal(dw, name=f"h3_{c}", reset_less=True) for c in range(C)]
+        out = [Signal(signed(ow), name=f"out{c}", reset_less=True) for c in range(C)]
+        g = Cat(t1.a_pm1 ^ t1.b_pm1, t1.a_pm1 & t1.b_pm1)      # shift of H: a_pm1 + b_pm1 (0, 1 or 2)
+        with m.If(den):
+            m.d.sync += [v1.eq(reading), v2.eq(v1), v3.eq(v2), v4.eq(v3), row1.eq(drow), row2.eq(row1),
+                         row3.eq(row2), t1.eq(sh_tile), t2.eq(t1)]
+            m.d.sync += [q1[c].eq(sh_q[c]) for c in range(C)] + [q2[c].eq(q1[c]) for c in range(C)]
+            # d1: row r of the drain registers
+            with m.Switch(drow):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.sync += [h1[c].eq(sh_h[r][c]) for c in range(C)]
+                        m.d.sync += p1.eq(sh_p[r])
+            # d2: rho = 2 offset +- (P << a_pm1) (one shared adder), H << g
+            p_sh = Signal(dw, name="p_sh")
+            off2 = Signal(dw, name="off2")
+            m.d.comb += [p_sh.eq(Mux(t1.a_pm1, Cat(Const(0, 1), p1), p1)), off2.eq(Cat(Const(0, 1), t1.offset))]
+            m.d.sync += rho2.eq(Mux(t1.row_neg, off2 - p_sh, off2 + p_sh))
+            for c in range(C):
+                m.d.sync += h2[c].eq(Mux(g[1], Cat(Const(0, 2), h1[c]), Mux(g[0], Cat(Const(0, 1), h1[c]), h1[c])))
+            # d3: base = rho +- (Q[c] << b_pm1)
+            for c in range(C):
+                q_sh = Signal(dw, name=f"q_sh{c}")
+                m.d.comb += q_sh.eq(Mux(t2.b_pm1, Cat(Const(0, 1), q2[c]), q2[c]))
+                m.d.sync += [base3[c].eq(Mux(t2.col_neg, rho2 - q_sh, rho2 + q_sh)), h3[c].eq(h2[c])]
+            # d4: (base - H << g) / 2 = dot
+            for c in range(C):
+                diff = Signal(dw, name=f"diff{c}")
+                m.d.comb += diff.eq(base3[c] - h3[c])
+                m.d.sync += out[c].eq(diff[1:])
+        row4 = Signal(row_shape, name="drow4", reset_less=True)
+        with m.If(den):
+            m.d.sync += row4.eq(row3)
+        m.d.comb += [
+            self.results.valid.eq(v4),
+            self.results.payload.row.eq(row4),
+            self.results.payload.last.eq(row4 == R - 1),
+        ]
+        for c in range(C):
+            m.d.comb += self.results.payload.acc[c].eq(out[c])
+        m.submodules.compute = EnableInserter(en)(cm)
+        return m

@@ -83,6 +83,26 @@ class HwParams:
         )
         return signed_bits_for(worst)
 
+    def array_uses(self) -> list[tuple[str, int, int, int]]:
+        """The MAC array's products within the limits: (name, K, a plane bits, b plane bits)."""
+        b = self.max_act_bits
+        return [("linear", max(self.max_hidden, self.max_ffn), b, 1),     # activations x +-1 weights
+                ("q.k^T", self.max_head_dim, b, b),
+                ("p.v", self.max_seq, b, b)]
+
+    @property
+    def pe_acc_width(self) -> int:
+        """Unsigned bits of the array's PE / row / column accumulators: the largest
+        bit_length(K (2**a - 1)(2**b - 1)) over `array_uses` (12 for W1A1 up to K = 3072,
+        23 for 8-bit x 8-bit planes at 128 keys)."""
+        return max((k * ((1 << a) - 1) * ((1 << b) - 1)).bit_length() for _, k, a, b in self.array_uses())
+
+    @property
+    def array_row_counts(self) -> bool:
+        """Whether the array needs its row popcounts: only when a b operand can be multi-bit
+        (max_act_bits > 1); at W1A1 every b operand (weights, K, V) is +-1."""
+        return self.max_act_bits > 1
+
     @property
     def residual_width(self) -> int:
         return RESIDUAL_BITS
@@ -100,6 +120,7 @@ class HwParams:
         d = dataclasses.asdict(self)
         d["numerics"] = self.numerics.to_dict()
         d.update(peak_macs_per_cycle=self.peak_macs_per_cycle, max_k=self.max_k, acc_width=self.acc_width,
+                 pe_acc_width=self.pe_acc_width, array_row_counts=self.array_row_counts,
                  residual_width=self.residual_width, exp_sum_width=self.exp_sum_width,
                  layernorm_var_width=self.layernorm_var_width)
         return d

@@ -3,12 +3,12 @@
 Two components share one tree builder:
 
 * `Popcount(width)`: number of one bits in a `width`-bit input.
-* `XnorPopcount(width)`: number of lanes where two `width`-bit inputs agree,
-  ``popcount(~(a ^ b))``: the XNOR is folded into the first level, so a LUT6 sees
+* `XorPopcount(width)`: number of lanes where two `width`-bit inputs differ,
+  ``popcount(a ^ b)``: the XOR is folded into the first level, so a LUT6 sees
   3 lanes (a0, b0, a1, b1, a2, b2) and produces their 2-bit count.
 
 Structure: level 1 counts groups of `group` input bits (6 for `Popcount`: 6 inputs ->
-3-bit count, one LUT6 per output bit; 3 lanes = 6 inputs for `XnorPopcount`), then a
+3-bit count, one LUT6 per output bit; 3 lanes = 6 inputs for `XorPopcount`), then a
 balanced binary tree of adders, ``ceil(log2(ceil(width / group)))`` levels. Level j's
 values are ``bit_length(group) + j - 1`` bits wide, so every adder has equal-width operands
 and a result exactly one bit wider (lint-clean Verilog). A register follows every `register_every`-th level
@@ -27,10 +27,10 @@ from amaranth.lib.wiring import In, Out
 
 #: Default first-level group of `Popcount`: 6 bits -> 3-bit count (one LUT6 per output bit).
 POPCOUNT_GROUP = 6
-#: Default first-level group of `XnorPopcount`: 3 lanes = 6 inputs -> 2-bit count.
+#: Default first-level group of `XorPopcount`: 3 lanes = 6 inputs -> 2-bit count.
 XNOR_GROUP = 3
 
-__all__ = ["POPCOUNT_GROUP", "XNOR_GROUP", "Popcount", "XnorPopcount", "tree_levels", "tree_latency"]
+__all__ = ["POPCOUNT_GROUP", "XNOR_GROUP", "Popcount", "XorPopcount", "tree_levels", "tree_latency"]
 
 
 def _check_int(name: str, value, lo: int) -> int:
@@ -173,8 +173,8 @@ class Popcount(_CountTree):
         return [self.bits[i] for i in range(self.width)]
 
 
-class XnorPopcount(_CountTree):
-    """Pipelined ``popcount(~(a ^ b))`` over `width` lanes (the binary dot-product core).
+class XorPopcount(_CountTree):
+    """Pipelined ``popcount(a ^ b)`` over `width` lanes: the lanes where `a` and `b` differ (the PE's count).
 
     Parameters
     ----------
@@ -188,9 +188,9 @@ class XnorPopcount(_CountTree):
     Members
     -------
     a, b : ``In(width)``
-        Lane bits; lane i agrees when ``a[i] == b[i]``.
+        Lane bits; lane i counts when ``a[i] != b[i]``.
     count : ``Out(range(width + 1))``
-        Number of agreeing lanes, ``latency`` cycles after `a`, `b`.
+        Number of differing lanes, ``latency`` cycles after `a`, `b`.
     """
 
     def __init__(self, width: int, *, group: int = XNOR_GROUP, register_every: int = 1):
@@ -198,8 +198,8 @@ class XnorPopcount(_CountTree):
                          lambda w: {"a": In(w), "b": In(w), "count": Out(range(w + 1))})
 
     def _lane_bits(self, m):
-        x = Signal(self.width, name="xnor")
-        m.d.comb += x.eq(~(self.a ^ self.b))
+        x = Signal(self.width, name="xor")
+        m.d.comb += x.eq(self.a ^ self.b)
         return [x[i] for i in range(self.width)]
 
     def _group_count(self, bits, width):
