@@ -259,8 +259,11 @@ def plot_report(r: dict, path: str) -> str:
 
 # ----------------------------------------------------------------------------- simulate
 def simulate(unit: str, sim: str = "icarus", array: str = "2x2x8", workload=None, seed: int = 0,
-             work_dir: str = "sim_build") -> dict:
-    """Run one unit workload in cocotb (sim.measure.run_unit), compare with the cycle model, add its energy."""
+             work_dir: str = "sim_build", progress=None) -> dict:
+    """Run one unit workload in cocotb (sim.measure.run_unit), compare with the cycle model, add its energy.
+
+    `progress`: optional callable(str) that hears about the build and a long run (sim.runner.run).
+    """
     from hw.params import HwParams
 
     from .cycles import CycleModel
@@ -286,15 +289,16 @@ def simulate(unit: str, sim: str = "icarus", array: str = "2x2x8", workload=None
     cm = CycleModel(params)
     model = cm.unit_cycles(unit, w)            # validates the workload against the unit (ValueError)
     energy = unit_energy(cm, unit, w)
+    from .measure import run_unit
+
     try:
-        from .measure import run_unit
-    except ImportError as e:
-        raise SimulationPending(f"simulate needs sim.measure.run_unit (the cocotb benches), which this checkout "
-                                f"does not have yet ({e}); the model says {model['cycles']} cycles") from None
-    try:
-        measured = run_unit(SIM_UNITS[unit], sim, params, _bench_workload(unit, w), seed, work_dir=work_dir)
+        measured = run_unit(SIM_UNITS[unit], sim, params, w, seed, work_dir=work_dir, progress=progress)
     except RuntimeError as e:       # sim.runner's SimulatorUnavailable / SimulationError: one line, exit 2
         raise SimulationFailed(str(e)) from e
+    if not isinstance(measured.get("cycles"), int):
+        raise SimulationFailed(f"the {unit} bench measured no cycles (tests: "
+                               f"{[t['message'] for t in measured.get('tests', []) if not t['passed']]}); "
+                               f"see {measured.get('sim_log')}")
     cycles = measured["cycles"]
     return {
         "unit": unit, "sim": sim, "array": f"{rows}x{cols}x{lanes}", "seed": seed, "workload": w,
@@ -322,17 +326,8 @@ def read_workload_file(path: str) -> dict:
     return w
 
 
-class SimulationPending(OSError):
-    """`simulate` cannot run: the cocotb measurement module is not in this checkout yet."""
-
-
 class SimulationFailed(OSError):
     """The simulator is missing, or a build or run failed (the message says which; the CLI exits 2)."""
-
-
-def _bench_workload(unit: str, w: dict) -> dict:
-    """The workload as the cocotb bench's options (sim/bench/tb_<unit>.py DEFAULT_WORKLOAD: same keys)."""
-    return dict(w)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -356,7 +351,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    r = simulate(args.unit, args.sim, args.array, args.workload, args.seed, args.work_dir)
+    def progress(message: str) -> None:
+        print(f"bitaccel simulate: {message}", file=sys.stderr, flush=True)
+
+    r = simulate(args.unit, args.sim, args.array, args.workload, args.seed, args.work_dir, progress=progress)
     if args.json:
         print(json.dumps(r))
     else:

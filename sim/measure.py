@@ -43,7 +43,7 @@ UNIT_ALIASES = {"threshold": "threshold_unit", "requant": "requant_unit", "softm
 
 
 def run_unit(unit: str, sim: str, params, workload=None, seed: int = 0, waves: bool = False, *,
-             work_dir=None, verify: bool = False, timeout_s: float = 600.0) -> dict:
+             work_dir=None, verify: bool = False, timeout_s: float = 600.0, progress=None) -> dict:
     """Simulate `unit` on `sim` for `params` and return the measured cycles and the bit-exactness result.
 
     Parameters
@@ -71,6 +71,8 @@ def run_unit(unit: str, sim: str, params, workload=None, seed: int = 0, waves: b
         back-pressure) before the timed operation.
     timeout_s : float
         Wall-clock limit of the simulator run.
+    progress : callable(str), optional
+        Hears build / run progress (sim.runner.run).
 
     Raises `sim.runner.SimulatorUnavailable` (what to install), `sim.runner.SimulationError`
     or `sim.runner.SimulationTimeout`. A mismatch is not raised: check ``bit_exact`` and
@@ -80,4 +82,4 @@ def run_unit(unit: str, sim: str, params, workload=None, seed: int = 0, waves: b
     if work_dir is None:
         work_dir = os.environ.get("BITACCEL_SIM_BUILD", "sim_build")
     return runner.run(unit, sim, params, workload=workload, seed=seed, work_dir=work_dir,
-                      waves=True if waves else None, verify=verify, timeout_s=timeout_s)
+                      waves=True if waves else None, verify=verify, timeout_s=timeout_s, progress=progress)
