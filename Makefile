@@ -56,7 +56,7 @@ $(VPY):
 # Top-level packages (must match [tool.setuptools.packages.find] in pyproject).
 # The editable install only maps packages that existed when it ran, so a new
 # package's __init__.py also triggers a (5 s) re-install.
-PACKAGES  := bitaccel golden hw model sim
+PACKAGES  := bitaccel compiler golden hw model sim
 PKG_INITS := $(wildcard $(addsuffix /__init__.py,$(PACKAGES)))
 
 # Re-runs whenever pyproject.toml changes or a package appears; otherwise

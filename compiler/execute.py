@@ -1,0 +1,305 @@
+"""A NumPy interpreter of an encoded program: what the sequencer and its units do, instruction by instruction.
+
+`Machine` models the on-chip buffers (act: L-bit words, res: 16-bit words, scr: accumulator
+words, the key mask) and the external memory (a copy of the program's image). It fetches each
+instruction word from the program region, decodes it (hw.spec.isa.decode) and performs it
+with golden primitives, reading operands only from the buffers and the external memory by
+address; it never sees the artifact. Products with static weights run plane by plane as the
+MAC array does (A.4 correction with the stored n_neg, offset-binary correction for signed
+multi-bit codes); products of two dynamic operands use the exact integer product.
+`execute(program)` returns every mapped golden intermediate (int64, golden shapes).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from golden.formats import residual_range, signed_bits_for
+from golden.layernorm import layernorm
+from golden.matmul import blas_matmul
+from golden.requant import requantize
+from golden.softmax import softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
+from golden.threshold import bits_to_codes, threshold
+from hw.spec.isa import INSTR_BYTES, BSource, Layout, Op, Post, decode
+
+from . import memory as mem
+from .program import Piece, Program, View
+
+__all__ = ["ExecError", "Machine", "execute"]
+
+
+class ExecError(RuntimeError):
+    """The program did something the hardware would flag (bad address, bad token, overflow)."""
+
+
+class Machine:
+    """Buffers, external memory and the instruction semantics of one accelerator."""
+
+    def __init__(self, program: Program):
+        t, p = program.target, program.target.params
+        self.lanes, self.cols = p.lanes, p.cols
+        self.fmt = p.numerics
+        self.acc_limit = 1 << (p.acc_width - 1)
+        self.act = np.zeros((t.act_words, p.lanes), dtype=np.uint8)
+        self.res = np.zeros(t.res_words, dtype=np.int16)
+        self.scr = np.zeros(t.scr_words, dtype=np.int64)
+        self.mask = np.zeros(p.max_seq, dtype=bool)
+        self.ext = program.image.copy()
+        self.program_addr, self.program_bytes = program.regions["program"]
+        self.pc = 0
+
+    # ------------------------------------------------------------------ buffer access
+    def _span(self, buf: np.ndarray, name: str, lo: int, hi: int) -> None:
+        if lo < 0 or hi > len(buf):
+            raise ExecError(f"pc {self.pc}: {name} buffer access [{lo}, {hi}) outside its {len(buf)} words")
+
+    def _grid(self, v: View, bits: int):
+        r = np.arange(v.rows)[:, None, None]
+        n = v.col + np.arange(v.cols)[None, :, None]
+        plane = np.arange(bits)[None, None, :]
+        words, lanes = mem.act_address(v.layout, v.addr, v.total_rows, v.width, bits, self.lanes, r, n, plane)
+        if words.size:
+            self._span(self.act, "act", int(words.min()), int(words.max()) + 1)
+        return words, lanes
+
+    def write_codes(self, v: View, codes: np.ndarray) -> None:
+        u = mem.to_stored(codes, v.bits, v.signed)
+        if u.size and (u.min() < 0 or u.max() >= 1 << v.bits):
+            raise ExecError(f"pc {self.pc}: codes outside the {v.bits}-bit range")
+        words, lanes = self._grid(v, v.bits)
+        self.act[words, lanes] = (u[:, :, None] >> np.arange(v.bits)) & 1
+
+    def read_planes(self, v: View) -> np.ndarray:
+        """Stored bit planes (bits, rows, cols) uint8 of a code tensor."""
+        words, lanes = self._grid(v, v.bits)
+        return np.moveaxis(self.act[words, lanes], -1, 0)
+
+    def read_codes(self, v: View) -> np.ndarray:
+        planes = self.read_planes(v).astype(np.int64)
+        u = np.tensordot(1 << np.arange(v.bits, dtype=np.int64), planes, axes=1)
+        return mem.from_stored(u, v.bits, v.signed)
+
+    def _rows(self, buf, name, addr, rows, cols, width, col=0):
+        idx = addr + col + np.arange(rows)[:, None] * width + np.arange(cols)[None, :]
+        if idx.size:
+            self._span(buf, name, int(idx.min()), int(idx.max()) + 1)
+        return idx
+
+    def read_res(self, addr, rows, cols, width=None, col=0) -> np.ndarray:
+        return self.res[self._rows(self.res, "res", addr, rows, cols, width or cols, col)].astype(np.int64)
+
+    def write_res(self, addr, values, width=None, col=0) -> None:
+        lo, hi = residual_range()
+        if values.size and (values.min() < lo or values.max() > hi):
+            raise ExecError(f"pc {self.pc}: residual value outside 16 bits")
+        rows, cols = values.shape
+        self.res[self._rows(self.res, "res", addr, rows, cols, width or cols, col)] = values
+
+    def read_view(self, v: View) -> np.ndarray:
+        """A checkpoint view's values (rows, cols) int64."""
+        if v.buffer == "act":
+            return self.read_codes(v)
+        if v.buffer == "res":
+            return self.read_res(v.addr, v.rows, v.cols, v.width, v.col)
+        if v.buffer == "scr":
+            return self.scr[self._rows(self.scr, "scr", v.addr, v.rows, v.cols, v.width, v.col)].copy()
+        if v.buffer == "ext":
+            return mem.read_i32(self.ext, v.addr + 4 * v.col, v.rows * v.width)[: v.rows * v.width].reshape(
+                v.rows, v.width)[:, :v.cols]
+        raise ValueError(f"unknown buffer {v.buffer!r}")
+
+    def tap(self, ins, key: str, streams: list[np.ndarray]) -> None:
+        """Write the trace: each stream as int32 row-major, one after another."""
+        if ins["tap"]:
+            addr = ins[key]
+            for s in streams:
+                try:
+                    mem.write_i32(self.ext, addr, s)
+                except (OverflowError, IndexError) as e:
+                    raise ExecError(f"pc {self.pc}: trace write: {e}") from None
+                addr += 4 * s.size
+
+    def check_acc(self, acc: np.ndarray) -> np.ndarray:
+        if acc.size and np.abs(acc).max() >= self.acc_limit:
+            raise ExecError(f"pc {self.pc}: accumulator {int(np.abs(acc).max())} overflows the "
+                            f"{signed_bits_for(self.acc_limit - 1)}-bit accumulator")
+        return acc
+
+    def post_codes(self, acc: np.ndarray, bits: int, signed: bool, consts: int, first: int) -> np.ndarray:
+        """Threshold unit (1 bit) or requant unit (multi-bit) on (rows, N) values of channels first.."""
+        n = acc.shape[1]
+        if bits == 1:
+            thr = mem.read_consts(self.ext, consts + mem.CONST_BYTES * first, n)
+            return bits_to_codes(threshold(acc, thr), signed)
+        m, b, s, lo, hi = mem.read_requant(self.ext, consts, first, n)
+        return requantize(acc, m, b, s, lo, hi)
+
+    # ------------------------------------------------------------------ instructions
+    def step(self) -> bool:
+        """Fetch, decode and execute the instruction at pc; False after END."""
+        addr = self.program_addr + INSTR_BYTES * self.pc
+        if addr + INSTR_BYTES > self.program_addr + self.program_bytes:
+            raise ExecError(f"pc {self.pc}: ran past the end of the program without END")
+        ins = decode(self.ext[addr:addr + INSTR_BYTES].tobytes())
+        if ins.op == Op.END:
+            return False
+        {Op.EMBED: self.embed, Op.LAYERNORM: self.layernorm, Op.QUANT: self.quant, Op.MATMUL: self.matmul,
+         Op.SOFTMAX: self.softmax}[ins.op](ins)
+        return True
+
+    def embed(self, ins) -> None:
+        t, h = ins["rows"], ins["hidden"]
+        if t > len(self.mask):
+            raise ExecError(f"pc {self.pc}: {t} tokens exceed the {len(self.mask)}-entry key mask")
+        ids, types, valid = mem.read_token_words(self.ext, ins["tokens"], t)
+        if ids.size and (ids.max() >= ins["vocab"] or types.max() >= ins["type_vocab"]):
+            raise ExecError(f"pc {self.pc}: token id or type outside the tables")
+        self.mask[:] = False
+        self.mask[:t] = valid
+        signs, scale = mem.read_word_rows(self.ext, ins["word"], ids, h)
+        pos = mem.read_int16_rows(self.ext, ins["position"], np.arange(t), h)
+        typ = mem.read_int16_rows(self.ext, ins["token_type"], types, h)
+        e = np.clip(signs * scale[:, None] + pos + typ, *residual_range())
+        self.write_res(ins["dst"], e)
+        self.tap(ins, "trace", [e])
+
+    def layernorm(self, ins) -> None:
+        t, h = ins["rows"], ins["hidden"]
+        x = self.read_res(ins["src"], t, h)
+        streams = []
+        if ins["add"]:
+            x = np.clip(x + self.read_res(ins["res"], t, h), *residual_range())
+            self.write_res(ins["sum_dst"], x)
+            streams.append(x)
+        gamma, beta, eps = mem.read_layernorm(self.ext, ins["consts"], h)
+        y = layernorm(x, gamma, beta, eps, self.fmt)
+        self.write_res(ins["dst"], y)
+        self.tap(ins, "trace", streams + [y])
+
+    def quant(self, ins) -> None:
+        rows, ch = ins["rows"], ins["channels"]
+        x = self.read_res(ins["src"], rows, ch)
+        codes = self.post_codes(x, ins["bits"], bool(ins["signed"]), ins["consts"], ins["dst_col"])
+        self.write_codes(View("act", ins["dst"], rows, ch, ins["dst_width"], ins["dst_col"], ins["layout"],
+                              ins["bits"], bool(ins["signed"]), rows), codes)
+        self.tap(ins, "trace", [codes])
+
+    def matmul(self, ins) -> None:
+        m, n, k = ins["m"], ins["n"], ins["k"]
+        a_view = View("act", ins["a"], m, k, k, 0, int(Layout.ROWS), ins["a_bits"], bool(ins["a_signed"]), m)
+        if ins["b_src"] == BSource.WEIGHTS:
+            if ins["b_bits"] != 1 or not ins["b_signed"]:
+                raise ExecError(f"pc {self.pc}: weights are 1-bit signed")
+            acc = self.weight_product(a_view, ins["b"], n, k)
+        else:
+            b_view = View("act", ins["b"], n, k, k, 0, int(Layout.ROWS), ins["b_bits"], bool(ins["b_signed"]), n)
+            acc = blas_matmul(self.read_codes(a_view), self.read_codes(b_view))
+        acc = self.check_acc(acc)
+        post = Post(ins["post"])
+        if post == Post.SCORES:
+            self.scr[self._rows(self.scr, "scr", ins["dst"], m, n, ins["dst_width"], ins["dst_col"])] = acc
+            self.tap(ins, "ext_out", [acc])
+        elif post == Post.EXT:
+            try:
+                mem.write_i32(self.ext, ins["ext_out"], acc)
+            except (OverflowError, IndexError) as e:
+                raise ExecError(f"pc {self.pc}: output write: {e}") from None
+        elif post == Post.RESIDUAL:
+            m_, b, s, lo, hi = mem.read_requant(self.ext, ins["consts"], ins["dst_col"], n)
+            y = requantize(acc, m_, b, s, lo, hi)
+            self.write_res(ins["dst"], y, ins["dst_width"], ins["dst_col"])
+            self.tap(ins, "ext_out", [acc, y])
+        else:
+            bits, signed = ins["out_bits"], bool(ins["out_signed"])
+            if (bits == 1) != (post == Post.THRESHOLD):
+                raise ExecError(f"pc {self.pc}: {post.name} cannot write {bits}-bit codes")
+            codes = self.post_codes(acc, bits, signed, ins["consts"], ins["dst_col"])
+            self.write_codes(View("act", ins["dst"], m, n, ins["dst_width"], ins["dst_col"], ins["layout"], bits,
+                                  signed, m), codes)
+            self.tap(ins, "ext_out", [acc, codes])
+
+    def weight_product(self, a_view: View, addr: int, n: int, k: int) -> np.ndarray:
+        """Codes x streamed +-1 weights, plane by plane as the MAC array computes it.
+
+        1-bit signed A: 2*popcount(xnor) - K. Otherwise each stored plane u_j gives
+        popcount(xnor(u_j, w)) - n_neg (appendix A.4), weighted 2**j; signed (offset-binary)
+        codes subtract 2**(b-1) * sum(w) = 2**(b-1) * (K - 2 n_neg).
+        """
+        wbits, n_neg = mem.read_weight_block(self.ext, addr, n, k, self.cols, self.lanes)
+        w1 = wbits.astype(np.float64)
+        w0 = 1.0 - w1
+        planes = self.read_planes(a_view).astype(np.float64)          # (bits, M, K)
+        xnor = [np.rint(p @ w1.T + (1.0 - p) @ w0.T).astype(np.int64) for p in planes]
+        if a_view.bits == 1 and a_view.signed:
+            return 2 * xnor[0] - k
+        acc = sum((1 << j) * (x - n_neg[None, :]) for j, x in enumerate(xnor))
+        if a_view.signed:
+            acc = acc - (1 << (a_view.bits - 1)) * (k - 2 * n_neg)[None, :]
+        return acc
+
+    def softmax(self, ins) -> None:
+        t, keys, bits = ins["rows"], ins["keys"], ins["bits"]
+        if keys > len(self.mask):
+            raise ExecError(f"pc {self.pc}: {keys} keys exceed the key mask")
+        scores = self.scr[self._rows(self.scr, "scr", ins["src"], t, keys, keys)]
+        head, lut = mem.read_softmax(self.ext, ins["consts"], ins["lut_len"])
+        valid = self.mask[:keys]
+        if not valid.any():
+            raise ExecError(f"pc {self.pc}: softmax row with no valid key")
+        e, total = softmax_exp(scores, valid[None, :], lut)
+        streams = [e.astype(np.int64), total]
+        if bits == 1:
+            probs = softmax_binarize(e, total, int(head[0]), self.fmt).astype(np.int64)
+        else:
+            recip = softmax_reciprocal(total, self.fmt)
+            p = softmax_probs(e, recip, self.fmt)
+            probs = requantize(p, head[0], head[3], head[1], head[4], head[2])
+            streams += [recip, p]
+        self.write_codes(View("act", ins["dst"], t, keys, keys, 0, int(Layout.ROWS), bits, False, t), probs)
+        self.tap(ins, "trace", streams + [probs])
+
+
+def _place(out: dict, shapes: dict, name: str, piece: Piece, values: np.ndarray) -> None:
+    if name not in out:
+        out[name] = np.zeros(shapes[name], dtype=np.int64)
+    sub = out[name][piece.lead] if piece.lead else out[name]
+    if sub.ndim == 1:
+        sub[piece.col0:piece.col0 + values.size] = values.ravel()
+    else:
+        sub[:, piece.col0:piece.col0 + values.shape[1]] = values
+
+
+def execute(program: Program, source: str = "trace", max_steps: int = 1 << 22) -> dict[str, np.ndarray]:
+    """Run `program`; return {golden intermediate name: int64 array in golden's shape}.
+
+    `source` "trace": read each checkpoint from the trace where it was tapped, else from its
+    buffer right after its instruction; "buffers": from the buffers where it lives there.
+    """
+    if source not in ("trace", "buffers"):
+        raise ValueError(f"source must be 'trace' or 'buffers', not {source!r}")
+    chosen: dict[str, tuple] = {}
+    for name, c in program.checkpoints.items():
+        first, second = (c.trace, c.buffers) if source == "trace" else (c.buffers, c.trace)
+        chosen[name] = first or second
+    by_pc: dict[int, list] = {}
+    for name, pieces in chosen.items():
+        for p in pieces:
+            by_pc.setdefault(p.pc, []).append((name, p))
+    shapes = {name: c.shape for name, c in program.checkpoints.items()}
+    machine = Machine(program)
+    out: dict[str, np.ndarray] = {}
+    deferred = []
+    while True:
+        if machine.pc >= max_steps:
+            raise ExecError(f"program ran {max_steps} instructions without END")
+        running = machine.step()
+        for name, p in by_pc.get(machine.pc, []):
+            if p.view.buffer == "ext":
+                deferred.append((name, p))      # external regions are read after the run
+            else:
+                _place(out, shapes, name, p, machine.read_view(p.view))
+        if not running:
+            break
+        machine.pc += 1
+    for name, p in deferred:
+        _place(out, shapes, name, p, machine.read_view(p.view))
+    return out
