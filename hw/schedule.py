@@ -56,7 +56,8 @@ import numpy as np
 from golden.formats import acc_bits, code_range
 
 __all__ = ["ArraySpec", "operand_encoding", "pe_acc_bits", "check_fits", "matmul_beats", "assemble",
-           "beats_count", "ideal_cycles", "plane_count", "tile_grid", "tile_plan", "array_cycles"]
+           "beats_count", "ideal_cycles", "plane_count", "tile_grid", "tile_plan", "array_cycles",
+           "uniform_array_cycles"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,3 +292,10 @@ def array_cycles(tile_beats: Iterable[int], rows: int, pipe: int, drain: int) ->
     if load is None:
         raise ValueError("array_cycles needs at least one tile")
     return load + drain + rows - 1 + 1
+
+
+def uniform_array_cycles(tiles: int, beats: int, rows: int, pipe: int, drain: int) -> int:
+    """`array_cycles` of `tiles` tiles of `beats` beats each, closed form:
+    ``beats - 1 + pipe + (tiles - 1) * max(beats, rows) + drain + rows``."""
+    _check_pos(tiles=tiles, beats=beats, rows=rows, pipe=pipe, drain=drain)
+    return beats - 1 + pipe + (tiles - 1) * max(beats, rows) + drain + rows

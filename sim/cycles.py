@@ -2,9 +2,11 @@
 
 Unit level (exact, checked against the Amaranth simulator in tests/test_sim_model.py):
 
-* matmul on the MAC array: ``beats = hw.schedule.beats_count`` (tiles x plane pairs x
-  ceil(K / L)), one beat per cycle, plus ``BinaryMacArray.latency`` for the last tile's
-  results: cycles from the first beat offered to the last result taken, results always taken;
+* matmul on the MAC array: ``hw.schedule.array_cycles`` of its tiles (each tile
+  ``beats_count / tiles`` beats = plane pairs x ceil(K / L), one beat per cycle; a tile's
+  R-beat drain overlaps the next tile, which waits only if it is shorter than R beats),
+  from the first beat offered to the last drain beat taken, results always taken:
+  ``B - 1 + pipe + (T - 1) * max(B, R) + drain + R`` for T tiles of B beats;
 * threshold / requant: ``beats + latency`` (full throughput, one beat of `cols` values per cycle);
 * softmax: back-to-back rows, ``SoftmaxUnit.cycles`` for the first row plus
   ``SoftmaxUnit.interval`` for every further row;
@@ -19,6 +21,9 @@ block the stages stream (post-processing overlaps the array), so a block takes i
 *slowest unit's* busy cycles plus the fill of the others, not the sum (docs/sim.md):
 
     T_block = max_u B_u + sum_{u != bottleneck} B_u / n + sum_u latency_u
+
+(when the array is the bottleneck, a threshold/requant unit fed by its drain adds only its
+latency: it takes the drain's R beats per tile at the drain's pace)
 
 B_u = busy cycles of hardware unit u in the block (stages on the same unit add up: one
 instance of each unit), n = granules the stages hand over (tiles for array -> threshold /
@@ -36,7 +41,7 @@ from hw.layernorm import LayerNormUnit
 from hw.mac_array import BinaryMacArray
 from hw.params import HwParams
 from hw.requant import RequantUnit
-from hw.schedule import beats_count, ideal_cycles, tile_grid
+from hw.schedule import beats_count, ideal_cycles, tile_grid, uniform_array_cycles
 from hw.softmax import SoftmaxMode, SoftmaxUnit
 from hw.threshold import ThresholdUnit
 
@@ -54,8 +59,9 @@ ASSUMPTIONS = (
     "post-processing streams behind the array (threshold/requant after every linear, softmax after "
     "Q.K^T, LayerNorm after O and FFN2, residual-stream binarization after each LayerNorm): inside a "
     "block the slowest unit sets the pace, plus the fill of the others",
-    "one instance of each unit, `cols` values per beat: a tile's R rows of C accumulators take R beats "
-    "of a post-processing unit, so a tile of fewer than R beats (short K) is post-processing bound",
+    "one instance of each unit, `cols` values per beat: the array drains a tile's R rows of C results in R "
+    "beats, and a post-processing unit takes them at the same rate, so a tile of fewer than R beats (short K) "
+    "is drain bound",
     "softmax and LayerNorm need whole rows: they start on a row block (R rows) once its tiles are done "
     "(a row-block reorder buffer is assumed)",
     "residual-stream binarizations of Q, K, V inputs (three per-feature thresholds) run on the one "
@@ -120,9 +126,21 @@ class CycleModel:
         p = self.params
         return ideal_cycles(m, n, k, a_bits, b_bits, p.rows, p.cols, p.lanes)
 
+    def matmul_tiles(self, m: int, n: int, k: int, a_bits: int = 1, b_bits: int = 1) -> tuple[int, int]:
+        """(tiles, beats per tile) of a matmul on the array."""
+        p = self.params
+        tm, tn = tile_grid(m, n, p.rows, p.cols)
+        return tm * tn, self.matmul_beats(m, n, k, a_bits, b_bits) // (tm * tn)
+
     def matmul_cycles(self, m: int, n: int, k: int, a_bits: int = 1, b_bits: int = 1) -> int:
-        """First operand beat offered to last tile result taken: beats + array latency (results always ready)."""
-        return self.matmul_beats(m, n, k, a_bits, b_bits) + self.array.latency
+        """First operand beat offered to last drain beat taken (results always ready): hw.schedule.array_cycles."""
+        tiles, per_tile = self.matmul_tiles(m, n, k, a_bits, b_bits)
+        return uniform_array_cycles(tiles, per_tile, self.params.rows, self.array.pipe, self.array.drain)
+
+    def matmul_busy(self, m: int, n: int, k: int, a_bits: int = 1, b_bits: int = 1) -> int:
+        """Cycles the array is occupied in steady state: tiles x max(beats per tile, R drain beats)."""
+        tiles, per_tile = self.matmul_tiles(m, n, k, a_bits, b_bits)
+        return tiles * max(per_tile, self.params.rows)
 
     def stream_beats(self, rows: int, channels: int) -> int:
         """Beats of `rows` x `channels` values on a `cols`-wide threshold/requant unit: rows * ceil(channels / cols)."""
@@ -158,7 +176,7 @@ class CycleModel:
         if unit == "mac_array":
             beats = self.matmul_beats(w["m"], w["n"], w["k"], w["a_bits"], w["b_bits"])
             ideal = self.matmul_ideal(w["m"], w["n"], w["k"], w["a_bits"], w["b_bits"])
-            cycles = beats + self.array.latency
+            cycles = self.matmul_cycles(w["m"], w["n"], w["k"], w["a_bits"], w["b_bits"])
             return {"cycles": cycles, "beats": beats, "latency": self.array.latency, "ideal_cycles": ideal,
                     "utilization": ideal / cycles}
         if unit in ("threshold", "requant"):
@@ -186,7 +204,8 @@ class CycleModel:
     def stage_timing(self, st) -> tuple[str, float, int]:
         """(hardware unit, busy cycles, fill latency) of one stage; a single stage takes busy + latency exactly."""
         if isinstance(st, Matmul):
-            return "mac_array", self.matmul_beats(st.m, st.n, st.k, st.a_bits, st.b_bits), self.array.latency
+            busy = self.matmul_busy(st.m, st.n, st.k, st.a_bits, st.b_bits)
+            return "mac_array", busy, self.matmul_cycles(st.m, st.n, st.k, st.a_bits, st.b_bits) - busy
         if isinstance(st, PostProc):
             return st.unit, self.stream_beats(st.rows, st.channels), self._post_unit(st.unit).latency
         if isinstance(st, Softmax):
@@ -222,7 +241,10 @@ class CycleModel:
             u.stages.append(st.name)
         bottleneck = max(units.values(), key=lambda u: u.busy)
         n = self._granules(blk)
-        once = bottleneck.busy + sum(u.busy / n for u in units.values() if u is not bottleneck) \
+        # a threshold/requant unit behind the array takes the drain's beats at the drain's pace: its
+        # last granule overlaps the last tile's drain, already inside the array's latency
+        in_step = {"threshold", "requant"} if bottleneck.unit == "mac_array" else set()
+        once = bottleneck.busy + sum(u.busy / n for u in units.values() if u is not bottleneck and u.unit not in in_step) \
             + sum(u.latency for u in units.values())
         cycles = blk.repeat * once
         mm = blk.matmul

@@ -191,21 +191,24 @@ def _matmul_counts(cm: CycleModel, st: Matmul, c: Counts, weights_from_dram: boo
     pe = R * C
     xadd, xregs = popcount_cost(L, XNOR_GROUP)
     padd, pregs = popcount_cost(L, POPCOUNT_GROUP)
-    corr = (4 * L).bit_length() + 1
-    acc = arr.acc_width
-    c.add("xnor", "xnor bit-op", beats * pe * L, 1, "xnor_bit")
-    c.add("popcount", f"PE xnor-popcount tree ({L} lanes)", beats * pe, math.ceil(xadd), "fa_bit")
-    c.add("popcount", f"row/column popcount ({L} lanes)", beats * (R + C), math.ceil(padd), "fa_bit")
-    c.add("accumulate", "PE correction adds (2 per PE)", beats * pe * 2, corr, "fa_bit")
-    c.add("accumulate", "row/column corrections", beats * (R + C), corr, "fa_bit")
-    c.add("accumulate", "accumulator add", beats * pe, acc, "fa_bit")
-    t_align = arr.latency - 4        # BinaryMacArray.latency = t_align + 4 (input, PE add, shift, accumulate)
-    delay_bits = (t_align - tree_latency(L, XNOR_GROUP)) * L.bit_length()
-    per_pe_regs = xregs + delay_bits + corr + 2 * acc          # tree levels, align delay, t, shifted, acc
-    shared_regs = (R + C) * L + (R + C) * (pregs + corr)        # input words, row/col trees, corrections
+    c.add("xnor", "xor bit-op", beats * pe * L, 1, "xnor_bit")
+    c.add("popcount", f"PE xor-popcount tree ({L} lanes)", beats * pe, math.ceil(xadd), "fa_bit")
+    n_counts = (R if arr.row_counts else 0) + C
+    c.add("popcount", f"row/column popcount ({L} lanes)", beats * n_counts, math.ceil(padd), "fa_bit")
+    pw = arr.pe_width
+    c.add("accumulate", "PE Horner accumulate", beats * pe, pw, "fa_bit")
+    c.add("accumulate", "row/column Horner accumulate", beats * n_counts, pw, "fa_bit")
+    lat = arr.pipe - 1               # BinaryMacArray.pipe = 1 (input register) + aligned tree latency
+    delay_bits = (lat - tree_latency(L, XNOR_GROUP)) * L.bit_length()
+    per_pe_regs = xregs + delay_bits + pw                      # tree levels, align delay, accumulator
+    shared_regs = (R + C) * L + n_counts * (pregs + pw)        # input words, row/col trees and accumulators
     c.add("registers", "MAC array pipeline registers", beats, per_pe_regs * pe + shared_regs, "ff_bit")
     tm, tn = tile_grid(st.m, st.n, R, C)
-    c.add("registers", "MAC array results register", tm * tn * pe, acc, "ff_bit")
+    tiles = tm * tn
+    dw = arr.out_width + 1
+    c.add("registers", "MAC array drain registers (load)", tiles * (pe + n_counts), pw, "ff_bit")
+    c.add("accumulate", "drain adds (2 per column per row, 1 row term)", tiles * R * (2 * C + 1), dw, "fa_bit")
+    c.add("registers", "drain pipeline registers", tiles * R, C * (2 * pw + 3 * dw) + arr.out_width * C, "ff_bit")
     # operand reads: every beat reads R words of A and C words of B, L bits each
     c.add("sram_activations", "A operand read", beats * R, L, "sram_bit")
     if st.b_kind == "weights" and weights_from_dram:

@@ -24,7 +24,7 @@ from hw.params import HwParams
 from hw.popcount import Popcount, XorPopcount, tree_latency
 from hw.toolchain import LINT_WAIVERS
 from hw.schedule import (ArraySpec, array_cycles, assemble, beats_count, check_fits, ideal_cycles, matmul_beats,
-                         pe_acc_bits, tile_grid, tile_plan)
+                         pe_acc_bits, tile_grid, tile_plan, uniform_array_cycles)
 from hwsim import run, stream_get, stream_put
 
 SEED_BASE = 20261122
@@ -402,6 +402,8 @@ def test_schedule_counts_and_errors():
     assert beats_count(5, 7, 21, 2, 4, 2, 3, 8) == 3 * 3 * 8 * 3
     assert array_cycles([5], 4, 7, 5) == 5 + 7 + 5 + 4 - 1      # one tile: beats + pipe + drain + R - 1
     assert array_cycles([1, 1], 4, 7, 5) == 1 + 7 + 4 + 5 + 4 - 1  # the second load waits R edges
+    for tiles, beats, rows in [(1, 3, 4), (5, 3, 4), (5, 4, 4), (7, 9, 4), (3, 1, 1)]:
+        assert uniform_array_cycles(tiles, beats, rows, 6, 5) == array_cycles([beats] * tiles, rows, 6, 5)
     with pytest.raises(ValueError, match="drain beats"):
         assemble([[0] * 3], 5, 7, 2, 3)
     spec = ArraySpec(2, 2, 0, 8, 8)

@@ -29,7 +29,7 @@ from hw.layernorm import LayerNormUnit
 from hw.mac_array import BinaryMacArray
 from hw.params import HwParams
 from hw.requant import RequantUnit
-from hw.schedule import assemble, matmul_beats
+from hw.schedule import assemble, matmul_beats, pe_acc_bits
 from hw.softmax import SoftmaxMode, SoftmaxUnit
 from hw.threshold import ThresholdUnit
 from sim import commands
@@ -105,20 +105,21 @@ def test_matmul_cycles_match_simulation(shape):
     a = rng.integers(lo, hi + 1, (m, k)) if not (ab == 1 and asg) else rng.choice([-1, 1], (m, k))
     lo, hi = code_range(bb, bsg)
     b = rng.integers(lo, hi + 1, (n, k)) if not (bb == 1 and bsg) else rng.choice([-1, 1], (n, k))
-    width = max(acc_bits(k, ab, asg, bb, bsg), lanes.bit_length() + 1)
-    dut = BinaryMacArray(rows, cols, lanes, width, 2 * (max(ab, bb) - 1))
-    beats = list(matmul_beats(a, ab, asg, b, bb, bsg, rows, cols, lanes))
-    n_tiles = sum(bt["last"] for bt in beats)
+    dut = BinaryMacArray(rows, cols, lanes, max(pe_acc_bits(k, ab, bb), lanes.bit_length()),
+                         acc_bits(k, ab, asg, bb, bsg))
+    beats = list(matmul_beats(a, ab, asg, b, bb, bsg, dut.spec))
+    n_out = sum(bt["last"] for bt in beats) * rows
     got = {}
 
     async def bench(ctx):
-        first, last, outs = await _stream(ctx, dut.operands, dut.results, beats, n_tiles)
-        got.update(cycles=last - first + 1, tiles=[[int(x) for x in p.acc] for p in outs])
+        first, last, outs = await _stream(ctx, dut.operands, dut.results, beats, n_out)
+        got.update(cycles=last - first + 1, rows=[[int(x) for x in p.acc] for p in outs])
 
-    run(dut, bench, deadline_cycles=len(beats) + 4 * dut.latency + 50)
-    np.testing.assert_array_equal(assemble(got["tiles"], m, n, rows, cols), bitserial_matmul(a, ab, asg, b, bb, bsg))
+    run(dut, bench, deadline_cycles=4 * (len(beats) + n_out) + 4 * dut.latency + 50)
+    np.testing.assert_array_equal(assemble(got["rows"], m, n, rows, cols), bitserial_matmul(a, ab, asg, b, bb, bsg))
     model = _model(rows, cols, lanes)
-    assert model.array.latency == dut.latency
+    assert (model.array.pipe, model.array.drain) == (dut.pipe, dut.drain)
+    assert got["cycles"] == model.matmul_cycles(m, n, k, ab, bb)
     _agree(got["cycles"], model.matmul_cycles(m, n, k, ab, bb), f"matmul {shape}")
     assert model.matmul_beats(m, n, k, ab, bb) == len(beats)
 
@@ -303,51 +304,51 @@ def test_layernorm_cycles_match_simulation(hidden, rows, add):
 ])
 def test_block_model_matches_array_feeding_threshold(m, n, k, rows, cols, lanes):
     """The composition rule (slowest unit + the others' fill, not the sum) on the one block that can be
-    built from existing units: the MAC array's tiles, serialized into R beats of C accumulators (a
-    one-tile buffer in the testbench standing in for the sequencer), into the threshold unit."""
-    from amaranth.hdl import Module
+    built from existing units: the MAC array's drain (R beats of C results per tile) wired straight into
+    the threshold unit (the testbench supplies each beat's channel and last flag, as a sequencer would)."""
+    from amaranth.hdl import Module, Signal
     from sim.workload import Block, Matmul, PostProc
 
+    assert m % rows == 0, "no padding rows: every drain beat goes to the threshold unit"
     rng = _rng(f"block-{m}-{n}-{k}")
     a = rng.choice([-1, 1], (m, k))
     b = rng.choice([-1, 1], (n, k))
     acc_width = acc_bits(k, 1, True)
     top = Module()
-    top.submodules.arr = arr = BinaryMacArray(rows, cols, lanes, max(acc_width, lanes.bit_length() + 1), 0)
-    top.submodules.thr = thr = ThresholdUnit(cols, arr.acc_width, n)
+    top.submodules.arr = arr = BinaryMacArray(rows, cols, lanes, max(pe_acc_bits(k, 1, 1), lanes.bit_length()),
+                                              acc_width)
+    top.submodules.thr = thr = ThresholdUnit(cols, arr.out_width, n)
+    top.d.comb += [thr.inp.valid.eq(arr.results.valid), arr.results.ready.eq(thr.inp.ready)]
+    top.d.comb += [thr.inp.payload.acc[c].eq(arr.results.payload.acc[c]) for c in range(cols)]
+    channel, last = Signal.like(thr.inp.payload.channel), Signal()      # set by the testbench per drain beat
+    top.d.comb += [thr.inp.payload.channel.eq(channel), thr.inp.payload.last.eq(last)]
     tn = -(-n // cols)
     thresholds = rng.integers(-k // 4, k // 4 + 1, n)
-    beats = list(matmul_beats(a, 1, True, b, 1, True, rows, cols, lanes))
+    beats = list(matmul_beats(a, 1, True, b, 1, True, arr.spec))
     n_out = m * tn
+    # drain beat order: tile (ti, tj) row-major, then row r: channel tj * cols, last on the last tile column
+    order = [(ti * rows + r, tj) for ti in range(m // rows) for tj in range(tn) for r in range(rows)]
     got = {"bits": []}
 
     async def bench(ctx):
         await _load(ctx, thr.thr_write, _table(thresholds, cols))
         ctx.set(thr.out.ready, 1)
-        i = cycle = tile = 0
-        first, buf, last_out = None, [], None
+        i = cycle = d = 0
+        first, last_out = None, None
         while len(got["bits"]) < n_out:
             ctx.set(arr.operands.valid, int(i < len(beats)))
             if i < len(beats):
                 ctx.set(arr.operands.payload, beats[i])
-            ctx.set(arr.results.ready, int(len(buf) <= 1))      # the serializer frees as its last row leaves
-            ctx.set(thr.inp.valid, int(bool(buf)))
-            if buf:
-                ctx.set(thr.inp.payload, buf[0])
-            _, _, op_ready, r_valid, r_payload, t_ready, o_valid, o_payload = await ctx.tick().sample(
-                arr.operands.ready, arr.results.valid, arr.results.payload, thr.inp.ready, thr.out.valid,
-                thr.out.payload)
+            if d < len(order):
+                ctx.set(channel, order[d][1] * cols)
+                ctx.set(last, int(order[d][1] == tn - 1))
+            _, _, op_ready, r_valid, t_ready, o_valid, o_payload = await ctx.tick().sample(
+                arr.operands.ready, arr.results.valid, thr.inp.ready, thr.out.valid, thr.out.payload)
             if i < len(beats) and op_ready:
                 first = cycle if first is None else first
                 i += 1
-            if buf and t_ready:
-                buf.pop(0)
-            if r_valid and len(buf) == 0:
-                acc = [int(x) for x in r_payload.acc]
-                ti, tj = divmod(tile, tn)
-                buf = [{"acc": acc[r * cols:(r + 1) * cols], "channel": tj * cols, "last": int(tj == tn - 1)}
-                       for r in range(rows) if ti * rows + r < m]
-                tile += 1
+            if r_valid and t_ready:
+                d += 1
             if o_valid:
                 got["bits"].append(int(o_payload.bits))
                 last_out = cycle
@@ -355,10 +356,8 @@ def test_block_model_matches_array_feeding_threshold(m, n, k, rows, cols, lanes)
         got["cycles"] = last_out - first + 1
 
     run(top, bench, deadline_cycles=4 * (len(beats) + n_out) + 200)
-    # outputs arrive in tile order: reorder into (M, N) and compare with golden
+    # outputs arrive in drain order: place them into (M, N) and compare with golden
     bits = np.zeros((m, tn * cols), dtype=np.int64)
-    order = [(ti * rows + r, tj) for ti in range(-(-m // rows)) for tj in range(tn) for r in range(rows)
-             if ti * rows + r < m]
     for (row, tj), word in zip(order, got["bits"]):
         bits[row, tj * cols:(tj + 1) * cols] = [(word >> c) & 1 for c in range(cols)]
     np.testing.assert_array_equal(bits[:, :n], threshold(a @ b.T, thresholds))
@@ -376,7 +375,7 @@ def test_block_model_matches_array_feeding_threshold(m, n, k, rows, cols, lanes)
 @pytest.mark.sim
 @pytest.mark.parametrize("unit,array,workload", [
     ("mac_array", "2x3x8", "m=5,n=7,k=21"),                      # K not a multiple of L, edge tiles
-    ("softmax", "2x4x8", "rows=3,seq_len=13,mode=binary"),
+    ("softmax_unit", "2x4x8", "rows=3,seq_len=13,mode=binary"),
 ])
 def test_model_matches_cocotb_measurement(unit, array, workload, tmp_path_factory):
     """`simulate` (sim.measure.run_unit on Icarus): bit-exact, and the model within 5 % of the measured cycles."""
@@ -603,4 +602,4 @@ def test_parse_arrays_and_simulate_errors():
     with pytest.raises(ValueError, match="ROWSxCOLSxLANES"):
         commands.simulate("mac_array", "icarus", "2x2")
     with pytest.raises(ValueError, match="multiple of cols"):
-        commands.simulate("layernorm", "icarus", "2x3x8", "hidden=16")
+        commands.simulate("layernorm_unit", "icarus", "2x3x8", "hidden=16")
