@@ -34,7 +34,8 @@ class ExecError(RuntimeError):
 class Machine:
     """Buffers, external memory and the instruction semantics of one accelerator."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, rng: np.random.Generator | None = None):
+        """Buffers start at zero, or with random contents from `rng` (a program must not depend on them)."""
         t, p = program.target, program.target.params
         self.lanes, self.cols = p.lanes, p.cols
         self.fmt = p.numerics
@@ -43,6 +44,11 @@ class Machine:
         self.res = np.zeros(t.res_words, dtype=np.int16)
         self.scr = np.zeros(t.scr_words, dtype=np.int64)
         self.mask = np.zeros(p.max_seq, dtype=bool)
+        if rng is not None:
+            self.act[:] = rng.integers(0, 2, self.act.shape)
+            self.res[:] = rng.integers(-(1 << 15), 1 << 15, self.res.shape)
+            self.scr[:] = rng.integers(-self.acc_limit, self.acc_limit, self.scr.shape)
+            self.mask[:] = rng.integers(0, 2, self.mask.shape)
         self.ext = program.image.copy()
         self.program_addr, self.program_bytes = program.regions["program"]
         self.pc = 0
@@ -62,11 +68,37 @@ class Machine:
         return words, lanes
 
     def write_codes(self, v: View, codes: np.ndarray) -> None:
+        """Write codes; a write that reaches the end of a packed row also clears that word's lanes past it.
+
+        The code writer owns the whole last word of every row it completes, so the padding lanes
+        the MAC array reads (past K) are 0 whatever the buffer held before.
+        """
         u = mem.to_stored(codes, v.bits, v.signed)
         if u.size and (u.min() < 0 or u.max() >= 1 << v.bits):
             raise ExecError(f"pc {self.pc}: codes outside the {v.bits}-bit range")
         words, lanes = self._grid(v, v.bits)
         self.act[words, lanes] = (u[:, :, None] >> np.arange(v.bits)) & 1
+        tail = v.width % self.lanes
+        if not tail:
+            return
+        plane = np.arange(v.bits)[None, :]
+        if v.layout == Layout.TRANS:
+            ends = [(v.width - 1, n) for n in range(v.col, v.col + v.cols)] if v.rows == v.width else []
+        else:   # ROWS / HEADS: rows whose last channel (of the row or of its group) was written
+            last = [n for n in range(v.col, v.col + v.cols) if n % v.width == v.width - 1]
+            ends = [(r, n) for r in range(v.rows) for n in last]
+        for r, n in ends:
+            w, _ = mem.act_address(v.layout, v.addr, v.total_rows, v.width, v.bits, self.lanes, r, n, plane)
+            self.act[w.ravel(), tail:] = 0
+
+    def check_padding(self, v: View) -> None:
+        """The lanes past K of each row's last word must be 0 (the MAC array counts every lane)."""
+        tail = v.width % self.lanes
+        if tail and v.rows:
+            r, plane = np.arange(v.rows)[:, None], np.arange(v.bits)[None, :]
+            w, _ = mem.act_address(v.layout, v.addr, v.total_rows, v.width, v.bits, self.lanes, r, v.width - 1, plane)
+            if self.act[w.ravel(), tail:].any():
+                raise ExecError(f"pc {self.pc}: operand at act {v.addr} has non-zero lanes past K = {v.width}")
 
     def read_planes(self, v: View) -> np.ndarray:
         """Stored bit planes (bits, rows, cols) uint8 of a code tensor."""
@@ -186,12 +218,14 @@ class Machine:
     def matmul(self, ins) -> None:
         m, n, k = ins["m"], ins["n"], ins["k"]
         a_view = View("act", ins["a"], m, k, k, 0, int(Layout.ROWS), ins["a_bits"], bool(ins["a_signed"]), m)
+        self.check_padding(a_view)
         if ins["b_src"] == BSource.WEIGHTS:
             if ins["b_bits"] != 1 or not ins["b_signed"]:
                 raise ExecError(f"pc {self.pc}: weights are 1-bit signed")
             acc = self.weight_product(a_view, ins["b"], n, k)
         else:
             b_view = View("act", ins["b"], n, k, k, 0, int(Layout.ROWS), ins["b_bits"], bool(ins["b_signed"]), n)
+            self.check_padding(b_view)
             acc = blas_matmul(self.read_codes(a_view), self.read_codes(b_view))
         acc = self.check_acc(acc)
         post = Post(ins["post"])
@@ -268,11 +302,13 @@ def _place(out: dict, shapes: dict, name: str, piece: Piece, values: np.ndarray)
         sub[:, piece.col0:piece.col0 + values.shape[1]] = values
 
 
-def execute(program: Program, source: str = "trace", max_steps: int = 1 << 22) -> dict[str, np.ndarray]:
+def execute(program: Program, source: str = "trace", rng: np.random.Generator | None = None,
+            max_steps: int = 1 << 22) -> dict[str, np.ndarray]:
     """Run `program`; return {golden intermediate name: int64 array in golden's shape}.
 
     `source` "trace": read each checkpoint from the trace where it was tapped, else from its
     buffer right after its instruction; "buffers": from the buffers where it lives there.
+    `rng`: start the on-chip buffers with random contents instead of zeros.
     """
     if source not in ("trace", "buffers"):
         raise ValueError(f"source must be 'trace' or 'buffers', not {source!r}")
@@ -285,7 +321,7 @@ def execute(program: Program, source: str = "trace", max_steps: int = 1 << 22) -
         for p in pieces:
             by_pc.setdefault(p.pc, []).append((name, p))
     shapes = {name: c.shape for name, c in program.checkpoints.items()}
-    machine = Machine(program)
+    machine = Machine(program, rng)
     out: dict[str, np.ndarray] = {}
     deferred = []
     while True:

@@ -79,7 +79,7 @@ def test_execute_equals_golden_every_checkpoint(config, bits, array, rng):
         ref = model.forward(ids, mask, types, keep_intermediates=True)
         got = execute(prog)
         assert_same(got, ref["intermediates"])
-        assert_same(execute(prog, source="buffers"), ref["intermediates"])
+        assert_same(execute(prog, source="buffers", rng=rng), ref["intermediates"])   # buffers start as garbage
         np.testing.assert_array_equal(model.head(got["pooler.acc"]), ref["logits"])
 
 
