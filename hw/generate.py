@@ -67,6 +67,11 @@ def _layernorm_unit(p: HwParams):
     return LayerNormUnit.from_params(p)
 
 
+def _accelerator(p: HwParams):
+    from .encoder.top import Accelerator
+    return Accelerator(p)
+
+
 #: Unit name (also the Verilog top module and file name) -> factory(params) -> wiring.Component.
 UNITS = {
     "mac_array": _mac_array,
@@ -74,6 +79,7 @@ UNITS = {
     "requant_unit": _requant_unit,
     "softmax_unit": _softmax_unit,
     "layernorm_unit": _layernorm_unit,
+    "accelerator": _accelerator,
 }
 
 
@@ -162,7 +168,7 @@ def generate_unit(name: str, params: HwParams) -> tuple[str, dict]:
         "file": f"{name}.v",
         "top": name,
         "class": type(component).__name__,
-        "latency": component.latency,
+        "latency": getattr(component, "latency", None),      # None: the top level (no stream latency)
         "ports": _ports(component, text, name),
         "memories": mems,
         "memory_bits": sum(m["bits"] for m in mems),

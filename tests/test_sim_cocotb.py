@@ -37,7 +37,7 @@ CONFIGS = {
     "2x3x16": HwParams(rows=2, cols=3, lanes=16, **LIMITS),     # non-square; 16 lanes do not divide K = 40
     "4x4x32": HwParams(rows=4, cols=4, lanes=32, **LIMITS),     # square; 32 lanes do not divide K = 40 either
 }
-UNITS = list(runner.UNIT_BENCHES)
+UNITS = [u for u in runner.UNIT_BENCHES if u != "accelerator"]     # the top level: tests/test_sim_accelerator.py
 #: Small workloads (the timed operation; the verification test has its own cases).
 WORKLOADS = {
     "mac_array": {"m": 5, "n": 7, "k": 40, "a_bits": 2, "a_signed": 1, "b_bits": 1, "b_signed": 1},
@@ -106,7 +106,7 @@ def test_run_unit_timed_only(work_dir):
     """run_unit: short unit names, timed operation only, the documented keys, results.json left in the build dir."""
     _need("icarus")
     p = CONFIGS["2x3x16"]
-    r = measure.run_unit("threshold", "icarus", p, {"rows": 2, "channels": 7}, seed=5, work_dir=work_dir)
+    r = measure.run_unit("threshold_unit", "icarus", p, {"rows": 2, "channels": 7}, seed=5, work_dir=work_dir)
     for key in ("unit", "config", "sim", "seed", "cycles", "beats", "out_beats", "model_cycles", "bit_exact",
                 "compared", "mismatches", "first_mismatch", "ops", "passed", "tests", "build", "run_s"):
         assert key in r, key
@@ -124,7 +124,7 @@ def test_run_unit_timed_only(work_dir):
 
 def test_unknown_workload_option_fails_the_run(work_dir):
     _need("icarus")
-    r = measure.run_unit("requant", "icarus", CONFIGS["2x3x16"], {"rowz": 3}, seed=1, work_dir=work_dir)
+    r = measure.run_unit("requant_unit", "icarus", CONFIGS["2x3x16"], {"rowz": 3}, seed=1, work_dir=work_dir)
     assert not r["passed"]
     assert "unknown workload options" in _failures(r)
 
@@ -152,12 +152,12 @@ def test_icarus_waves(work_dir, monkeypatch):
     """BITACCEL_WAVES=1: an FST waveform in the build dir (Icarus, through our Verilog-2005 dumper)."""
     _need("icarus")
     monkeypatch.setenv("BITACCEL_WAVES", "1")
-    r = measure.run_unit("threshold", "icarus", CONFIGS["2x3x16"], {"rows": 1, "channels": 5}, seed=3,
+    r = measure.run_unit("threshold_unit", "icarus", CONFIGS["2x3x16"], {"rows": 1, "channels": 5}, seed=3,
                          work_dir=work_dir)
     assert r["passed"] and r["waves_file"] and r["waves_file"].endswith("threshold_unit.fst")
     assert Path(r["waves_file"]).stat().st_size > 100
     monkeypatch.delenv("BITACCEL_WAVES")
-    r = measure.run_unit("threshold", "icarus", CONFIGS["2x3x16"], {"rows": 1, "channels": 5}, seed=3,
+    r = measure.run_unit("threshold_unit", "icarus", CONFIGS["2x3x16"], {"rows": 1, "channels": 5}, seed=3,
                          work_dir=work_dir)
     assert r["passed"] and r["waves_file"] is None and r["build"]["rebuilt"]
 
@@ -238,11 +238,11 @@ def test_codec_and_scoreboard_without_a_simulator():
     codec = Codec(UNITS["mac_array"](CONFIGS["2x3x16"]).results_layout)
     del unit
     gc.collect()
-    value = {"acc": [-1, 2, -(1 << (codec.leaves[0][2] - 1)), 0, 7, -7]}
+    value = {"acc": [-1, 2, -(1 << (codec.leaves[0][2] - 1))], "row": 1, "last": 1}     # one drain beat (C = 3)
     bits = codec.pack(value)
     assert codec.unpack(bits) == value
     text = bin(bits)[2:].rjust(codec.width, "0")
-    assert codec.unpack("X" + text[1:])["acc"][-1] is None and codec.unpack("X" + text[1:])["acc"][0] == -1
+    assert codec.unpack("X" + text[1:])["last"] is None and codec.unpack("X" + text[1:])["acc"][0] == -1
     sb = Scoreboard("t")
     assert sb.compare("a", [[1, 2], [3, 4]], [[1, 2], [3, 4]]) == 0
     assert sb.compare("b", [5, 6, 7], [5, None, 8]) == 2
