@@ -5,8 +5,8 @@ words, the key mask) and the external memory (a copy of the program's image). It
 instruction word from the program region, decodes it (hw.spec.isa.decode) and performs it
 with golden primitives, reading operands only from the buffers and the external memory by
 address; it never sees the artifact. Products with static weights run plane by plane as the
-MAC array does (A.4 correction with the stored n_neg, offset-binary correction for signed
-multi-bit codes); products of two dynamic operands use the exact integer product.
+MAC array forms them (plane counts, row and column popcounts, offset-binary correction);
+products of two dynamic operands use the exact integer product.
 `execute(program)` returns every mapped golden intermediate (int64, golden shapes).
 """
 from __future__ import annotations
@@ -252,22 +252,24 @@ class Machine:
             self.tap(ins, "ext_out", [acc, codes])
 
     def weight_product(self, a_view: View, addr: int, n: int, k: int) -> np.ndarray:
-        """Codes x streamed +-1 weights, plane by plane as the MAC array computes it.
+        """Codes x streamed +-1 weights from the counts the MAC array forms (hw/schedule.py).
 
-        1-bit signed A: 2*popcount(xnor) - K. Otherwise each stored plane u_j gives
-        popcount(xnor(u_j, w)) - n_neg (appendix A.4), weighted 2**j; signed (offset-binary)
-        codes subtract 2**(b-1) * sum(w) = 2**(b-1) * (K - 2 n_neg).
+        With A's stored planes u_j (offset binary) and weight bits v (w = 2v - 1):
+        1-bit signed A (x = 2u - 1): dot = 4 u.v - 2 sum(u) - 2 sum(v) + K;
+        otherwise dot = sum_j 2**j (2 u_j.v - sum(u_j)), minus 2**(b-1) * (2 sum(v) - K) for
+        signed codes (x = u - 2**(b-1)). sum(v), the weight column count, comes from the
+        streamed bits, as the array's column counters compute it.
         """
-        wbits, n_neg = mem.read_weight_block(self.ext, addr, n, k, self.cols, self.lanes)
-        w1 = wbits.astype(np.float64)
-        w0 = 1.0 - w1
+        v = mem.read_weight_block(self.ext, addr, n, k, self.cols, self.lanes).astype(np.float64)
         planes = self.read_planes(a_view).astype(np.float64)          # (bits, M, K)
-        xnor = [np.rint(p @ w1.T + (1.0 - p) @ w0.T).astype(np.int64) for p in planes]
+        uv = [np.rint(p @ v.T).astype(np.int64) for p in planes]        # exact: K < 2**53
+        su = planes.sum(axis=-1).astype(np.int64)                       # (bits, M)
+        sv = v.sum(axis=-1).astype(np.int64)                            # (N,)
         if a_view.bits == 1 and a_view.signed:
-            return 2 * xnor[0] - k
-        acc = sum((1 << j) * (x - n_neg[None, :]) for j, x in enumerate(xnor))
+            return 4 * uv[0] - 2 * su[0][:, None] - 2 * sv[None, :] + k
+        acc = sum((1 << j) * (2 * x - su[j][:, None]) for j, x in enumerate(uv))
         if a_view.signed:
-            acc = acc - (1 << (a_view.bits - 1)) * (k - 2 * n_neg)[None, :]
+            acc = acc - (1 << (a_view.bits - 1)) * (2 * sv - k)[None, :]
         return acc
 
     def softmax(self, ins) -> None:

@@ -85,8 +85,7 @@ class _Lowering:
 
     def weights(self, lin: str, k: int) -> int:
         a = self.art
-        return self.const(f"{lin}.weights", lambda: mem.weight_block(a[f"{lin}.bits"], a[f"{lin}.n_neg"], k,
-                                                                      self.p.cols, self.p.lanes))
+        return self.const(f"{lin}.weights", lambda: mem.weight_block(a[f"{lin}.bits"], k, self.p.cols, self.p.lanes))
 
     def shape(self, name: str) -> tuple:
         c, t = self.cfg, self.t

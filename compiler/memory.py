@@ -197,7 +197,7 @@ def write_i32(ext: np.ndarray, addr: int, values: np.ndarray) -> None:
 
 
 def const_block(values) -> bytes:
-    """Per-channel constants (thresholds, n_neg, ...) as 64-bit signed words."""
+    """Per-channel constants (e.g. thresholds) as 64-bit signed words."""
     return _i64(np.asarray(values, dtype=np.int64).ravel())
 
 
@@ -253,40 +253,35 @@ def read_softmax(ext: np.ndarray, addr: int, lut_len: int) -> tuple[np.ndarray, 
 
 # ----------------------------------------------------------------------------- weights
 def weight_block_bytes(n: int, k: int, cols: int, lanes: int) -> int:
-    """Bytes of a weight block: ceil(N/C) tiles of (C n_neg words + ceil(K/L)*C lane words)."""
-    return _ceil(n, cols) * (CONST_BYTES * cols + _ceil(k, lanes) * cols * lanes // 8)
+    """Bytes of a weight block: ceil(N/C) tiles of ceil(K/L) * C lane words of L/8 bytes."""
+    return _ceil(n, cols) * _ceil(k, lanes) * cols * lanes // 8
 
 
-def weight_block(words: np.ndarray, n_neg: np.ndarray, k: int, cols: int, lanes: int) -> bytes:
+def weight_block(words: np.ndarray, k: int, cols: int, lanes: int) -> bytes:
     """Packed +-1 weights (N, ceil(K/64)) uint64 (golden order) -> the hardware's weight block.
 
-    Tile j holds weight rows j*C .. j*C+C-1 (rows past N are zero): first their C n_neg words,
-    then for each K chunk c (elements c*L .. c*L+L-1) the C rows' lane words in row order, so
-    one MAC-array beat's weights are C consecutive words. Lane i = element c*L + i, LSB first.
+    Tile j holds weight rows j*C .. j*C+C-1 (rows past N are zero words): for each K chunk c
+    (elements c*L .. c*L+L-1) the C rows' lane words in row order, so one MAC-array beat's
+    weights are C consecutive words and a tile is one contiguous burst. Lane i = element
+    c*L + i, LSB first, 1 = +1; lanes past K are 0. No per-row constant is stored: the MAC
+    array counts the weight bits itself (hw/schedule.py, column counts), so the block is
+    exactly the packed weights plus edge padding.
     """
     n = words.shape[0]
     tiles, chunks = _ceil(n, cols), _ceil(k, lanes)
     bits = np.zeros((tiles * cols, chunks * lanes), dtype=np.uint8)
     bits[:n, :k] = unpack_bits(words, k)
-    lanes_bytes = np.packbits(bits.reshape(tiles, cols, chunks, lanes).transpose(0, 2, 1, 3), axis=-1,
-                              bitorder="little")                      # (tiles, chunks, C, L/8)
-    nn = np.zeros(tiles * cols, dtype="<i8")
-    nn[:n] = n_neg
-    out = bytearray()
-    for j in range(tiles):
-        out += nn[j * cols:(j + 1) * cols].tobytes() + lanes_bytes[j].tobytes()
-    return bytes(out)
+    lane_bytes = np.packbits(bits.reshape(tiles, cols, chunks, lanes).transpose(0, 2, 1, 3), axis=-1,
+                             bitorder="little")                       # (tiles, chunks, C, L/8)
+    return lane_bytes.tobytes()
 
 
-def read_weight_block(ext: np.ndarray, addr: int, n: int, k: int, cols: int, lanes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of `weight_block` -> (bits (N, K) uint8 {0,1} with 1 = +1, n_neg (N,) int64)."""
+def read_weight_block(ext: np.ndarray, addr: int, n: int, k: int, cols: int, lanes: int) -> np.ndarray:
+    """Inverse of `weight_block` -> bits (N, K) uint8, 1 = +1."""
     tiles, chunks = _ceil(n, cols), _ceil(k, lanes)
-    raw = _read(ext, addr, weight_block_bytes(n, k, cols, lanes)).reshape(tiles, -1)
-    nn = raw[:, :CONST_BYTES * cols].copy().view("<i8").reshape(tiles * cols)
-    lane_bytes = raw[:, CONST_BYTES * cols:].reshape(tiles, chunks, cols, lanes // 8)
-    bits = np.unpackbits(lane_bytes, axis=-1, bitorder="little")     # (tiles, chunks, C, L)
-    bits = bits.transpose(0, 2, 1, 3).reshape(tiles * cols, chunks * lanes)
-    return bits[:n, :k], nn[:n].astype(np.int64)
+    raw = _read(ext, addr, weight_block_bytes(n, k, cols, lanes)).reshape(tiles, chunks, cols, lanes // 8)
+    bits = np.unpackbits(raw, axis=-1, bitorder="little")            # (tiles, chunks, C, L)
+    return bits.transpose(0, 2, 1, 3).reshape(tiles * cols, chunks * lanes)[:n, :k]
 
 
 # ----------------------------------------------------------------------------- embeddings and inputs
