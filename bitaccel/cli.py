@@ -251,7 +251,7 @@ def cmd_train(args) -> int:
               bi_attention=args.bi_attention, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               alpha_lr=args.alpha_lr, max_len=args.max_len, max_steps=args.max_steps, eval_every=args.eval_every,
               save_every=args.save_every, seed=args.seed, glue_dir=args.glue_dir, finetuned=args.finetuned,
-              resume=args.resume, quiet=args.quiet)
+              int_epochs=args.int_epochs, resume=args.resume, quiet=args.quiet)
     if r["stages"]:      # empty on ranks > 0 under torchrun
         print(f"run {r['run_dir']}")
         for s in r["stages"]:
@@ -297,7 +297,8 @@ def _add_train_commands(sub) -> None:
     s.add_argument("--task", required=True, help="mr, or a GLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte)")
     s.add_argument("--model", help="Hugging Face BERT folder, a bitaccel model folder or a previous run "
                                    "(default: the all-MiniLM-L6-v2 package's folder)")
-    s.add_argument("--schedule", default="32/32,1/2,1/1", help="weight/act bits per step (default 32/32,1/2,1/1)")
+    s.add_argument("--schedule", default="32/32,1/2,1/1", help="weight/act bits per step (default 32/32,1/2,1/1); "
+                   "a final 'int' adds the integer fine-tune through the hardware's integers, e.g. 32/32,1/2,1/1,int")
     s.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     s.add_argument("--method", default="bit", help="BiT Table 2 preset: bit (default), bit-onestep, binarybert, kd, "
                                                    "two-set, scale, scale-bias (see model/train.py)")
@@ -306,7 +307,8 @@ def _add_train_commands(sub) -> None:
     s.add_argument("--epochs", type=int, help="epochs per step (default: the task's)")
     s.add_argument("--batch-size", type=int, help="global batch size (default: the task's)")
     s.add_argument("--lr", type=float, help="learning rate (default: the task's)")
-    s.add_argument("--alpha-lr", type=float, help="learning rate of alpha and beta (default: --lr)")
+    s.add_argument("--alpha-lr", type=float, help="learning rate of every alpha (default 1e-4, as the official BiT code)")
+    s.add_argument("--int-epochs", type=int, help="epochs of the final 'int' stage (default 1; --max-steps caps it)")
     s.add_argument("--max-len", type=int, help="tokens per example (default: the task's)")
     s.add_argument("--max-steps", type=int, help="optimizer steps per schedule step (overrides --epochs)")
     s.add_argument("--eval-every", type=int, help="evaluate on dev every N steps (always at each epoch end)")

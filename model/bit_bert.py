@@ -260,19 +260,22 @@ class BitBertForSequenceClassification(nn.Module):
                      **flags) -> "BitBertForSequenceClassification":
         """A student initialized from `teacher` (BiT Algorithm 1, line 3: Quantize(h_teacher, b_w, b_a)).
 
-        All weights and betas are copied; alpha is kept only at sites whose bit width is
-        unchanged (and learn_alpha is on), else it is re-initialized from the student's first
-        training batch. With learn_beta=False the betas are zero. `flags` default to the teacher's
-        (two_set, learn_alpha, learn_beta, bi_attention); the FFN activation follows the student rule.
+        All weights, betas and alphas are copied: multi-distillation carries every alpha and beta
+        of the previous step into the next, whatever its bit width, as the official BiT code does
+        (its students load the previous step's checkpoint; alpha is initialized only while it
+        still holds its construction value). Sites that never quantized (a 32/32 teacher) have no
+        alpha yet: it is initialized from the student's first training batch. With
+        learn_alpha=False (fixed-scale baselines) every alpha is re-initialized from that batch,
+        and with learn_beta=False the betas are zero. `flags` default to the teacher's (two_set,
+        learn_alpha, learn_beta, bi_attention); the FFN activation follows the student rule.
         """
         args = {k: v for k, v in teacher.flags().items() if k not in ("weight_bits", "act_bits", "ffn_act")}
         args.update(flags)
         student = cls(teacher.config, weight_bits, act_bits, **args).to(next(teacher.parameters()).device)
         student.load_state_dict(teacher.state_dict())
-        old = dict(teacher.named_sites())
         with torch.no_grad():
             for name, q in student.named_sites():
-                if old[name].bits != q.bits or not student.learn_alpha:
+                if not student.learn_alpha:
                     q.reset_alpha()
                 if q.beta is not None and not student.learn_beta:
                     q.beta.zero_()

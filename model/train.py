@@ -7,8 +7,9 @@ MSE for regression) from the ``--model`` checkpoint, unless that checkpoint is a
 fine-tuned teacher (a previous run folder, a model saved by bitaccel, or
 ``finetuned=True``). Stage k >= 1 builds its student with
 ``BitBertForSequenceClassification.from_teacher(best model of stage k-1, b_w, b_a)``
-(all weights and betas copied; alpha kept where the bit width is unchanged, else
-initialized from one seeded batch of training data with ``calibrate``) and distills it
+(all weights, betas and alphas copied, as the official code's multi-step runs do; only
+alphas that never quantized, those of the 32/32 teacher, are initialized from one seeded
+batch of training data with ``calibrate``) and distills it
 from the best model of stage k-1 (`model.distill`: soft cross-entropy on the logits +
 MSE on the embedding and every block output). With ``progressive=True`` (BiT appendix
 A.1) the initialization chain is the same but the teacher of every stage is the
@@ -43,15 +44,24 @@ the FFN; the BinaryBERT row distills logits, representations and attention joint
 step (BinaryBERT itself runs two steps and splits a ternary half-width model); BiBERT's
 direction-matching distillation is not implemented.
 
-Optimization (BiT appendix A.6): AdamW, weight decay 0.01 on the weight matrices and
-embeddings only (not on biases, LayerNorm, alpha, beta); alpha and beta form their own
-parameter group with learning rate ``alpha_lr`` (default: the main learning rate, as in the
-official BiT code, which puts them in the same group); linear warm-up over the first 10 %
-of the steps then linear decay to 0 (``transformers``' get_linear_schedule_with_warmup
+Optimization (BiT appendix A.6 and the official BiT code, docs/training.md): AdamW, weight
+decay 0.01 on the weight matrices and embeddings only; biases, LayerNorm and every beta at
+the main learning rate without decay; every alpha in its own group at ``alpha_lr`` (default
+``ALPHA_LR`` = 1e-4, the official ``--clip_lr``) without decay; linear warm-up over the first
+10 % of the steps then linear decay to 0 (``transformers``' get_linear_schedule_with_warmup
 formula); gradient-norm clipping at 1.0. Epochs, batch size, learning rate and max_len
-default to ``model.data.TASKS``. ``max_steps`` caps the optimizer steps of each stage (the
-LR schedule spans them). Each batch is trimmed to its longest sequence (the model masks
-padding, so this only saves time).
+default to ``model.data.TASKS`` (the first value of A.6's sweeps). ``max_steps`` caps the
+optimizer steps of each stage (the LR schedule spans them). Each batch is trimmed to its
+longest sequence (the model masks padding, so this only saves time).
+
+Integer fine-tune (a final ``int`` in the schedule, e.g. ``32/32,1/2,1/1,int``): one more
+stage that starts from the last stage's best model (every weight, alpha and beta), freezes
+the numeric format (`integer_stage_format`: export's rule on the same dev sample) and trains
+through the integer-exact path (`BitBertForSequenceClassification.integer_format`,
+model/integer_path.py) with the last stage's teacher and loss, for ``int_epochs`` (default 1,
+capped by ``max_steps``). Its evaluations, best-model choice and saved model use the
+hardware's integers, and export writes that frozen format, so the artifact computes exactly
+the saved model's predictions.
 
 Evaluation on the dev split every ``eval_every`` steps and at each epoch end (and at the
 last step) keeps the best model of each stage by the task's main metric; that best model
@@ -64,7 +74,7 @@ Run folder (``out_dir``)::
     metrics.jsonl         one JSON line per optimizer step (losses, lr, grad norm) and per evaluation
     tokenizer/            the tokenizer (save_pretrained), so the run is self-contained
     checkpoint.pt         latest training state (kept after the run: delete it to save space)
-    stages/K-wBaA/model/  best model of stage K (BitBertForSequenceClassification.save)
+    stages/K-wBaA/model/  best model of stage K (BitBertForSequenceClassification.save); K-wBaA-int: the integer stage
     stages/K-wBaA/result.json
 
 Checkpoints (`model.checkpoint`) are written atomically every ``save_every`` steps and at
@@ -106,6 +116,11 @@ from .distill import distillation_loss, teacher_forward
 from .metrics import glue_metrics
 from .quant import ACT_BITS, WEIGHT_BITS
 
+#: Learning rate of every alpha (official BiT code: --clip_lr 1e-4, weight decay 0, its own group).
+ALPHA_LR = 1e-4
+#: Epochs of the final integer fine-tune when the run sets none (capped by max_steps like every stage).
+INT_EPOCHS = 1
+
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -113,16 +128,25 @@ RESULT_FILE = "result.json"
 
 
 # ----------------------------------------------------------------------------- schedule and methods
+INT_ENTRY = "int"
+
+
 def parse_schedule(text: str) -> list[tuple[int, int]]:
     """"32/32,1/2,1/1" -> [(32, 32), (1, 2), (1, 1)] (weight_bits, act_bits); ValueError if malformed.
 
     The first entry must be 32/32 (the full-precision teacher). Each later entry must be
     strictly lower than the one before it (BiT Sec. 4: neither width grows, at least one shrinks).
+    A final ``int`` entry (`has_integer_stage`) is not a precision and is not returned.
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"schedule must be a string like '32/32,1/2,1/1', not {text!r}")
     out = []
-    for item in text.replace(" ", "").split(","):
+    items = text.replace(" ", "").split(",")
+    if has_integer_stage(text):
+        items = items[:-1]
+    for item in items:
+        if item == INT_ENTRY:
+            raise ValueError(f"schedule {text!r}: 'int' (the integer fine-tune) can only be the last entry")
         parts = item.split("/")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             raise ValueError(f"bad schedule entry {item!r} in {text!r}: expected weight_bits/act_bits, e.g. 1/2")
@@ -139,6 +163,12 @@ def parse_schedule(text: str) -> list[tuple[int, int]]:
             raise ValueError(f"schedule {text!r}: {w1}/{a1} after {w0}/{a0} is not a lower precision "
                              "(each step must lower the weight or activation bits and raise neither)")
     return out
+
+
+def has_integer_stage(text: str) -> bool:
+    """Whether a schedule ends with ``int``: a final integer fine-tune of the last precision
+    through the integer-exact path (model/integer_path.py) at a frozen numeric format."""
+    return isinstance(text, str) and text.replace(" ", "").split(",")[-1] == INT_ENTRY
 
 
 @dataclass(frozen=True)
@@ -172,14 +202,15 @@ class Stage:
     act_bits: int
     teacher: int | None
     init: int | None
+    integer: bool = False       # the integer fine-tune: forward = the hardware's integers (integer_path)
 
     @property
     def precision(self) -> str:
-        return f"W{self.weight_bits}A{self.act_bits}"
+        return f"W{self.weight_bits}A{self.act_bits}" + ("-int" if self.integer else "")
 
     @property
     def name(self) -> str:
-        return f"{self.index}-w{self.weight_bits}a{self.act_bits}"
+        return f"{self.index}-w{self.weight_bits}a{self.act_bits}" + ("-int" if self.integer else "")
 
 
 def plan_stages(schedule: str, method: str = "bit", progressive: bool = False) -> list[Stage]:
@@ -194,6 +225,16 @@ def plan_stages(schedule: str, method: str = "bit", progressive: bool = False) -
     stages = [Stage(0, 32, 32, None, None)]
     for i, (wb, ab) in enumerate(steps[1:], 1):
         stages.append(Stage(i, wb, ab, teacher=0 if progressive else i - 1, init=i - 1))
+    if has_integer_stage(schedule):
+        last, m = stages[-1], METHODS[method]
+        if last.index == 0 or last.weight_bits != 1:
+            raise ValueError(f"schedule {schedule!r}: 'int' fine-tunes a binary-weight student (W1Ax), "
+                             f"not {last.precision}")
+        if not m.two_set:
+            raise ValueError(f"schedule {schedule!r}: 'int' needs the two-set activations of the hardware; "
+                             f"method {method!r} uses signed activations everywhere")
+        stages.append(Stage(last.index + 1, last.weight_bits, last.act_bits, teacher=last.teacher,
+                            init=last.index, integer=True))
     return stages
 
 
@@ -222,6 +263,7 @@ class Options:
     eval_batch_size: int = 64
     glue_dir: str | None = None
     finetuned: bool = False
+    int_epochs: int | None = None
 
     def resolve(self) -> "Options":
         """A copy with task defaults filled in and every value checked (ValueError)."""
@@ -230,14 +272,16 @@ class Options:
         o.epochs = spec.epochs if o.epochs is None else o.epochs
         o.batch_size = spec.batch_size if o.batch_size is None else o.batch_size
         o.lr = spec.learning_rate if o.lr is None else float(o.lr)
-        o.alpha_lr = o.lr if o.alpha_lr is None else float(o.alpha_lr)
+        o.alpha_lr = ALPHA_LR if o.alpha_lr is None else float(o.alpha_lr)
         o.max_len = spec.max_len if o.max_len is None else o.max_len
         plan_stages(o.schedule, o.method, o.progressive)
         for name in ("epochs", "batch_size", "max_len", "eval_batch_size"):
             v = getattr(o, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
-        for name in ("max_steps", "eval_every"):
+        if has_integer_stage(o.schedule) and o.bi_attention:
+            raise ValueError("the 'int' stage runs the hardware's softmax: it cannot follow Bi-Attention students")
+        for name in ("max_steps", "eval_every", "int_epochs"):
             v = getattr(o, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
@@ -335,24 +379,25 @@ def evaluate(model: BitBertForSequenceClassification, task: str, tensors: dict, 
 
 # ----------------------------------------------------------------------------- optimizer
 def make_optimizer(model: BitBertForSequenceClassification, lr: float, alpha_lr: float, weight_decay: float):
-    """AdamW with groups: matrices/embeddings (decay), biases + LayerNorm (no decay), alpha + beta (alpha_lr, no decay).
+    """AdamW with the official BiT code's groups: matrices/embeddings (decay, lr), biases + LayerNorm + beta
+    (no decay, lr), alpha (no decay, alpha_lr).
 
     Only parameters with requires_grad are included (fixed alpha/beta, unused 32-bit sites are frozen).
     """
-    quant = {id(p) for _, q in model.named_sites() for p in q.parameters()}
-    decay, no_decay, alpha_beta = [], [], []
+    alphas = {id(q.alpha) for _, q in model.named_sites()}
+    decay, no_decay, alpha = [], [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if id(p) in quant:
-            alpha_beta.append(p)
+        if id(p) in alphas:
+            alpha.append(p)
         elif p.dim() >= 2:
             decay.append(p)
         else:
             no_decay.append(p)
     groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
               {"params": no_decay, "weight_decay": 0.0, "lr": lr},
-              {"params": alpha_beta, "weight_decay": 0.0, "lr": alpha_lr}]
+              {"params": alpha, "weight_decay": 0.0, "lr": alpha_lr}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
@@ -507,9 +552,12 @@ def build_stage_models(run_dir: str, stage: Stage, opts: Options, calib: dict | 
     stages = run_stages(load_run(run_dir))
     m = METHODS[opts.method]
     init = BitBertForSequenceClassification.load(os.path.join(_stage_dir(run_dir, stages[stage.init]), "model"))
-    student = BitBertForSequenceClassification.from_teacher(
-        init, stage.weight_bits, stage.act_bits, two_set=m.two_set, learn_alpha=m.learn_alpha,
-        learn_beta=m.learn_beta, bi_attention=opts.bi_attention)
+    if stage.integer:           # the same model (every alpha and beta), now through the integer-exact path
+        student = init
+    else:
+        student = BitBertForSequenceClassification.from_teacher(
+            init, stage.weight_bits, stage.act_bits, two_set=m.two_set, learn_alpha=m.learn_alpha,
+            learn_beta=m.learn_beta, bi_attention=opts.bi_attention)
     if calib is not None and student.uninitialized_sites():
         student.calibrate(calib["input_ids"], calib["attention_mask"], calib["token_type_ids"])
     teacher = BitBertForSequenceClassification.load(os.path.join(_stage_dir(run_dir, stages[stage.teacher]), "model"))
@@ -517,6 +565,18 @@ def build_stage_models(run_dir: str, stage: Stage, opts: Options, calib: dict | 
     for p in teacher.parameters():
         p.requires_grad_(False)
     return student, teacher
+
+
+def integer_stage_format(model: BitBertForSequenceClassification, opts: Options, dev: dict,
+                         sample_size: int = 64):
+    """The numeric format frozen for the integer fine-tune: export's `choose_numerics` on the first
+    `sample_size` dev examples (the same rule and sample `export_run` uses)."""
+    from .export import choose_numerics, float_tensors
+
+    device = next(model.parameters()).device
+    sample = _trim({k: dev[k][:sample_size] for k in ("input_ids", "attention_mask", "token_type_ids")})
+    sample = {k: v.to(device) for k, v in sample.items()}
+    return choose_numerics(model, float_tensors(model, word_bits=False), sample)
 
 
 # ----------------------------------------------------------------------------- training
@@ -547,6 +607,8 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
     else:
         model, teacher = build_stage_models(run_dir, stage, opts, calib)
         teacher.to(dctx.device)
+    if stage.integer:
+        model.integer_format = integer_stage_format(model, opts, data["dev"])
     freeze_unused_sites(model)
     model.to(dctx.device).train()
 
@@ -557,7 +619,9 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
     sampler = DistributedSampler(dataset, num_replicas=dctx.world, rank=dctx.rank, shuffle=True,
                                  seed=opts.seed * 1000 + stage.index)
     steps_per_epoch = math.ceil(len(sampler) / local_bs)
-    total = opts.max_steps or opts.epochs * steps_per_epoch
+    epochs = (opts.int_epochs or INT_EPOCHS) if stage.integer else opts.epochs
+    total = min(opts.max_steps or epochs * steps_per_epoch, epochs * steps_per_epoch) if stage.integer \
+        else opts.max_steps or opts.epochs * steps_per_epoch
     optimizer = make_optimizer(model, opts.lr, opts.alpha_lr, opts.weight_decay)
     scheduler = make_scheduler(optimizer, total, opts.warmup)
 
@@ -686,6 +750,8 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
                   "metrics": {"dev": _dev_metrics_at(run_dir, stage, best_step), **splits},
                   "train_wall_s": round(wall, 1), "eval_wall_s": round(t_eval, 1), "replica_digests": digests,
                   "world_size": dctx.world}
+        if stage.integer:
+            result["integer_format"] = model.integer_format.to_dict()
         _write_json(os.path.join(stage_dir, RESULT_FILE), result)
         _write_metrics(run_dir, {"kind": "stage_end", "stage": stage.index, "precision": stage.precision,
                                  "step": step, "best_step": best_step, "best_dev": result["best_dev"],
@@ -735,7 +801,7 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
           max_len: int | None = None, max_steps: int | None = None, eval_every: int | None = None,
           save_every: int = 100, seed: int = 0, weight_decay: float = 0.01, warmup: float = 0.1, clip: float = 1.0,
           eval_batch_size: int = 64, glue_dir: str | os.PathLike | None = None, finetuned: bool = False,
-          resume: bool = False, quiet: bool = False) -> dict:
+          int_epochs: int | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Run (or resume) a BiT training run into `out_dir` (see the module doc).
 
     Returns {"run_dir", "stages": the result.json dicts of every stage} ("stages" is empty on ranks > 0).
@@ -747,7 +813,8 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
                    bi_attention=bi_attention, epochs=epochs, batch_size=batch_size, lr=lr, alpha_lr=alpha_lr,
                    max_len=max_len, max_steps=max_steps, eval_every=eval_every, save_every=save_every, seed=seed,
                    weight_decay=weight_decay, warmup=warmup, clip=clip, eval_batch_size=eval_batch_size,
-                   glue_dir=None if glue_dir is None else os.fspath(glue_dir), finetuned=finetuned).resolve()
+                   glue_dir=None if glue_dir is None else os.fspath(glue_dir), finetuned=finetuned,
+                   int_epochs=int_epochs).resolve()
     run_dir = os.path.abspath(os.fspath(out_dir))
     stages = plan_stages(opts.schedule, opts.method, opts.progressive)
     if not os.path.isdir(opts.model):
@@ -768,9 +835,10 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
     dctx = _init_distributed()
-    if dctx.main and not quiet and len(stages) < len(parse_schedule(opts.schedule)):
+    if dctx.main and not quiet and sum(not s.integer for s in stages) < len(parse_schedule(opts.schedule)):
         print(f"method {opts.method} distills in one step: schedule {opts.schedule} -> "
-              + ", ".join(f"{s.weight_bits}/{s.act_bits}" for s in stages), file=sys.stderr)
+              + ", ".join(f"{s.weight_bits}/{s.act_bits}" + (" int" if s.integer else "") for s in stages),
+              file=sys.stderr)
     try:
         tok_src = _tokenizer_source(opts.model)
         tokenizer = load_tokenizer(tok_src) if not (exists and resume) else \

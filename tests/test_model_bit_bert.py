@@ -236,9 +236,15 @@ def test_from_teacher_save_and_load(checkpoint, tmp_path):
     w1a2.train()(ids, mask, types).logits.sum().backward()
     with torch.no_grad():
         w1a2.site("layers.0.q.in").beta.fill_(0.25)
+    with torch.no_grad():
+        w1a2.site("layers.1.probs").alpha.fill_(0.3)
     w1a1 = BitBert.from_teacher(w1a2, 1, 1)
-    assert w1a1.uninitialized_sites()                   # alpha is re-initialized at the new bit width
+    assert not w1a1.uninitialized_sites()               # multi-distillation carries every alpha (official BiT)
+    assert w1a1.site("layers.1.probs").alpha.item() == pytest.approx(0.3) and w1a1.site("layers.1.probs").bits == 1
+    assert all(q.alpha.item() == w1a2.site(n).alpha.item() for n, q in w1a1.named_sites())
     assert torch.equal(w1a1.site("layers.0.q.in").beta, w1a2.site("layers.0.q.in").beta)
+    fixed = BitBert.from_teacher(w1a2, 1, 1, learn_alpha=False)
+    assert len(fixed.uninitialized_sites()) == len(list(fixed.named_sites()))   # fixed-scale baselines: re-initialized
     assert torch.equal(w1a1.layers[1].linears["ffn2"].weight, w1a2.layers[1].linears["ffn2"].weight)
     w1a1.calibrate(ids, mask, types)
     w1a1.save(tmp_path / "w1a1")

@@ -185,3 +185,33 @@ def test_integer_mode_saved_and_loaded(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="unmasked"):
         m(ids, torch.zeros_like(mask))
     assert F.softmax(back(ids, mask).logits, -1).isfinite().all()
+
+
+# ----------------------------------------------------------------------------- the integer fine-tune stage
+def test_int_stage_export_agrees_100_percent(tmp_path):
+    """32/32 -> 1/2 -> 1/1 -> int on the synthetic task: the exported artifact is the PyTorch model."""
+    from test_model_train import write_setup
+
+    from model.train import evaluate_run, export_run, load_stage_model, train
+
+    model, glue = write_setup(tmp_path, n_train=400, n_dev=200)
+    run = tmp_path / "run"
+    r = train("sst2", model, "32/32,1/2,1/1,int", run, glue_dir=glue, epochs=3, int_epochs=1, batch_size=16,
+              lr=1e-3, max_len=16, quiet=True)
+    names = [s["name"] for s in r["stages"]]
+    assert names == ["0-w32a32", "1-w1a2", "2-w1a1", "3-w1a1-int"]
+    last = r["stages"][-1]
+    assert last["precision"] == "W1A1-int" and last["steps"] == 25 and last["teacher"] == 1 and last["init"] == 2
+    fmt = NumericFormat.from_dict(last["integer_format"])
+    assert load_stage_model(run).integer_format == fmt
+    art_path = tmp_path / "int.safetensors"
+    art = export_run(run, art_path)
+    assert art.numerics == fmt                          # the frozen format, not a new choice
+    e = evaluate_run(run, "dev", integer=art_path)
+    i = e["integer"]
+    print(f"int stage: dev accuracy {e['metrics']['accuracy']:.4f}, integer {i['metrics']['accuracy']:.4f}, "
+          f"agreement {i['agreement']:.4f}, max |logit diff| {i['max_logit_diff']}")
+    assert e["examples"] == 200 and e["precision"] == "W1A1-int"
+    assert i["agreement"] == 1.0 and i["max_logit_diff"] == 0.0
+    assert i["metrics"] == e["metrics"]
+    assert e["metrics"]["accuracy"] >= 0.9               # a real classifier, so agreement means something

@@ -306,3 +306,33 @@ def test_cli_export_refuses_teacher_and_run_reuses_it(setup, tmp_path, capsys):
     assert param_digest(BitBert.load(tmp_path / "student" / "stages" / "0-w32a32" / "model")) == \
         param_digest(BitBert.load(tmp_path / "fp" / "stages" / "0-w32a32" / "model"))
     assert [r["stage"] for r in read_metrics(student) if r["kind"] == "train"] == [1, 1]
+
+
+# ----------------------------------------------------------------------------- the integer stage and the recipe
+def test_schedule_with_integer_stage():
+    from model.train import has_integer_stage
+    assert parse_schedule("32/32,1/2,1/1,int") == [(32, 32), (1, 2), (1, 1)] and has_integer_stage("32/32,1/1, int")
+    plan = plan_stages("32/32,1/2,1/1,int")
+    assert plan[-1] == Stage(3, 1, 1, 1, 2, integer=True) and plan[-1].name == "3-w1a1-int"
+    assert plan_stages("32/32,1/2,1/1,int", progressive=True)[-1] == Stage(3, 1, 1, 0, 2, integer=True)
+    assert plan_stages("32/32,1/2,1/1,int", "bit-onestep")[1:] == [Stage(1, 1, 1, 0, 0), Stage(2, 1, 1, 0, 1, True)]
+    for text, method, message in (("32/32,int,1/1", "bit", "last entry"), ("32/32,int", "bit", "binary-weight"),
+                                  ("32/32,32/4,int", "bit", "binary-weight"), ("32/32,1/1,int", "kd", "two-set")):
+        with pytest.raises(ValueError, match=message):
+            plan_stages(text, method)
+
+
+def test_optimizer_groups_follow_the_official_code(setup):
+    from model.train import ALPHA_LR, Options, make_optimizer
+    model, _ = setup
+    m = BitBert.from_pretrained(model, num_labels=2, weight_bits=1, act_bits=1)
+    opts = Options(task="sst2", model=model, schedule="32/32,1/1").resolve()
+    assert opts.alpha_lr == ALPHA_LR == 1e-4 and opts.lr == 1e-4
+    opt = make_optimizer(m, 5e-4, opts.alpha_lr, 0.01)
+    by_id = {id(p): g for g in opt.param_groups for p in g["params"]}
+    q = m.site("layers.0.q.in")
+    assert by_id[id(q.alpha)]["lr"] == 1e-4 and by_id[id(q.alpha)]["weight_decay"] == 0.0
+    assert by_id[id(q.beta)]["lr"] == 5e-4 and by_id[id(q.beta)]["weight_decay"] == 0.0     # beta: with the biases
+    w = m.layers[0].linears["q"].weight
+    assert by_id[id(w)]["lr"] == 5e-4 and by_id[id(w)]["weight_decay"] == 0.01
+    assert by_id[id(m.layers[0].ln1.weight)]["weight_decay"] == 0.0
