@@ -11,14 +11,15 @@ is compared with golden/ bit-exactly.
 Returned dict (results.json of the run, also left in the build directory):
 
 ==================  ==========================================================================
-``unit``            unit name (hw.generate.UNITS)
+``unit``            unit name (hw.spec.units.UNITS)
 ``config``          `sim.runner.config_name(params)`
 ``sim``             "icarus" or "verilator"
 ``seed``            the seed of every random choice
 ``params``          the `HwParams` fields; ``workload`` the options given
 ``cycles``          cycles of the timed operation (first input to last output transfer)
 ``beats``           input beats of the timed operation; ``out_beats`` its output beats
-``model_cycles``    the unit's own formula for the timed operation (``beats + latency``,
+``model_cycles``    the unit's own formula for the timed operation (mac_array:
+                    ``hw.schedule.array_cycles``; threshold / requant ``beats + latency``;
                     ``SoftmaxUnit.cycles`` / ``interval``, ``LayerNormUnit.cycles`` / ``interval``)
 ``bit_exact``       every compared element equal to golden (and at least one compared)
 ``compared``        output elements compared over all operations (count > 0)
@@ -35,11 +36,7 @@ import os
 
 from . import runner
 
-__all__ = ["run_unit", "UNIT_ALIASES"]
-
-#: Short unit names accepted besides the hw.generate names (as `bitaccel simulate --unit` spells them).
-UNIT_ALIASES = {"threshold": "threshold_unit", "requant": "requant_unit", "softmax": "softmax_unit",
-                "layernorm": "layernorm_unit"}
+__all__ = ["run_unit"]
 
 
 def run_unit(unit: str, sim: str, params, workload=None, seed: int = 0, waves: bool = False, *,
@@ -49,8 +46,8 @@ def run_unit(unit: str, sim: str, params, workload=None, seed: int = 0, waves: b
     Parameters
     ----------
     unit : str
-        "mac_array", "threshold_unit", "requant_unit", "softmax_unit", "layernorm_unit"
-        (or the short names threshold, requant, softmax, layernorm).
+        A unit of `hw.spec.units.UNITS` with a bench: "mac_array", "threshold_unit",
+        "requant_unit", "softmax_unit", "layernorm_unit".
     sim : str
         "icarus" or "verilator".
     params : hw.params.HwParams
@@ -78,7 +75,6 @@ def run_unit(unit: str, sim: str, params, workload=None, seed: int = 0, waves: b
     or `sim.runner.SimulationTimeout`. A mismatch is not raised: check ``bit_exact`` and
     ``passed``.
     """
-    unit = UNIT_ALIASES.get(unit, unit)
     if work_dir is None:
         work_dir = os.environ.get("BITACCEL_SIM_BUILD", "sim_build")
     return runner.run(unit, sim, params, workload=workload, seed=seed, work_dir=work_dir,
