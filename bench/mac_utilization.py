@@ -2,8 +2,10 @@
 
 Utilization = ideal cycles / measured cycles, where ideal = M*N*K*(plane pairs) / (R*C*L)
 (hw.schedule.ideal_cycles) and measured = cycles from the first beat offered to the last
-result taken, with `results.ready` always high, on hw.mac_array.BinaryMacArray fed by
-hw.schedule.matmul_beats. Every simulated result is checked against golden.matmul.
+drain beat taken, with `results.ready` always high, on hw.mac_array.BinaryMacArray fed by
+hw.schedule.matmul_beats (the array drains each tile in R beats of C results, overlapped
+with the next tile; a tile shorter than R beats waits for the drain). Every simulated
+result is checked against golden.matmul.
 
 Shapes (W1A1, sequence length 128): Q/K/V/O linears (128 x H x H), FFN1 (128 x H -> F),
 FFN2 (128 x F -> H), Q.K^T per head (128 x 64 x 128, +-1 x +-1), P.V per head
@@ -33,6 +35,7 @@ import amaranth  # noqa: E402
 from amaranth.sim import Simulator  # noqa: E402
 
 from golden.formats import acc_bits  # noqa: E402
+from hw.schedule import pe_acc_bits  # noqa: E402
 from golden.matmul import blas_matmul  # noqa: E402
 from hw.mac_array import BinaryMacArray  # noqa: E402
 from hw.schedule import beats_count, ideal_cycles, matmul_beats, tile_grid  # noqa: E402
@@ -56,7 +59,7 @@ def _b01(rng, shape):
 def simulate(dut: BinaryMacArray, beats, n_beats: int) -> tuple[int, list, float]:
     """Offer `n_beats` beats back to back (results always ready).
 
-    Returns (cycles from the first beat offered to the last result taken, tile results, wall s).
+    Returns (cycles from the first beat offered to the last drain beat taken, drain beats, wall s).
     """
     out, stats = [], {}
     layout = dut.operands_layout
@@ -82,7 +85,7 @@ def simulate(dut: BinaryMacArray, beats, n_beats: int) -> tuple[int, list, float
                     ctx.set(dut.operands.valid, 0)
                 else:
                     ctx.set(dut.operands.payload, layout.const(current))
-            if current is None and len(out) == tiles:
+            if current is None and len(out) == tiles * dut.rows:
                 break
         stats["cycles"] = cycle
 
@@ -94,13 +97,13 @@ def simulate(dut: BinaryMacArray, beats, n_beats: int) -> tuple[int, list, float
     return stats["cycles"], out, time.perf_counter() - t0
 
 
-def run_matmul(name, products, a_bits, b_bits, args, acc_width, max_shift):
+def run_matmul(name, products, a_bits, b_bits, args, acc_width, pe_width):
     """Simulate one or more products streamed back to back; products = [(a, a_signed, b, b_signed)]."""
     R, C, L = args.rows, args.cols, args.lanes
-    dut = BinaryMacArray(R, C, L, acc_width, max_shift)
+    dut = BinaryMacArray(R, C, L, pe_width, acc_width, row_counts=False)      # W1A1: every b operand is +-1
     gens, n_beats_total, ideal_total_full = [], 0, 0.0
     for a, asg, b, bsg in products:
-        gens.append(matmul_beats(a, a_bits, asg, b, b_bits, bsg, R, C, L))
+        gens.append(matmul_beats(a, a_bits, asg, b, b_bits, bsg, dut.spec))
         n_beats_total += beats_count(a.shape[0], b.shape[0], a.shape[1], a_bits, b_bits, R, C, L)
         ideal_total_full += ideal_cycles(a.shape[0], b.shape[0], a.shape[1], a_bits, b_bits, R, C, L)
     a0, _, b0, _ = products[0]
@@ -111,11 +114,12 @@ def run_matmul(name, products, a_bits, b_bits, args, acc_width, max_shift):
     tiles_sim = min(tiles_total, max(1, args.max_beats // per_tile))
     n_sim = tiles_sim * per_tile
     cycles, out, wall = simulate(dut, itertools.chain(*gens), n_sim)
-    assert len(out) == tiles_sim, (len(out), tiles_sim)
+    assert len(out) == tiles_sim * R, (len(out), tiles_sim * R)
 
     # check every simulated tile against golden, and count the MACs it covers
     macs = 0
-    for t, acc in enumerate(out):
+    for t in range(tiles_sim):
+        acc = [v for row in out[t * R:(t + 1) * R] for v in row]
         p, rest = divmod(t, tm * tn)
         i, j = divmod(rest, tn)
         a, _, b, _ = products[p]
@@ -175,6 +179,7 @@ def main(argv=None) -> int:
         cfg = MODELS[model]
         h, f, nh, d = cfg["hidden"], cfg["ffn"], cfg["heads"], cfg["head_dim"]
         acc_w = max(acc_bits(max(h, f), 1, True), acc_bits(SEQ, 1, False))
+        pe_w = pe_acc_bits(max(h, f, SEQ), 1, 1)
         x_h, x_f = _pm1(rng, (SEQ, h)), _pm1(rng, (SEQ, f))
         linears = [
             ("Q/K/V/O linear (each)", [(x_h, True, _pm1(rng, (h, h)), True)]),
@@ -183,7 +188,7 @@ def main(argv=None) -> int:
         ]
         mine = []
         for name, prods in linears:
-            mine.append(run_matmul(name, prods, 1, 1, args, acc_w, 0))
+            mine.append(run_matmul(name, prods, 1, 1, args, acc_w, pe_w))
             print(model, _fmt(mine[-1]), flush=True)
         if head_rows is None:       # per-head shapes are the same for both models (d = 64, seq 128)
             head_rows = []
@@ -191,7 +196,7 @@ def main(argv=None) -> int:
             pv = [(_b01(rng, (SEQ, SEQ)), False, _pm1(rng, (d, SEQ)), True) for _ in range(nh)]
             for name, prods in [("Q.K^T, 1 head", q[:1]), (f"Q.K^T, {nh} heads back to back", q),
                                 ("P.V, 1 head", pv[:1]), (f"P.V, {nh} heads back to back", pv)]:
-                head_rows.append(run_matmul(name, prods, 1, 1, args, acc_w, 0))
+                head_rows.append(run_matmul(name, prods, 1, 1, args, acc_w, pe_w))
                 print(model, _fmt(head_rows[-1]), flush=True)
             mine += head_rows
             head_model = model
@@ -224,7 +229,7 @@ def write_results(args, rows_out, total_wall, argv) -> None:
         f"Array {args.rows} x {args.cols} x {args.lanes} (peak {peak} binary MACs/cycle), W1A1, sequence "
         f"length {SEQ}, random seeded operands (seed {args.seed}); every simulated result checked "
         "against golden.matmul. Ideal cycles = M·N·K·(plane pairs)/(R·C·L) of the simulated tiles; "
-        "measured = cycles from the first beat offered to the last result taken, results always "
+        "measured = cycles from the first beat offered to the last drain beat taken, results always "
         f"ready; the array's latency ({rows_out[0][1][0]['latency']} cycles) is paid once per "
         "simulated run. Matmuls with more than "
         f"{args.max_beats} beats are simulated as a contiguous run of their first whole tiles "
@@ -233,7 +238,8 @@ def write_results(args, rows_out, total_wall, argv) -> None:
         "ideal feeder (a beat is offered every cycle, results are always taken): this measures the "
         "array's own pipeline and flow control, not the memory system that must supply "
         f"{args.rows} + {args.cols} words of {args.lanes} bits per cycle. All these shapes have K a "
-        f"multiple of L and M, N multiples of R, C, so the only loss is the pipeline latency.", "",
+        f"multiple of L and M, N multiples of R, C; the losses are the pipeline latency and, for tiles "
+        f"of fewer than R = {args.rows} beats (short K), the drain (R beats per tile).", "",
         "| model | matmul | shape (M×K·N) | beats simulated / schedule | ideal cycles | measured cycles | utilization | simulated |",
         "|---|---|---|---|---|---|---|---|",
     ]
