@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.packing import n_words, pack_bits, unpack_bits
+from golden.packing import n_words, unpack_bits
 from hw.params import HwParams
 from hw.spec.isa import Layout
 

@@ -274,3 +274,13 @@ def test_minilm_on_the_default_target(rng):
     c = art.config
     weights = sum(size for name, (_, size) in prog.regions.items() if name.endswith(".weights"))
     assert weights * 8 == c.layers * (4 * c.hidden ** 2 + 2 * c.hidden * c.ffn) + c.hidden ** 2
+
+
+def test_compiler_imports_no_hardware_elaboration_torch_or_sim():
+    import subprocess
+    import sys
+    code = ("import sys, compiler, compiler.blocks, compiler.lower, compiler.memory, compiler.program, hw.spec.isa; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('amaranth', 'torch', 'sim')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stdout
