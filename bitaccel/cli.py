@@ -344,6 +344,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hw.spec.units import UNITS
+
     p = _Parser(prog="bitaccel", description=__doc__)
     p.add_argument("--version", action="version", version=f"bitaccel {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -374,14 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("generate", help="generate the accelerator's Verilog and bitaccel_hw.json for an array size")
     _add_hw_params(s)
-    s.add_argument("--units", help="comma-separated units (default: all), e.g. mac_array,softmax_unit")
+    s.add_argument("--units", help="comma-separated units (default: all) of " + ", ".join(UNITS))
     s.add_argument("--lint", action="store_true", help="lint every file with verilator --lint-only -Wall")
     s.add_argument("--out", required=True, help="folder to write into")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("synth", help="FPGA resources of one unit (Yosys), optionally ECP5 Fmax (nextpnr)")
     _add_hw_params(s)
-    s.add_argument("--unit", default="mac_array", help="unit to synthesize (default mac_array)")
+    s.add_argument("--unit", default="mac_array", help="unit to synthesize (default mac_array) of " + ", ".join(UNITS))
     s.add_argument("--target", required=True, help="FPGA family: xilinx (7-series), ecp5 or ice40")
     s.add_argument("--pnr", action="store_true", help="ecp5 only: place and route with nextpnr-ecp5, report Fmax")
     s.add_argument("--keep", metavar="DIR", help="keep Verilog, scripts, logs and netlists in DIR")

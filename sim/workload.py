@@ -276,7 +276,7 @@ def unit_workload(unit: str, spec: str | dict | None = None) -> dict:
             if w[key] not in (0, 1):
                 raise ValueError(f"workload {key} must be 0 (unsigned) or 1 (signed), not {value!r}")
         elif not 1 <= w[key] <= MAX_WORKLOAD_SIZE:
-            raise ValueError(f"workload {key} must be an integer in [1, {MAX_WORKLOAD_SIZE}], not {value!r}")
+            raise ValueError(f"workload {key} must be a positive integer <= {MAX_WORKLOAD_SIZE}, not {value!r}")
     for key in ("a_bits", "b_bits"):
         if key in w and w[key] not in ACT_BITS:
             raise ValueError(f"workload {key} must be one of {ACT_BITS}, not {w[key]}")

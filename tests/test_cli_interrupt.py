@@ -68,7 +68,7 @@ def _alive(pid: int) -> bool:
                                                ("SIGTERM", 143, "bitaccel: terminated")])
 def test_interrupted_simulation_leaves_no_child(how, status, line, tmp_path_factory):
     work = tmp_path_factory.getbasetemp() / "interrupt_sim_build"    # shared: the second run reuses the build
-    cmd = [sys.executable, "-m", "bitaccel.cli", "simulate", "--unit", "threshold", "--sim", "icarus",
+    cmd = [sys.executable, "-m", "bitaccel.cli", "simulate", "--unit", "threshold_unit", "--sim", "icarus",
            "--array", "2x2x8", "--workload", "rows=60000", "--work-dir", str(work)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen: set[int] = set()
@@ -109,7 +109,7 @@ def test_long_simulation_reports_progress(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(sim.runner, "PROGRESS_EVERY_S", 0.5)
     messages: list[str] = []
     work = tmp_path_factory.mktemp("progress_sim_build")
-    r = simulate("threshold", "icarus", "2x2x8", "rows=600", 0, str(work), progress=messages.append)
+    r = simulate("threshold_unit", "icarus", "2x2x8", "rows=600", 0, str(work), progress=messages.append)
     assert r["bit_exact"]
     assert any(m.startswith("building threshold_unit with icarus") for m in messages), messages
     assert any(m.startswith("simulating threshold_unit on icarus") for m in messages), messages

@@ -393,6 +393,30 @@ def test_end_to_end_random_artifact():
 
 
 # ----------------------------------------------------------------------------- parameters, Verilog
+def test_generated_requant_takes_multibit_probabilities_without_wrap():
+    """The probs path: unsigned probabilities up to 2^prob_frac through the requant unit that hw.generate builds.
+
+    At MiniLM limits and A2, the accumulator width is 14 bits, but a probability needs
+    prob_frac + 1 = 16 unsigned bits: the generated unit's input must hold both.
+    """
+    rng = seeded(1500)
+    p = HwParams(rows=2, cols=4, lanes=8, max_seq=128, max_hidden=384, max_ffn=1536, max_head_dim=32,
+                 max_act_bits=2)
+    assert p.acc_width < p.numerics.prob_frac + 2          # the case that wrapped
+    dut = RequantUnit.from_params(p)
+    assert dut.acc_width >= p.numerics.prob_frac + 2 and dut.out_width == p.residual_width
+    art = random_artifact("tiny", seed=7, act_bits=2)
+    pre = "layers.0.probs"
+    m, b, s, lo, hi = (int(np.asarray(art[f"{pre}.rq_{k}"]).reshape(-1)[0]) for k in ("m", "b", "s", "lo", "hi"))
+    one = 1 << p.numerics.prob_frac
+    probs = rng.integers(0, one + 1, (6, 23))
+    probs[0, :8] = [0, 1, one // 4 - 1, one // 4, one // 2, one - 1, one, one // 3]
+    expect = requantize(probs, m, b, s, lo, hi)
+    assert len(np.unique(expect)) > 2                      # the codes cover more than one level
+    run_ = rq_run(dut, probs, m, b, s, lo, hi, rng)
+    check_requant(dut, [run_], rng)
+
+
 def test_from_params_and_validation():
     with warnings.catch_warnings():                  # the units built here are never elaborated
         warnings.simplefilter("ignore", UnusedElaboratable)
