@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 
 from golden.config import site_names
+from golden.formats import NumericFormat
 from hw.params import HwParams
+
+from .memory import buffer_words
 
 __all__ = ["CompileError", "Target", "check_model"]
 
@@ -44,7 +47,6 @@ class Target:
     max_heads: int = 16
 
     def __post_init__(self):
-        from .memory import buffer_words   # memory imports this module
         self.params.validate()
         worst = buffer_words(self.params)
         for name in ("act_words", "res_words", "scr_words"):
@@ -74,7 +76,6 @@ class Target:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Target":
-        from golden.formats import NumericFormat
         p = dict(d["params"])
         p["numerics"] = NumericFormat.from_dict(p["numerics"])
         return cls(params=HwParams(**p), **{k: v for k, v in d.items() if k != "params"})
