@@ -1,28 +1,31 @@
-"""FPGA resources of the MAC array: LUT6 per lane-bit (Yosys synth_xilinx), ECP5 LUT4s and Fmax.
+"""Resources of the MAC array (drain included): LUT6 per lane-bit, FFs, CARRY4, ECP5 LUT4s and Fmax, ASIC estimate.
 
-What is measured, per array size (R, C, L), with the default generation limits of
-`HwParams` otherwise (BERT-base: max_hidden 768, max_ffn 3072, max_act_bits 8, ...):
+What is measured, per array size R x C x L (suffix ``a<bits>`` sets max_act_bits, e.g.
+``8x8x64a1`` is a W1A1-only array: 12-bit accumulators, no row popcounts), with the
+default generation limits of `HwParams` otherwise (max_hidden 768, max_ffn 3072, max_seq
+128, max_head_dim 64, max_act_bits 8):
 
   * Xilinx 7-series: `synth_xilinx -top mac_array -flatten`, `opt_merge -share_all;
-    opt_clean` (see hw.synth.MERGE) then `stat` (Debian Yosys):
+    opt_clean` (see hw.synth.MERGE) then `stat` (Debian Yosys 0.23):
     LUTs = LUT1..LUT6, FFs = FD*, MUXF7/MUXF8 and CARRY4 counted separately;
-    LUT6 per lane-bit = LUTs / (R * C * L). The goal is <= 2.5 (BRIEF: ~1-2.5 LUT6 per
-    XNOR-popcount input bit is achievable; FINN-R's cost model charges ~7);
+    LUT6 per lane-bit = LUTs / (R * C * L) of the whole unit (PEs, row/column counts and
+    the drain). Goal <= 1.5 at 8x8x64 with all modes;
   * Lattice ECP5: `synth_ecp5 -top mac_array`: LUT4 (and CCU2C carry cells);
-  * for reference, the PE's xnor-popcount tree alone (`hw.popcount.XnorPopcount(L)` as the
-    MAC array instantiates it, synthesized the same way): its LUT6 per lane-bit is the floor
-    the array approaches as the per-PE add/shift/accumulate and the shared row/column
-    corrections are amortized;
-  * for one configuration (--pnr, default the first), nextpnr-ecp5 out of context at a
-    200 MHz target with every port registered by a harness: the maximum frequency.
+  * for the --pnr configurations, nextpnr-ecp5 out of context at a 200 MHz target with every
+    port registered by a harness (hw.synth.timing_harness): the maximum frequency;
+  * for the --asic configurations, `hw.synth.asic_estimate` (Yosys `synth`, `abc -g cmos2`,
+    `stat -tech cmos`): logic transistors, NAND2 equivalents, flip-flops and a 45 nm area;
+  * the PE's popcount tree alone (`hw.popcount.XorPopcount(L)`), for the floor.
 
-Each synthesis runs on a fresh generation of the unit (`hw.synth.synthesize`).
+Each synthesis runs on a fresh generation of the unit. `BEFORE` holds the previous array's
+measured figures (docs/RESULTS.md before the redesign, same flow) for the comparison table.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,26 +36,40 @@ if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
     sys.path.insert(0, str(ROOT))
 
 from hw.params import HwParams  # noqa: E402
-from hw.synth import synthesize, synthesize_verilog  # noqa: E402
+from hw.synth import NANGATE45_UM2, asic_estimate, synthesize, synthesize_verilog  # noqa: E402
 from hw.toolchain import find_yosys  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
 
 SECTION = "## MAC array FPGA resources (bench/hw_resources.py)"
-GOAL_LUT6_PER_LANE_BIT = 2.5
-CONFIGS = ["1x1x64", "2x2x64", "4x4x32", "4x4x64", "2x2x256"]
-HEADER = ["R x C x L", "lane-bits", "xilinx LUTs", "LUT6 / lane-bit", "goal <= 2.5 met", "LUTs before merge",
-          "FFs", "MUXF7+F8", "CARRY4", "popcount tree alone LUT6 / lane-bit", "other LUTs per PE", "yosys xilinx s",
-          "ECP5 LUT4",
-          "ECP5 CCU2C", "ECP5 FFs"]
+GOAL_LUT6_PER_LANE_BIT = 1.5
+GOAL_FMAX_MHZ = 200
+CONFIGS = ["8x8x64", "8x4x128", "8x8x64a1", "16x16x64"]
+#: The array before the redesign (docs/RESULTS.md at commit 7297498, same Yosys flow):
+#: config -> (xilinx LUTs, FFs, CARRY4, ECP5 Fmax MHz or None).
+BEFORE = {"8x8x64": (16250, 16154, 2512, None), "4x4x64": (4463, 4778, 696, 144.1)}
+HEADER = ["config", "lane-bits", "PE acc bits", "row counts", "xilinx LUTs", "LUT6 / lane-bit", "goal <= 1.5",
+          "before: LUT6 / lane-bit", "FFs", "CARRY4", "MUXF7+F8", "tree alone LUT6 / lane-bit",
+          "other LUTs per PE", "ECP5 LUT4", "ECP5 CCU2C", "ECP5 FFs", "yosys xilinx s"]
 
 
-def parse_config(text: str) -> tuple[int, int, int]:
-    try:
-        r, c, lanes = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"array size must look like 4x4x64 (R x C x L), not {text!r}") from None
-    return r, c, lanes
+def parse_config(text: str) -> tuple[int, int, int, int]:
+    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)(?:a(\d+))?", text.lower())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"array size must look like 8x8x64 or 8x8x64a1 (R x C x L [a act bits]), "
+                                         f"not {text!r}")
+    r, c, lanes, bits = m.groups()
+    return int(r), int(c), int(lanes), int(bits or 8)
+
+
+def name(config) -> str:
+    r, c, lanes, bits = config
+    return f"{r}x{c}x{lanes}" + ("" if bits == 8 else f"a{bits}")
+
+
+def params(config) -> HwParams:
+    r, c, lanes, bits = config
+    return HwParams(rows=r, cols=c, lanes=lanes, max_act_bits=bits).validate()
 
 
 def machine() -> str:
@@ -63,33 +80,40 @@ def machine() -> str:
 
 
 def popcount_tree(lanes: int) -> dict:
-    """Xilinx counts of the PE's xnor-popcount tree alone, as the MAC array instantiates it."""
+    """Xilinx counts of the PE's xor-popcount tree alone, as the MAC array instantiates it."""
     from amaranth.back import verilog
 
-    from hw.popcount import XNOR_GROUP, XnorPopcount
+    from hw.popcount import XNOR_GROUP, XorPopcount
 
     with tempfile.TemporaryDirectory(prefix="bitaccel-bench-") as tmp:
-        path = os.path.join(tmp, "xnor_popcount.v")
+        path = os.path.join(tmp, "xor_popcount.v")
         with open(path, "w") as f:
-            f.write(verilog.convert(XnorPopcount(lanes, group=XNOR_GROUP), name="xnor_popcount", emit_src=False))
-        return synthesize_verilog(path, "xnor_popcount", "xilinx")
+            f.write(verilog.convert(XorPopcount(lanes, group=XNOR_GROUP), name="xor_popcount", emit_src=False))
+        return synthesize_verilog(path, "xor_popcount", "xilinx")
 
 
-def bench(config: tuple[int, int, int], ecp5: bool, pnr: bool, trees: dict) -> dict:
-    r, c, lanes = config
-    p = HwParams(rows=r, cols=c, lanes=lanes)
+def bench(config, ecp5: bool, pnr: bool, asic: bool, trees: dict) -> dict:
+    r, c, lanes, _ = config
+    p = params(config)
     x = synthesize(p, "mac_array", "xilinx")
     if lanes not in trees:
         trees[lanes] = popcount_tree(lanes)
-    row = {"config": config, "lane_bits": r * c * lanes, "xilinx": x, "tree_per_bit": trees[lanes]["luts"] / lanes,
+    row = {"config": config, "lane_bits": r * c * lanes, "pe_width": p.pe_acc_width, "row_counts": p.array_row_counts,
+           "xilinx": x, "tree_per_bit": trees[lanes]["luts"] / lanes,
            "other_per_pe": (x["luts"] - r * c * trees[lanes]["luts"]) / (r * c)}
-    print(f"{r}x{c}x{lanes}: xilinx {x['luts']} LUTs ({x['luts'] / row['lane_bits']:.2f}/lane-bit), {x['ffs']} FFs, "
-          f"{x['synth_s']:.0f} s", file=sys.stderr)
+    print(f"{name(config)}: xilinx {x['luts']} LUTs ({x['luts'] / row['lane_bits']:.2f}/lane-bit), {x['ffs']} FFs, "
+          f"{x['carry']} CARRY4, {x['synth_s']:.0f} s", file=sys.stderr, flush=True)
     if ecp5 or pnr:
         e = synthesize(p, "mac_array", "ecp5", pnr=pnr)
         row["ecp5"] = e
-        print(f"{r}x{c}x{lanes}: ecp5 {e['luts']} LUT4 + {e['carry']} CCU2C, {e['ffs']} FFs"
-              + (f", Fmax {e['pnr']['fmax_mhz']} MHz" if pnr else ""), file=sys.stderr)
+        print(f"{name(config)}: ecp5 {e['luts']} LUT4 + {e['carry']} CCU2C, {e['ffs']} FFs"
+              + (f", Fmax {e['pnr']['fmax_mhz']} MHz on {e['pnr']['device']}" if pnr else ""),
+              file=sys.stderr, flush=True)
+    if asic:
+        row["asic"] = asic_estimate(p, "mac_array")
+        a = row["asic"]
+        print(f"{name(config)}: asic {a['logic_transistors']} logic transistors, {a['ffs']} FFs, "
+              f"{a['area_um2']} um2", file=sys.stderr, flush=True)
     return row
 
 
@@ -98,11 +122,14 @@ def table_rows(results: list[dict]) -> list[list[str]]:
     for row in results:
         x, e = row["xilinx"], row.get("ecp5")
         per_bit = x["luts"] / row["lane_bits"]
-        rows.append(["x".join(map(str, row["config"])), str(row["lane_bits"]), str(x["luts"]), f"{per_bit:.2f}",
-                     "yes" if per_bit <= GOAL_LUT6_PER_LANE_BIT else "no", str(x["luts_unmerged"]), str(x["ffs"]),
-                     str(x["cells"].get("MUXF7", 0) + x["cells"].get("MUXF8", 0)), str(x["carry"]),
-                     f"{row['tree_per_bit']:.2f}", f"{row['other_per_pe']:.0f}", f"{x['synth_s']:.0f}",
-                     str(e["luts"]) if e else "-", str(e["carry"]) if e else "-", str(e["ffs"]) if e else "-"])
+        before = BEFORE.get(name(row["config"]))
+        rows.append([name(row["config"]), str(row["lane_bits"]), str(row["pe_width"]),
+                     "yes" if row["row_counts"] else "no", str(x["luts"]), f"{per_bit:.2f}",
+                     "yes" if per_bit <= GOAL_LUT6_PER_LANE_BIT else "no",
+                     f"{before[0] / row['lane_bits']:.2f}" if before else "-", str(x["ffs"]), str(x["carry"]),
+                     str(x["cells"].get("MUXF7", 0) + x["cells"].get("MUXF8", 0)), f"{row['tree_per_bit']:.2f}",
+                     f"{row['other_per_pe']:.0f}", str(e["luts"]) if e else "-", str(e["carry"]) if e else "-",
+                     str(e["ffs"]) if e else "-", f"{x['synth_s']:.0f}"])
     return rows
 
 
@@ -112,49 +139,64 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def section(results: list[dict], command: str) -> str:
-    p = HwParams()
-    pnr = [row for row in results if "pnr" in row.get("ecp5", {})]
     lines = [
         SECTION, "",
         f"Command: `{command}`  ",
         f"Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}  ",
         f"Machine: {machine()}", "",
-        f"Unit `mac_array` generated with the default limits otherwise (max_hidden {p.max_hidden}, max_ffn "
-        f"{p.max_ffn}, max_seq {p.max_seq}, max_act_bits {p.max_act_bits}: accumulator {p.acc_width} bits). "
-        "Xilinx: `synth_xilinx -flatten`, then `opt_merge -share_all; opt_clean` (Yosys 0.23 leaves one identical "
-        "clock-enable LUT per flip-flop; the count before merging is the column 'LUTs before merge'); "
-        "LUTs = LUT1..LUT6 (MUXF7/F8 and CARRY4 not counted as LUTs), "
-        f"LUT6 / lane-bit = LUTs / (R*C*L); goal <= {GOAL_LUT6_PER_LANE_BIT}. ECP5: `synth_ecp5` and the same merge, LUT4 "
-        "(CCU2C carry cells separate; each occupies two LUT4 sites). 'popcount tree alone': the PE's "
-        "`XnorPopcount(L)` synthesized by itself (same flow); 'other LUTs per PE' = (array LUTs - R*C * tree LUTs) "
-        "/ (R*C): the per-PE correction add, shift and accumulate plus each PE's share of the input masking and "
-        "the row/column popcounts. The gap to the goal is that part.", "",
+        "Unit `mac_array` (hw/mac_array.py: PEs that only count and accumulate, R row and C column counts, the "
+        "R-beat drain) generated with the default limits (max_hidden 768, max_ffn 3072, max_seq 128, max_head_dim "
+        "64) and max_act_bits 8 unless the config ends in `a<bits>`; 'PE acc bits' = HwParams.pe_acc_width (23 for "
+        "8-bit x 8-bit planes at 128 keys, 12 for W1A1 up to K = 3072). Xilinx: `synth_xilinx -flatten`, then "
+        "`opt_merge -share_all; opt_clean`; LUTs = LUT1..LUT6 of the whole unit, drain included (MUXF7/F8 and "
+        f"CARRY4 not counted as LUTs); LUT6 / lane-bit = LUTs / (R*C*L); goal <= {GOAL_LUT6_PER_LANE_BIT} at 8x8x64. "
+        "'before' = the previous array (docs/RESULTS.md at commit 7297498, same flow: 16,250 LUTs at 8x8x64, "
+        "without a drain). 'tree alone': the PE's `XorPopcount(L)` synthesized by itself; 'other LUTs per PE' = "
+        "(array LUTs - R*C * tree LUTs) / (R*C): the accumulator, the drain registers' share of the row "
+        "multiplexers and drain adders, and each PE's share of the row/column counts. ECP5: `synth_ecp5` and the "
+        "same merge, LUT4 (CCU2C carry cells separate; each occupies two LUT4 sites).", "",
         markdown_table(results), ""]
-    for row in pnr:
-        q = row["ecp5"]["pnr"]
-        lines += [f"ECP5 place and route of {'x'.join(map(str, row['config']))}: nextpnr-ecp5 --{q['device']} "
-                  f"--package {q['package']} --out-of-context --freq {q['target_mhz']}, every port registered "
-                  f"({q['harness_ffs']} harness FFs): **Fmax {q['fmax_mhz']:.1f} MHz** ({q['pnr_s']:.0f} s).", ""]
+    for row in results:
+        q = row.get("ecp5", {}).get("pnr")
+        if q:
+            met = "met" if q["fmax_mhz"] >= GOAL_FMAX_MHZ else f"missed by {GOAL_FMAX_MHZ - q['fmax_mhz']:.1f} MHz"
+            lines += [f"ECP5 place and route of {name(row['config'])}: nextpnr-ecp5 --{q['device']} "
+                      f"--package {q['package']} --out-of-context --freq {q['target_mhz']}, every port registered "
+                      f"({q['harness_ffs']} harness FFs): **Fmax {q['fmax_mhz']:.1f} MHz** (goal >= {GOAL_FMAX_MHZ}: "
+                      f"{met}; before: 144.1 MHz at 4x4x64) ({q['pnr_s']:.0f} s).", ""]
+    for row in results:
+        a = row.get("asic")
+        if a:
+            lines += [f"ASIC estimate of {name(row['config'])}: `{a['command']}`: **{a['logic_transistors']:,} logic "
+                      f"transistors** ({a['gate_equivalents']:,} NAND2 equivalents at 4 transistors each, "
+                      f"{a['gate_equivalents'] / row['lane_bits']:.1f} per lane-bit) and {a['ffs']:,} flip-flops; at "
+                      f"45 nm (NanGate FreePDK45 Open Cell Library: NAND2_X1 {NANGATE45_UM2['NAND2_X1']} um2, DFF_X1 "
+                      f"{NANGATE45_UM2['DFF_X1']} um2) about **{a['area_um2'] / 1e6:.3f} mm2** of cells (a lower bound: "
+                      "no enable multiplexers in the flip-flop area, no wiring or placement density).", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", nargs="+", type=parse_config, default=[parse_config(c) for c in CONFIGS],
-                    metavar="RxCxL", help=f"array sizes (default {' '.join(CONFIGS)})")
+                    metavar="RxCxL[aB]", help=f"array sizes (default {' '.join(CONFIGS)})")
     ap.add_argument("--no-ecp5", action="store_true", help="skip the ECP5 LUT4 counts")
-    ap.add_argument("--pnr", type=parse_config, metavar="RxCxL",
-                    help="configuration to place and route on ECP5 (default: the first)")
+    ap.add_argument("--pnr", nargs="*", type=parse_config, metavar="RxCxL[aB]",
+                    help="configurations to place and route on ECP5 (default: the first)")
+    ap.add_argument("--asic", nargs="*", type=parse_config, metavar="RxCxL[aB]",
+                    help="configurations to estimate as ASIC (default: the first)")
     ap.add_argument("--write-results", type=Path, metavar="MD", help="create/replace this bench's section in MD")
     args = ap.parse_args(argv)
 
-    pnr_config = args.pnr or args.configs[0]
-    configs = args.configs + ([pnr_config] if pnr_config not in args.configs else [])
+    pnr = args.pnr if args.pnr is not None else args.configs[:1]
+    asic = args.asic if args.asic is not None else args.configs[:1]
+    configs = list(dict.fromkeys(args.configs + pnr + asic))
     trees = {}
-    results = [bench(c, not args.no_ecp5, c == pnr_config, trees) for c in configs]
+    results = [bench(c, not args.no_ecp5, c in pnr, c in asic, trees) for c in configs]
     print(markdown_table(results))
     if args.write_results:
-        results_md.write_section(args.write_results, SECTION, section(results, results_md.command_line("bench/hw_resources.py", argv)))
+        results_md.write_section(args.write_results, SECTION,
+                                 section(results, results_md.command_line("bench/hw_resources.py", argv)))
         print(f"wrote {args.write_results}", file=sys.stderr)
     return 0
 

@@ -1,5 +1,10 @@
 """FPGA resource estimates of one generated unit: Yosys synthesis, and ECP5 place and route for Fmax.
 
+`asic_estimate(params, unit)` is the ASIC-side figure: Yosys's generic `synth -flatten`,
+`abc -g cmos2` (NAND/NOR/NOT gates) and `stat -tech cmos` (transistor count of the logic;
+flip-flops are not counted by Yosys and are reported separately), and an area at 45 nm from
+the NanGate FreePDK45 Open Cell Library cell areas (`NANGATE45_UM2`).
+
 `synthesize(params, unit, target)` generates the unit's Verilog into a temporary folder,
 runs Debian's Yosys on it (`synth_xilinx -flatten`, `synth_ecp5` or `synth_ice40`, then
 `stat`) and parses the cell counts of `stat` into LUTs, carry cells, flip-flops, block RAMs
@@ -64,6 +69,12 @@ MERGE = "opt_merge -share_all; opt_clean"
 ECP5_DEVICES = (("--25k", 24288, 56, 28), ("--85k", 83640, 208, 156))
 ECP5_PACKAGE = "CABGA256"
 PNR_TARGET_MHZ = 200
+#: NanGate FreePDK45 Open Cell Library (45 nm) cell areas in um^2 (library datasheet, v1.3):
+#: NAND2_X1 (one gate equivalent) and DFF_X1 (a flip-flop without enable; an enable adds a
+#: multiplexer, so the flip-flop area below is a lower bound).
+NANGATE45_UM2 = {"NAND2_X1": 0.798, "DFF_X1": 4.522}
+#: Transistors of a static CMOS NAND2 (what one gate equivalent is).
+NAND2_TRANSISTORS = 4
 #: Seconds between progress messages on stderr while a tool runs.
 PROGRESS_EVERY_S = 20.0
 
@@ -276,3 +287,42 @@ def _synthesize_in(params, unit, target, pnr, yosys, work_dir) -> dict:
         result["pnr"]["harness_ffs"] = sum(p["width"] for p in ports if p["name"] != "clk")
         result["pnr"]["pnr_s"] = round(time.perf_counter() - t2, 2)
     return result
+
+
+def asic_estimate(params: HwParams, unit: str = "mac_array", keep_dir: str | None = None) -> dict:
+    """ASIC estimate of one unit: logic transistors (`stat -tech cmos`), flip-flops, NAND2 equivalents, 45 nm area.
+
+    ``gate_equivalents`` = logic transistors / 4 (a NAND2); ``area_um2`` = gate_equivalents *
+    NAND2_X1 + flip-flops * DFF_X1 (NanGate 45 nm; enable multiplexers and wiring not
+    included, so it is a lower bound of the cell area).
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unknown unit {unit!r}; known units: {', '.join(UNITS)}")
+    params.validate()
+    yosys = find_yosys()
+    if keep_dir is not None:
+        os.makedirs(keep_dir, exist_ok=True)
+        return _asic_in(params, unit, yosys, keep_dir)
+    with tempfile.TemporaryDirectory(prefix="bitaccel-asic-") as work_dir:
+        return _asic_in(params, unit, yosys, work_dir)
+
+
+def _asic_in(params, unit, yosys, work_dir) -> dict:
+    generate(params, work_dir, units=[unit])
+    command = f"synth -top {unit} -flatten; abc -g cmos2; opt_clean"
+    script = os.path.join(work_dir, "asic.ys")
+    with open(script, "w") as f:
+        f.write(f"read_verilog {os.path.join(work_dir, unit + '.v')}\n{command.replace('; ', chr(10))}\nstat -tech cmos\n")
+    t0 = time.perf_counter()
+    log = _run_with_progress(yosys, ["-s", script], f"yosys synth + abc -g cmos2 of {unit}",
+                             os.path.join(work_dir, "asic.log"))
+    cells = parse_stat(log)
+    found = re.findall(r"Estimated number of transistors:\s+(\d+)", log)
+    if not found:
+        raise ToolError("Yosys `stat -tech cmos` printed no transistor estimate")
+    transistors = int(found[-1])
+    ffs = sum(n for cell, n in cells.items() if "DFF" in cell)
+    ge = transistors / NAND2_TRANSISTORS
+    return {"unit": unit, "command": f"{command}; stat -tech cmos", "logic_transistors": transistors, "ffs": ffs,
+            "gate_equivalents": round(ge), "area_um2": round(ge * NANGATE45_UM2["NAND2_X1"] + ffs * NANGATE45_UM2["DFF_X1"]),
+            "cells": cells, "synth_s": round(time.perf_counter() - t0, 2)}
