@@ -19,7 +19,7 @@ pytestmark = pytest.mark.sim
 
 LIMITS = dict(max_seq=32, max_hidden=64, max_ffn=128, max_head_dim=16, max_exp_lut=64)
 CONFIGS = {"2x3x16": HwParams(rows=2, cols=3, lanes=16, **LIMITS), "4x4x32": HwParams(rows=4, cols=4, lanes=32, **LIMITS)}
-BENCH_TESTS = {"registers", "end_program", "stops_on_errors"}
+BENCH_TESTS = {"registers", "end_program", "stops_on_errors", "embed_program"}
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .axi import Register
 
 __all__ = ["REGISTERS", "MAGIC", "CTRL_START", "CTRL_CLEAR", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
-           "ERR_NONE", "ERR_OPCODE", "ERR_FETCH", "ERR_UNSUPPORTED", "BUSY_COUNTERS", "offset"]
+           "ERR_NONE", "ERR_OPCODE", "ERR_FETCH", "ERR_UNSUPPORTED", "ERR_TOKEN", "BUSY_COUNTERS", "offset"]
 
 #: ID register value: ASCII "BITA".
 MAGIC = 0x42495441
@@ -25,6 +25,7 @@ ERR_NONE = 0
 ERR_OPCODE = 1          #: an instruction word with an unknown opcode or set reserved bits
 ERR_FETCH = 2           #: an AXI read answered with an error response, or a misaligned address
 ERR_UNSUPPORTED = 3     #: an opcode this build does not execute yet
+ERR_TOKEN = 4           #: EMBED: a token id or type outside the embedding tables
 
 #: Units whose busy cycles are counted (one read-only register each, saturating at 2**32 - 1).
 BUSY_COUNTERS = ("fetch", "mac_array", "threshold_unit", "requant_unit", "softmax_unit", "layernorm_unit",

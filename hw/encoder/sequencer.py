@@ -5,10 +5,12 @@ first bus beat holds bits 0.. of the word). Fetch reads one instruction (INSTR_B
 bytes-per-beat beats) at ``program_base + pc * INSTR_BYTES``; decode checks the opcode and
 the reserved bits with the field offsets of `hw.spec.isa` (the one owner of the format).
 
-This build executes END (raise DONE) and stops with ERROR on anything else: an unknown
-opcode or set reserved bits (ERR_OPCODE), a failed or misaligned fetch (ERR_FETCH), or an
-opcode whose unit is not connected yet (ERR_UNSUPPORTED). The execute stages of the
-other opcodes (docs/compiler.md) are the next step of the whole-encoder work.
+An opcode in `executes` is handed to its execute unit (``exec_start`` with ``word``; the
+top level routes it by ``exec_op``) and the sequencer waits until ``exec_busy`` falls; a
+non-zero ``exec_error`` stops the run with that code. END waits until every external write
+(traces, results) has landed (``writes_idle``), then raises DONE. Anything else stops with
+ERROR: an unknown opcode or set reserved bits (ERR_OPCODE), a failed or misaligned fetch
+(ERR_FETCH), an opcode without an execute unit in this build (ERR_UNSUPPORTED).
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ class Sequencer(wiring.Component):
         multiple of data_width).
     max_beats : int
         Longest read command of the `AxiReader` it drives.
+    executes : set of Op
+        Opcodes that have an execute unit in this build.
 
     Members
     -------
@@ -56,15 +60,21 @@ class Sequencer(wiring.Component):
     pc : ``Out(32)`` instruction index; ``retired`` : ``Out(32)`` instructions completed.
     cycles : ``Out(64)`` cycles since `start`, frozen at done / error.
     fetching : ``Out(1)`` a fetch is in progress (the `fetch` busy counter).
+    exec_start : ``Out(1)`` pulse: run ``word`` (opcode ``exec_op``) on its unit.
+    word : ``Out(INSTR_BITS)`` the instruction being executed.
+    exec_busy : ``In(1)``; exec_error : ``In(8)`` (0: no error), read when exec_busy falls.
+    writes_idle : ``In(1)`` no external write is pending.
     """
 
-    def __init__(self, addr_width: int = 32, data_width: int = 64, max_beats: int = 1 << 20):
+    def __init__(self, addr_width: int = 32, data_width: int = 64, max_beats: int = 1 << 20,
+                 executes=frozenset()):
         if INSTR_BITS % data_width:
             self._MustUse__silence = True
             raise ValueError(f"data_width {data_width} must divide the {INSTR_BITS}-bit instruction")
         self.addr_width = addr_width
         self.data_width = data_width
         self.beats_per_instr = INSTR_BITS // data_width
+        self.executes = frozenset(Op(op) for op in executes)
         super().__init__({
             "start": In(1), "clear": In(1), "program_base": In(addr_width),
             "fetch": Out(stream.Signature(data.StructLayout({"addr": addr_width,
@@ -73,12 +83,15 @@ class Sequencer(wiring.Component):
             "fetch_error": In(1),
             "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(8),
             "pc": Out(32), "retired": Out(32), "cycles": Out(64), "fetching": Out(1),
+            "exec_start": Out(1), "exec_op": Out(OPCODE_BITS), "word": Out(INSTR_BITS),
+            "exec_busy": In(1), "exec_error": In(8), "writes_idle": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        word = Signal(INSTR_BITS)                     # the instruction being decoded
+        word = self.word                              # the instruction being decoded / executed
         opcode = word[:OPCODE_BITS]
+        m.d.comb += self.exec_op.eq(opcode)
 
         def stop(code=None):
             m.d.sync += self.busy.eq(0)
@@ -131,10 +144,27 @@ class Sequencer(wiring.Component):
                                     stop(ERR_OPCODE)
                                 with m.Else():
                                     if op == Op.END:
-                                        m.d.sync += self.retired.eq(self.retired + 1)
-                                        stop()
+                                        m.next = "END"
+                                    elif op in self.executes:
+                                        m.next = "EXEC_START"
                                     else:
                                         stop(ERR_UNSUPPORTED)
                         with m.Default():
                             stop(ERR_OPCODE)
+            with m.State("EXEC_START"):
+                m.d.comb += self.exec_start.eq(1)
+                m.next = "EXEC"
+            with m.State("EXEC"):
+                with m.If(~self.exec_busy):
+                    with m.If(self.fetch_error):              # a read of the instruction's data failed
+                        stop(ERR_FETCH)
+                    with m.Elif(self.exec_error != 0):
+                        stop(self.exec_error)
+                    with m.Else():
+                        m.d.sync += [self.pc.eq(self.pc + 1), self.retired.eq(self.retired + 1)]
+                        m.next = "FETCH"
+            with m.State("END"):
+                with m.If(self.writes_idle):
+                    m.d.sync += self.retired.eq(self.retired + 1)
+                    stop()
         return m

@@ -8,24 +8,32 @@ Ports (Verilog names, for an SoC integrator):
   byte addresses, ID 0): program, weights, constants and tokens are read, results written.
 * ``irq``: high while DONE or ERROR is set and ``irq_enable`` bit 0 is 1.
 
-Partial: this build fetches and decodes the program and runs END; every other opcode
-stops with ERROR / ERR_UNSUPPORTED until its execute stage is connected (see
-`hw.encoder.sequencer`). The write channels are idle (AWVALID = WVALID = 0).
+Inside: the `Sequencer` (fetch, decode, dispatch), one `AxiReader` shared by the fetch and
+the execute unit that runs, one `AxiWriter` fed by the `TraceWriter`, the residual buffer
+(`res_words` signed 16-bit words) and the execute units.
+
+Partial: this build executes EMBED and END; LAYERNORM, QUANT, MATMUL and SOFTMAX stop with
+ERROR / ERR_UNSUPPORTED until their execute units are connected (docs/encoder.md). The
+AXI data width is 64 bits (the EMBED unit reads four int16 per word).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.version import __version__
 
 from ..params import HwParams
-from .axi import AxiLiteRegisters, AxiReader, axi4_lite_signature, axi4_read_signature, axi4_write_signature
-from .regs import BUSY_COUNTERS, MAGIC, REGISTERS
-from .sequencer import Sequencer
+from hw.spec.isa import Op
 
-__all__ = ["Accelerator", "axi4_signature"]
+from .axi import AxiLiteRegisters, AxiReader, AxiWriter, axi4_lite_signature, axi4_read_signature, axi4_write_signature
+from .embed import BUS_BITS, EmbedExec
+from .regs import BUSY_COUNTERS, ERR_TOKEN, MAGIC, REGISTERS
+from .sequencer import Sequencer
+from .trace import MAX_TRACE_VALUES, TraceWriter
+
+__all__ = ["Accelerator", "axi4_signature", "default_res_words"]
 
 #: Longest single read command (beats).
 MAX_READ_BEATS = 1 << 20
@@ -38,6 +46,13 @@ def axi4_signature(addr_width: int, data_width: int) -> wiring.Signature:
     members = dict(axi4_read_signature(addr_width, data_width).members.items())
     members.update(axi4_write_signature(addr_width, data_width).members.items())
     return wiring.Signature(members)
+
+
+def default_res_words(params: HwParams) -> int:
+    """Residual-buffer depth for the largest model within `params`: four T x H regions
+    (layer input, LayerNorm-1 output, requantized O/FFN2 output, sums); must equal
+    `compiler.memory.buffer_words(params)["res_words"]` (a test checks it)."""
+    return 4 * params.max_seq * params.max_hidden
 
 
 def _version_word() -> int:
@@ -57,14 +72,24 @@ class Accelerator(wiring.Component):
         AXI data bits per beat (64 .. 1024; must divide the 256-bit instruction).
     """
 
-    def __init__(self, params: HwParams, addr_width: int = 32, data_width: int = 64):
+    def __init__(self, params: HwParams, addr_width: int = 32, data_width: int = BUS_BITS,
+                 res_words: int | None = None):
+        problem = None
         if not isinstance(params, HwParams):
+            problem = TypeError(f"Accelerator needs an HwParams, not {params!r}")
+        elif data_width != BUS_BITS:
+            problem = ValueError(f"this build's AXI data width is {BUS_BITS} bits, not {data_width!r}")
+        elif params.max_hidden % 4:
+            problem = ValueError(f"max_hidden must be a multiple of 4 (int16 rows in 64-bit words), not "
+                                 f"{params.max_hidden}")
+        if problem is not None:
             self._MustUse__silence = True
-            raise TypeError(f"Accelerator needs an HwParams, not {params!r}")
+            raise problem
         params.validate()
         self.params = params
         self.addr_width = addr_width
         self.data_width = data_width
+        self.res_words = default_res_words(params) if res_words is None else res_words
         super().__init__({
             "s_axil": In(axi4_lite_signature(12)),
             "m_axi": Out(axi4_signature(addr_width, data_width)),
@@ -76,19 +101,48 @@ class Accelerator(wiring.Component):
         p = self.params
         m.submodules.regs = regs = AxiLiteRegisters(REGISTERS, addr_width=12)
         m.submodules.reader = reader = AxiReader(self.addr_width, self.data_width, max_beats=MAX_READ_BEATS)
-        m.submodules.seq = seq = Sequencer(self.addr_width, self.data_width, MAX_READ_BEATS)
+        m.submodules.writer = writer = AxiWriter(self.addr_width, self.data_width,
+                                                 max_beats=-(-MAX_TRACE_VALUES * 32 // self.data_width))
+        m.submodules.tracer = tracer = TraceWriter(self.addr_width, self.data_width)
+        m.submodules.seq = seq = Sequencer(self.addr_width, self.data_width, MAX_READ_BEATS, executes={Op.EMBED})
+        m.submodules.embed = embed = EmbedExec(self.addr_width, p.max_seq, p.max_hidden, self.res_words,
+                                               MAX_READ_BEATS)
+        m.submodules.res = res = memory.Memory(shape=signed(16), depth=self.res_words, init=[])
+        res_w = res.write_port()
         wiring.connect(m, wiring.flipped(self.s_axil), regs.bus)
 
-        # the one AXI master port: the reader's channels; the write channels idle for now
-        for name, member in reader.bus.signature.members.items():
-            ours, theirs = getattr(self.m_axi, name), getattr(reader.bus, name)
-            m.d.comb += (ours.eq(theirs) if member.flow == Out else theirs.eq(ours))
-        m.d.comb += [self.m_axi.awvalid.eq(0), self.m_axi.wvalid.eq(0), self.m_axi.bready.eq(1)]
+        # the one AXI master port: the reader's and the writer's channels
+        for part in (reader, writer):
+            for name, member in part.bus.signature.members.items():
+                ours, theirs = getattr(self.m_axi, name), getattr(part.bus, name)
+                m.d.comb += (ours.eq(theirs) if member.flow == Out else theirs.eq(ours))
+        wiring.connect(m, tracer.cmd, writer.cmd)
+        wiring.connect(m, tracer.words, writer.data)
 
-        wiring.connect(m, seq.fetch, reader.cmd)
-        wiring.connect(m, reader.data, seq.fetch_data)
+        # the reader serves the fetch, else the execute unit that runs
+        with m.If(seq.fetching):
+            wiring.connect(m, seq.fetch, reader.cmd)
+            wiring.connect(m, reader.data, seq.fetch_data)
+        with m.Else():
+            wiring.connect(m, embed.rd_cmd, reader.cmd)
+            wiring.connect(m, reader.data, embed.rd_data)
+
+        # execute units: EMBED
         m.d.comb += [
-            seq.fetch_error.eq(reader.resp_error | reader.misaligned),
+            embed.start.eq(seq.exec_start & (seq.exec_op == Op.EMBED)),
+            embed.ins.eq(seq.word),
+            embed.base.eq(regs.data_base_lo | (regs.data_base_hi << 32)),
+            seq.exec_busy.eq(embed.busy),
+            seq.exec_error.eq(Mux(embed.error, ERR_TOKEN, 0)),
+            res_w.addr.eq(embed.res_addr), res_w.data.eq(embed.res_data), res_w.en.eq(embed.res_en),
+            seq.writes_idle.eq(~tracer.busy & writer.idle),
+            writer.clear.eq(seq.start | seq.clear),
+        ]
+        wiring.connect(m, embed.trace_start, tracer.start)
+        wiring.connect(m, embed.trace_values, tracer.values)
+
+        m.d.comb += [
+            seq.fetch_error.eq(reader.resp_error | reader.misaligned | writer.resp_error | writer.misaligned),
             reader.clear.eq(seq.start | seq.clear),
             seq.start.eq(regs.ctrl_stb & regs.ctrl[0]),
             seq.clear.eq(regs.ctrl_stb & regs.ctrl[1]),
@@ -105,7 +159,7 @@ class Accelerator(wiring.Component):
         ]
 
         # busy counters: cleared at START, count while their unit works, saturate
-        active = {"fetch": seq.fetching, "axi_read": ~reader.idle}
+        active = {"fetch": seq.fetching, "axi_read": ~reader.idle, "axi_write": ~writer.idle | tracer.busy}
         for name in BUSY_COUNTERS:
             counter = getattr(regs, f"busy_{name}")
             if name not in active:          # units not connected in this build read 0

@@ -7,24 +7,35 @@ port (`hw.encoder.regs`), its `AxiRam` behind the AXI4 master port holding the p
 * ``registers``: ID, version and array registers; a read-write register round trip; a
   read-only and an unmapped offset answer SLVERR.
 * ``end_program``: a program of one END at a base address that is not 4 KiB aligned
-  raises DONE and the interrupt; cycles = fetch busy cycles + 1 (decode); retired = 1.
+  raises DONE and the interrupt; cycles = fetch busy cycles + 2 (decode, END's wait for
+  pending writes); retired = 1.
 * ``stops_on_errors``: an unknown opcode and an END with a reserved bit set stop with
   ERR_OPCODE, an opcode this build does not execute yet with ERR_UNSUPPORTED (pc names
   the instruction), a misaligned program base with ERR_FETCH; CLEAR clears the flags.
+* ``embed_program``: real programs compiled from a random tiny artifact (T = 1, a padded
+  sequence, T = max_seq) at a data base that is not 4 KiB aligned: EMBED runs, its trace
+  (every embedding sum, int32) equals the compiler's executor (`compiler.Machine`) byte for
+  byte, and the run stops at the next, not yet executed opcode; a token id outside the
+  vocabulary stops EMBED with ERR_TOKEN before anything is written.
 """
 from __future__ import annotations
 
+import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
 
+from compiler import Machine, Target, compile_program
+from compiler.memory import token_words
+from golden.config import ModelConfig
+from golden.random_artifact import random_artifact
 from golden.version import __version__
 from hw.encoder import regs as R
-from hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, Op, encode
+from hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, Op, decode, encode
 
 from sim.bench.harness import bench_test
 
-RAM_BYTES = 1 << 16
+RAM_BYTES = 1 << 22
 
 
 class Host:
@@ -87,7 +98,7 @@ async def end_program(tb):
     fetch = await host.read("busy_fetch")
     tb.scoreboard.compare("end.status", [R.STATUS_DONE], [status])
     tb.scoreboard.compare("end.retired_pc", [1, 0], [await host.read("retired"), await host.read("pc")])
-    tb.scoreboard.compare("end.cycles", [fetch + 1], [cycles])
+    tb.scoreboard.compare("end.cycles", [fetch + 2], [cycles])
     tb.scoreboard.compare("end.axi_read_counted", [True], [await host.read("busy_axi_read") >= INSTR_BYTES // 8])
     await host.write("ctrl", R.CTRL_CLEAR)
     await ClockCycles(tb.clk, 2)
@@ -115,3 +126,52 @@ async def stops_on_errors(tb):
         tb.scoreboard.compare(f"{name}.pc", [pc], [await host.read("pc")])
         await host.write("ctrl", R.CTRL_CLEAR)
         tb.scoreboard.compare(f"{name}.cleared", [0], [await host.read("status")])
+
+
+def _tiny_model(p) -> ModelConfig:
+    """The largest small model within the bench's limits (head_dim = max_head_dim)."""
+    return ModelConfig(vocab_size=90, hidden=p.max_hidden, layers=1, heads=p.max_hidden // p.max_head_dim,
+                       ffn=p.max_ffn, max_position=p.max_seq, type_vocab=2)
+
+
+@bench_test()
+async def embed_program(tb):
+    host = Host(tb)
+    p = tb.params
+    cfg = _tiny_model(p)
+    art = random_artifact(cfg, seed=tb.seed)
+    rng = tb.child_rng("inputs")
+    base = 0x1040                                          # data base: 64-byte, not 4 KiB aligned
+    for name, t in (("t1", 1), ("padded", max(2, p.max_seq // 2 + 1)), ("tmax", p.max_seq)):
+        ids = rng.integers(0, cfg.vocab_size, t)
+        ids[0] = cfg.vocab_size - 1                        # the last table row
+        mask = np.ones(t, dtype=bool)
+        mask[t - t // 3:] = False
+        types = rng.integers(0, cfg.type_vocab, t)
+        prog = compile_program(art, Target(p), ids=ids, mask=mask, types=types)
+        host.ram.write(base, bytes(prog.image))
+        machine = Machine(prog)
+        assert machine.step() and decode(bytes(prog.image[prog.regions["program"][0] + INSTR_BYTES:][:INSTR_BYTES])).op != Op.EMBED
+        embed = decode(bytes(prog.image[prog.regions["program"][0]:][:INSTR_BYTES]))
+        await host.write("data_base_lo", base)
+        status = await host.run(base + prog.regions["program"][0], budget_cycles=4000 + 40 * t * cfg.hidden)
+        tb.scoreboard.compare(f"{name}.status", [R.STATUS_ERROR | R.ERR_UNSUPPORTED << 8], [status])
+        tb.scoreboard.compare(f"{name}.pc_retired", [1, 1], [await host.read("pc"), await host.read("retired")])
+        n = 4 * t * cfg.hidden
+        got = np.frombuffer(host.ram.read(base + embed["trace"], n), dtype="<i4")
+        want = np.frombuffer(bytes(machine.ext[embed["trace"]:embed["trace"] + n]), dtype="<i4")
+        tb.scoreboard.compare(f"{name}.embed_trace", want.tolist(), got.tolist())
+        await host.write("ctrl", R.CTRL_CLEAR)
+
+    # a token id outside the vocabulary: ERR_TOKEN, nothing written
+    ids = np.array([1, cfg.vocab_size, 2])
+    prog = compile_program(art, Target(p), ids=[1, 1, 2])
+    image = bytearray(prog.image)
+    tok = prog.regions["tokens"][0]
+    image[tok:tok + 12] = token_words(ids, np.zeros(3, np.int64), np.ones(3, bool))
+    embed = decode(bytes(image[prog.regions["program"][0]:][:INSTR_BYTES]))
+    host.ram.write(base, bytes(image))
+    host.ram.write(base + embed["trace"], bytes(16))
+    status = await host.run(base + prog.regions["program"][0])
+    tb.scoreboard.compare("bad_token.status", [R.STATUS_ERROR | R.ERR_TOKEN << 8], [status])
+    tb.scoreboard.compare("bad_token.no_trace", [0] * 16, list(host.ram.read(base + embed["trace"], 16)))

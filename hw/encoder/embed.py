@@ -1,0 +1,199 @@
+"""EMBED: the on-chip embedding gather (docs/numerics.md §7, docs/compiler.md "EMBED").
+
+For T tokens of H channels, from external memory (byte addresses = data base + field):
+
+* the T token words (``id | type << 24 | valid << 31``) -> the key mask (bit t = valid of
+  token t, bits >= T cleared); an id >= ``vocab`` or type >= ``type_vocab`` stops with an error;
+* per token t: its word-table row (``scale_q`` as one int64 word, then ceil(H/64) 64-bit sign
+  words, 1 = +1), position row t and token-type row (H int16 each, little-endian), and
+  ``e[t, i] = sat16(+-scale_q + position[t, i] + token_type[type, i])`` into the residual
+  buffer at ``dst + t*H + i`` — `golden.model.IntegerModel.embed` exactly;
+* with ``tap``: every e[t, i] to the trace, row-major.
+
+One element per cycle, from a 64-bit bus (four int16 per word: H must be a multiple of 4;
+the compiler's word rows are whole 64-bit words). Rows are read with one burst command each.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.spec.isa import Op
+
+from .layouts import instruction_layout
+from .trace import trace_start_layout
+
+__all__ = ["EmbedExec", "BUS_BITS"]
+
+#: The bus width this unit reads (bits).
+BUS_BITS = 64
+_SAT_LO, _SAT_HI = -(1 << 15), (1 << 15) - 1
+
+
+class EmbedExec(wiring.Component):
+    """Runs one EMBED instruction.
+
+    Parameters
+    ----------
+    addr_width : AXI byte-address bits.
+    max_seq, max_hidden : largest T and H (H a multiple of 4).
+    res_words : residual-buffer depth (its write port width is this unit's ``res_addr``).
+
+    Members
+    -------
+    start : ``In(1)`` pulse with ``ins`` (the EMBED instruction) and ``base`` (data base) valid.
+    busy : ``Out(1)``; ``error`` : ``Out(1)`` (sticky until the next start) a token outside the tables.
+    rd_cmd, rd_data : read commands / data of the shared `AxiReader`.
+    res_addr, res_data, res_en : the residual buffer's write port.
+    mask : the key mask (max_seq bits): set by each EMBED, held until the next one.
+    trace_start, trace_values : to the `TraceWriter`.
+    """
+
+    def __init__(self, addr_width: int, max_seq: int, max_hidden: int, res_words: int, max_beats: int):
+        self.addr_width, self.max_seq, self.max_hidden, self.res_words = addr_width, max_seq, max_hidden, res_words
+        self.sign_words = -(-max_hidden // 64)
+        super().__init__({
+            "start": In(1), "ins": In(instruction_layout(Op.EMBED)), "base": In(addr_width),
+            "busy": Out(1), "error": Out(1),
+            "rd_cmd": Out(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
+            "rd_data": In(stream.Signature(data.StructLayout({"data": BUS_BITS, "last": 1}))),
+            "res_addr": Out(range(res_words)), "res_data": Out(signed(16)), "res_en": Out(1),
+            "mask": Out(max_seq),
+            "trace_start": Out(stream.Signature(trace_start_layout(addr_width))),
+            "trace_values": Out(stream.Signature(data.StructLayout({"value": signed(32)}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ins = self.ins
+        T, H = ins.rows, ins.hidden
+        # per-token scratch: the token words (two per bus word), the sign words, the position row
+        m.submodules.tok = tok = memory.Memory(shape=BUS_BITS, depth=-(-self.max_seq // 2), init=[])
+        m.submodules.sgn = sgn = memory.Memory(shape=64, depth=self.sign_words, init=[])
+        m.submodules.pos = pos = memory.Memory(shape=BUS_BITS, depth=-(-self.max_hidden // 4), init=[])
+        tok_w, tok_r = tok.write_port(), tok.read_port(domain="comb")
+        sgn_w, sgn_r = sgn.write_port(), sgn.read_port(domain="comb")
+        pos_w, pos_r = pos.write_port(), pos.read_port(domain="comb")
+
+        t = Signal(range(self.max_seq + 1))          # token
+        beat = Signal(range(max(self.max_seq, self.max_hidden) + 2))
+        lane = Signal(2)                             # element within a 4-element word
+        scale = Signal(signed(64))
+        tid = Signal(24)
+        ttype = Signal(7)
+        row_base = Signal(range(self.res_words + self.max_hidden + 1))   # dst + t*H
+        pos_addr = Signal(self.addr_width)            # base + position + t*2H
+        mask = Signal(self.max_seq)
+        n_sign = Signal(range(self.sign_words + 1))
+        m.d.comb += [n_sign.eq((H + 63) >> 6), self.mask.eq(mask)]
+
+        data_in = self.rd_data.payload.data
+        take = self.rd_data.valid & self.rd_data.ready
+
+        # the element being produced in state ADD: i = 4*beat + lane
+        i = Signal(range(self.max_hidden + 4))
+        m.d.comb += [i.eq(Cat(lane, beat)), sgn_r.addr.eq(i >> 6), pos_r.addr.eq(beat)]
+        sign = sgn_r.data.bit_select(i[:6], 1)
+        pos_v = pos_r.data.word_select(lane, 16).as_signed()
+        typ_v = data_in.word_select(lane, 16).as_signed()
+        total = Signal(signed(66))
+        m.d.comb += total.eq(Mux(sign, scale, -scale) + pos_v + typ_v)
+        sat = Mux(total < _SAT_LO, _SAT_LO, Mux(total > _SAT_HI, _SAT_HI, total))
+
+        def read(addr, beats):
+            m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(addr),
+                         self.rd_cmd.payload.beats.eq(beats)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.busy.eq(1), self.error.eq(0), t.eq(0), beat.eq(0), mask.eq(0),
+                                 row_base.eq(ins.dst), pos_addr.eq(self.base + ins.position)]
+                    m.next = "TOKENS_CMD"
+            with m.State("TOKENS_CMD"):
+                read(self.base + ins.tokens, (T + 1) >> 1)
+                with m.If(self.rd_cmd.ready):
+                    m.next = "TOKENS"
+            with m.State("TOKENS"):
+                # every token is checked before anything is written (an error never leaves a trace half done)
+                m.d.comb += [self.rd_data.ready.eq(1), tok_w.addr.eq(beat), tok_w.data.eq(data_in), tok_w.en.eq(take)]
+                with m.If(take):
+                    m.d.sync += beat.eq(beat + 1)
+                    for half in range(2):
+                        idx = Cat(Const(half, 1), beat)
+                        word = data_in[32 * half:32 * half + 32]
+                        with m.If(idx < T):
+                            m.d.sync += mask.bit_select(idx, 1).eq(word[31])
+                            with m.If((word[:24] >= ins.vocab) | (word[24:31] >= ins.type_vocab)):
+                                m.d.sync += self.error.eq(1)
+                    with m.If(self.rd_data.payload.last):
+                        m.next = "TRACE"
+            with m.State("TRACE"):
+                with m.If(self.error):
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.comb += [self.trace_start.valid.eq(ins.tap),
+                                 self.trace_start.payload.addr.eq(self.base + ins.trace),
+                                 self.trace_start.payload.count.eq(T * H)]
+                    with m.If(~ins.tap | self.trace_start.ready):
+                        m.next = "TOKEN"
+            with m.State("TOKEN"):
+                m.d.comb += tok_r.addr.eq(t >> 1)
+                word = tok_r.data.word_select(t[0], 32)
+                m.d.sync += [tid.eq(word[:24]), ttype.eq(word[24:31])]
+                m.next = "WORD_CMD"
+            with m.State("WORD_CMD"):
+                stride = (n_sign + 1) << 3                               # bytes of a word-table row
+                read(self.base + ins.word + tid * stride, n_sign + 1)
+                with m.If(self.rd_cmd.ready):
+                    m.next = "SCALE"
+            with m.State("SCALE"):
+                m.d.comb += self.rd_data.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += [scale.eq(data_in.as_signed()), beat.eq(0)]
+                    m.next = "SIGNS"
+            with m.State("SIGNS"):
+                m.d.comb += [self.rd_data.ready.eq(1), sgn_w.addr.eq(beat), sgn_w.data.eq(data_in), sgn_w.en.eq(take)]
+                with m.If(take):
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(self.rd_data.payload.last):
+                        m.next = "POS_CMD"
+            with m.State("POS_CMD"):
+                read(pos_addr, H >> 2)
+                with m.If(self.rd_cmd.ready):
+                    m.d.sync += beat.eq(0)
+                    m.next = "POS"
+            with m.State("POS"):
+                m.d.comb += [self.rd_data.ready.eq(1), pos_w.addr.eq(beat), pos_w.data.eq(data_in), pos_w.en.eq(take)]
+                with m.If(take):
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(self.rd_data.payload.last):
+                        m.next = "TYPE_CMD"
+            with m.State("TYPE_CMD"):
+                read(self.base + ins.token_type + ttype * (H << 1), H >> 2)
+                with m.If(self.rd_cmd.ready):
+                    m.d.sync += [beat.eq(0), lane.eq(0)]
+                    m.next = "ADD"
+            with m.State("ADD"):
+                # one element per cycle; the type word is consumed with its fourth element
+                go = self.rd_data.valid & (~ins.tap | self.trace_values.ready)
+                m.d.comb += [
+                    self.res_addr.eq(row_base + i), self.res_data.eq(sat), self.res_en.eq(go),
+                    self.trace_values.valid.eq(ins.tap & self.rd_data.valid), self.trace_values.payload.value.eq(sat),
+                    self.rd_data.ready.eq(go & (lane == 3)),
+                ]
+                with m.If(go):
+                    m.d.sync += lane.eq(lane + 1)
+                    with m.If(lane == 3):
+                        m.d.sync += beat.eq(beat + 1)
+                        with m.If(self.rd_data.payload.last):
+                            m.d.sync += [t.eq(t + 1), row_base.eq(row_base + H), pos_addr.eq(pos_addr + (H << 1))]
+                            with m.If(t + 1 == T):
+                                m.next = "DONE"
+                            with m.Else():
+                                m.next = "TOKEN"
+            with m.State("DONE"):
+                m.d.sync += self.busy.eq(0)
+                m.next = "IDLE"
+        return m
