@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -89,10 +89,13 @@ class LayerNormUnit(wiring.Component):
     eps_q : ``In(unsigned(layernorm_var_bits(max_hidden)))``
         eps in units of V (golden.layernorm.layernorm_eps_q).
     gamma_write, beta_write : ``In(stream.Signature(StructLayout({"addr": unsigned(bitlen(beats - 1)), "data": ArrayLayout(signed(16), width)})))``
-        Table writes, one beat (channels [addr*width, (addr+1)*width)) per transfer; always
-        ready. Write them while no row is being output.
+        Table writes, one beat (channels [addr*width, (addr+1)*width)) per transfer. Refused
+        (ready = 0) while a row is in flight, from its first input beat to its last output
+        beat: a write waits until the unit is idle, so no row sees a half-written table.
     framing_error : ``Out(1)``
-        Sticky: an input ``last`` did not match the row length. Cleared by reset.
+        Sticky: an input ``last`` did not match the row length, or a row's ``hidden`` was
+        not a multiple of width in [width, max_hidden] (the extra lanes of a partial beat
+        would enter S1 and S2). Cleared by reset.
 
     `hidden`, `add` and `eps_q` are sampled with the first beat of each row and may
     change afterwards (they belong to the row being ingested, not to the one in flight).
@@ -198,10 +201,11 @@ class LayerNormUnit(wiring.Component):
         m.submodules.beta = beta = memory.Memory(shape=self.beat_layout, depth=self.max_beats, init=[])
         buf_w = rowbuf.write_port()
         buf_r = rowbuf.read_port(transparent_for=())
+        busy = Signal()                        # a row is in flight (first input beat .. last output beat)
         for mem, port in ((gamma, self.gamma_write), (beta, self.beta_write)):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(port.payload.addr), wp.data.eq(port.payload.data),
-                         wp.en.eq(port.valid), port.ready.eq(1)]
+                         wp.en.eq(port.valid & ~busy), port.ready.eq(~busy)]
         gamma_r = gamma.read_port(transparent_for=())
         beta_r = beta.read_port(transparent_for=())
 
@@ -238,7 +242,8 @@ class LayerNormUnit(wiring.Component):
         with m.If(take_in):
             with m.If(first):
                 m.d.sync += [a_hidden.eq(self.hidden), a_add.eq(self.add), a_eps.eq(self.eps_q)]
-            with m.If(self.inp.payload.last != is_last):
+            with m.If((self.inp.payload.last != is_last) | (is_last & (a_elems + w != hid))
+                      | (first & (self.hidden > self.max_hidden))):
                 m.d.sync += self.framing_error.eq(1)
             with m.If(is_last):
                 m.d.sync += [a_full.eq(1), a_elems.eq(0), a_beat.eq(0), a_beats.eq(a_beat + 1)]
@@ -268,7 +273,7 @@ class LayerNormUnit(wiring.Component):
         adv = Signal()                                     # the whole output pipeline moves
         m.d.comb += adv.eq(~self.out.valid | self.out.ready)
 
-        with m.FSM(name="norm"):
+        with m.FSM(name="norm") as norm:
             with m.State("IDLE"):
                 with m.If(a_full & ~x_v):                  # hand-off once the last S1/S2 add is done
                     m.d.sync += [b_h.eq(a_hidden), b_s1.eq(s1), b_s2.eq(s2), b_eps.eq(a_eps), b_bank.eq(a_bank),
@@ -310,6 +315,7 @@ class LayerNormUnit(wiring.Component):
         m5 = Signal(data.ArrayLayout(signed(self.n_width + GAMMA_BITS), w))
         x1, g4, b5 = buf_r.data, gamma_r.data, beta_r.data    # read ports: registers of stages 1, 4, 5
         y6 = Signal(self.beat_layout)
+        m.d.comb += busy.eq((a_elems != 0) | a_full | ~norm.ongoing("IDLE") | Cat(*v).any() | self.out.valid)
         out_shift = fmt.ln_norm_frac + fmt.gamma_frac - fmt.residual_frac
         for i in lanes:
             m.d.comb += y6[i].eq(_sat(m, _rshift_round(m5[i], out_shift) + b5[i], lo, hi, signed(RESIDUAL_BITS)))

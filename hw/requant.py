@@ -6,7 +6,7 @@ scalars of a run, B_c and lo_c per channel (lo_c carries a folded ReLU). Used fo
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,7 +49,8 @@ class RequantUnit(wiring.Component):
     hi : ``In(signed(out_width))`` — upper clamp; held constant.
     offset_write : ``In(stream.Signature({"addr": row, "data": width x signed(OFFSET_BITS)}))`` — B_c table.
     lo_write : ``In(stream.Signature({"addr": row, "data": width x signed(out_width)}))`` — lo_c table.
-        Both tables are always ready (one row per cycle) and loaded before a run.
+        One row per cycle; both refused (ready = 0) while a row is in flight (from its
+        first input beat until its last output beat has left).
 
     Clamping is ``min(max(r, lo_c), hi)``, exactly `numpy.clip`. Pipeline: stall-all, full
     throughput, ``inp.ready = ~out.valid | out.ready`` (combinational from ``out.ready``);
@@ -103,12 +104,15 @@ class RequantUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.lo_write), lows.write)
 
         advance = Signal()                      # the whole pipeline moves this cycle
+        in_row = Signal()                       # a row's first beat is in, its last is not yet
         m.d.comb += [
             advance.eq(~self.out.valid | self.out.ready),
             self.inp.ready.eq(advance),
             offsets.en.eq(advance),
             lows.en.eq(advance),
         ]
+        with m.If(self.inp.valid & self.inp.ready):
+            m.d.sync += in_row.eq(~self.inp.payload.last)
 
         def stage(k, shape):
             return Signal(data.ArrayLayout(shape, self.width), name=f"stage{k}", reset_less=True)
@@ -126,6 +130,8 @@ class RequantUnit(wiring.Component):
         channel = [Signal.like(self.inp.payload.channel, name=f"channel{k}", reset_less=True) for k in range(1, 4)]
         m.d.comb += [offsets.channel.eq(channel[0]),     # B_c beside stage 2
                      lows.channel.eq(channel[2])]        # lo_c beside stage 4
+        busy = in_row | self.out.valid | Cat(*valid).any()
+        m.d.comb += [offsets.busy.eq(busy), lows.busy.eq(busy)]
 
         with m.If(advance):
             m.d.sync += [valid[0].eq(self.inp.valid), last[0].eq(self.inp.payload.last),

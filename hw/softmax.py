@@ -83,13 +83,14 @@ class SoftmaxUnit(wiring.Component):
     scores : ``In(stream.Signature(StructLayout({"score": ArrayLayout(signed(score_width), width), "valid": width, "last": 1})))``
         A row as ``ceil(seq_len / width)`` beats in key order: lane j of beat b is key
         ``b·width + j``; ``valid`` bit j = 0 masks that key (padding, also past the row
-        end); ``last`` marks the row's final beat. Rows longer than ``max_seq`` keys are
-        the caller's error (the buffer address wraps).
+        end); ``last`` marks the row's final beat. A row longer than the buffer, or a valid
+        key past ``max_seq``, is the caller's error: the extra beats are dropped (never
+        wrapped into the buffer) and `length_error` is set.
     probs : ``Out(stream.Signature(StructLayout({"bits": width, "p": ArrayLayout(unsigned(prob_frac + 1), width), "last": 1})))``
         One beat per input beat, same lane order. BINARY mode: ``bits`` (bit j = lane j)
         and ``p`` = 0; MULTIBIT mode: ``p`` (probability · 2^prob_frac, at most 2^prob_frac)
         and ``bits`` = 0. If Σ = 0 (a row with no valid key — the caller's error; golden
-        raises — or ``lut_len`` = 0) every output of the row is 0.
+        raises, and `masked_row_error` is set — or ``lut_len`` = 0) every output of the row is 0.
     lut_write : ``In(stream.Signature(StructLayout({"addr": unsigned(lut_addr_width), "data": unsigned(exp_frac + 1)})))``
         (``lut_addr_width = max(1, ceil_log2(max_lut))``).
         Writes one exp LUT entry. Accepted only while no row is being evaluated (during
@@ -101,6 +102,11 @@ class SoftmaxUnit(wiring.Component):
         values still match golden.softmax_binarize, e.g. θ = 0 fires every lane).
     mode : ``In(SoftmaxMode)``
         BINARY or MULTIBIT.
+    length_error : ``Out(1)``
+        Sticky: a row had more than ``ceil(max_seq / width)`` beats, or a valid key at index
+        ``>= max_seq``. Cleared by reset.
+    masked_row_error : ``Out(1)``
+        Sticky: a row had no valid key (golden.softmax raises on it). Cleared by reset.
 
     ``lut_len``, ``theta`` and ``mode`` are sampled when a row's ``last`` beat is accepted.
     """
@@ -155,6 +161,8 @@ class SoftmaxUnit(wiring.Component):
             "lut_len": In(range(self.max_lut + 1)),
             "theta": In(unsigned(self.theta_width)),
             "mode": In(SoftmaxMode),
+            "length_error": Out(1),
+            "masked_row_error": Out(1),
         })
 
     @classmethod
@@ -228,6 +236,7 @@ class SoftmaxUnit(wiring.Component):
         in_mode = Signal(SoftmaxMode)
         in_theta = Signal(self.theta_width)
         in_len = Signal(range(self.max_lut + 1))
+        in_any = Signal()                                          # a valid key seen in this row
         # ---- row-side state (the row being evaluated by passes 2 and 3)
         row_m = Signal(signed(self.score_width))
         row_n = Signal(range(self.depth + 1))
@@ -305,8 +314,14 @@ class SoftmaxUnit(wiring.Component):
         masked = [Mux(beat.valid[j], beat.score[j], smin) for j in lanes]
         beat_max = _tree(masked, lambda a, b: Mux(a > b, a, b))
         next_m = Signal(signed(self.score_width))
+        # limits: a beat past the buffer is dropped; a valid key past max_seq in the last beat is flagged
+        full = in_n == self.depth
+        past = Const(sum(1 << j for j in lanes if (self.depth - 1) * self.width + j >= self.max_seq), self.width)
+        too_long = full | ((in_n == self.depth - 1) & (beat.valid & past).any())
+        kept = Signal(range(self.depth + 1))                       # beats of the row once this one is taken
         m.d.comb += [
             next_m.eq(Mux(beat_max > in_m, beat_max, in_m)),
+            kept.eq(Mux(full, in_n, in_n + 1)),
             buf_wr.addr.eq(in_n),
             buf_wr.data.score.eq(beat.score),
             buf_wr.data.valid.eq(beat.valid),
@@ -342,11 +357,16 @@ class SoftmaxUnit(wiring.Component):
             with m.State("INGEST"):
                 m.d.comb += [self.scores.ready.eq(1), lut_idle.eq(1)]
                 with m.If(self.scores.valid):
-                    m.d.comb += buf_wr.en.eq(1)
-                    m.d.sync += [in_m.eq(next_m), in_n.eq(in_n + 1)]
+                    m.d.comb += buf_wr.en.eq(~full)
+                    m.d.sync += [in_m.eq(next_m), in_n.eq(kept), in_any.eq(in_any | beat.valid.any())]
+                    with m.If(too_long):
+                        m.d.sync += self.length_error.eq(1)
                     with m.If(beat.last):
+                        m.d.sync += in_any.eq(0)
+                        with m.If(~in_any & ~beat.valid.any()):
+                            m.d.sync += self.masked_row_error.eq(1)
                         with m.If(reload_ok):
-                            start_row(next_m, in_n + 1, self.mode, self.theta, self.lut_len)
+                            start_row(next_m, kept, self.mode, self.theta, self.lut_len)
                             m.next = "SUM"
                         with m.Else():
                             m.d.sync += [in_mode.eq(self.mode), in_theta.eq(self.theta), in_len.eq(self.lut_len)]

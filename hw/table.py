@@ -52,7 +52,7 @@ def beat_layout(elem_shape: ShapeCastable, width: int, max_channels: int, name: 
 
 
 def write_signature(elem_shape: ShapeCastable, width: int, max_channels: int) -> stream.Signature:
-    """Stream writing one table row: {"addr": row, "data": width x elem_shape}; never back-pressured."""
+    """Stream writing one table row: {"addr": row, "data": width x elem_shape}; held off while its unit is busy."""
     return stream.Signature(data.StructLayout({
         "addr": unsigned(row_addr_bits(width, max_channels)),
         "data": data.ArrayLayout(elem_shape, width),
@@ -89,15 +89,17 @@ class ChannelTable(wiring.Component):
     -------
     write : ``In(write_signature(...))`` — ``addr`` is a row index (< depth; a larger
         address is undefined), ``data[i]`` the constant of channel ``addr * width + i``.
-        Always ready: one row per cycle. Rows past the last channel of a model are don't-care.
+        One row per cycle while ``busy`` is low; refused (ready = 0) while it is high.
+        Rows past the last channel of a model are don't-care.
+    busy : ``In(1)`` — the owning unit has a row in flight: writes wait, so no row ever
+        reads a half-written table.
     channel : ``In(channel_bits(max_channels))`` — first channel of the beat to read (a
         multiple of `width`).
     en : ``In(1)`` — read enable: at a clock edge with ``en`` high, ``data`` loads the row of
         ``channel``; with ``en`` low it holds (so a stalled pipeline keeps its row).
     data : ``Out(ArrayLayout(elem_shape, width))`` — the row read at the last enabled edge.
 
-    A row written in the same cycle as it is read returns its old contents; the sequencer
-    loads tables before a run.
+    A row written in the same cycle as it is read returns its old contents.
     """
 
     def __init__(self, elem_shape: ShapeCastable, width: int, max_channels: int):
@@ -110,6 +112,7 @@ class ChannelTable(wiring.Component):
         self.row_layout = data.ArrayLayout(elem_shape, width)
         super().__init__({
             "write": In(write_signature(elem_shape, width, max_channels)),
+            "busy": In(1),
             "channel": In(channel_bits(max_channels)),
             "en": In(1),
             "data": Out(self.row_layout),
@@ -123,8 +126,8 @@ class ChannelTable(wiring.Component):
         m.d.comb += [
             wr.addr.eq(self.write.payload.addr),
             wr.data.eq(self.write.payload.data),
-            wr.en.eq(self.write.valid),
-            self.write.ready.eq(1),
+            wr.en.eq(self.write.valid & ~self.busy),
+            self.write.ready.eq(~self.busy),
             rd.addr.eq(row_of_channel(self.channel, self.width, self.max_channels)),
             rd.en.eq(self.en),
             self.data.eq(rd.data),

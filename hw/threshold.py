@@ -37,8 +37,9 @@ class ThresholdUnit(wiring.Component):
     out : ``Out(stream.Signature({"bits": unsigned(width), "last": 1}))``
         ``bits[i] = acc[i] >= thr[channel + i]``.
     thr_write : ``In(stream.Signature({"addr": row, "data": width x signed(acc_width + 1)}))``
-        Loads row ``addr`` (channels ``addr*width ..``) of the threshold table; always
-        ready. Load before a run.
+        Loads row ``addr`` (channels ``addr*width ..``) of the threshold table. Refused
+        (ready = 0) while a row is in flight (from its first input beat until its last
+        output beat has left), so a row never sees a half-written table.
 
     Pipeline: stall-all, full throughput. ``inp.ready = ~out.valid | out.ready``
     (combinational from ``out.ready``); ``out`` is registered. See `latency`.
@@ -77,16 +78,20 @@ class ThresholdUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.thr_write), table.write)
 
         advance = Signal()                      # the whole pipeline moves this cycle
+        in_row = Signal()                       # a row's first beat is in, its last is not yet
+        # stage 1: accumulators (the table row arrives in the same cycle)
+        acc1 = Signal(data.ArrayLayout(signed(self.acc_width), self.width), reset_less=True)
+        last1 = Signal(reset_less=True)
+        valid1 = Signal()
         m.d.comb += [
             advance.eq(~self.out.valid | self.out.ready),
             self.inp.ready.eq(advance),
             table.channel.eq(self.inp.payload.channel),
             table.en.eq(advance),
+            table.busy.eq(in_row | valid1 | self.out.valid),
         ]
-        # stage 1: accumulators (the table row arrives in the same cycle)
-        acc1 = Signal(data.ArrayLayout(signed(self.acc_width), self.width), reset_less=True)
-        last1 = Signal(reset_less=True)
-        valid1 = Signal()
+        with m.If(self.inp.valid & self.inp.ready):
+            m.d.sync += in_row.eq(~self.inp.payload.last)
         bits = Cat(acc1[i] >= table.data[i] for i in range(self.width))
         with m.If(advance):
             m.d.sync += [

@@ -435,3 +435,68 @@ def test_verilog_lint(tmp_path):
     assert not errors, "\n".join(errors[:20])
     assert res.returncode == 0 or found, res.stderr[:2000]
     assert found <= GENERATOR_WARNINGS, f"unexpected lint warnings {found - GENERATOR_WARNINGS}"
+
+
+@pytest.mark.parametrize("hidden, beats", [(7, 4), (0, 1), (9, 5)])
+def test_layernorm_framing_error_on_a_row_length_that_is_not_whole_beats(hidden, beats):
+    """hidden % width != 0 (extra lanes would enter S1/S2), 0, or above max_hidden: framing_error, whatever `last` says."""
+    rng = _rng(12)
+    dut = LayerNormUnit(2, 8)
+    flags = []
+
+    async def bench(ctx):
+        ctx.set(dut.hidden, hidden)
+        for k in range(beats):
+            await stream_put(ctx, dut.inp, {"y": [1, 2], "h": [0, 0], "last": int(k == beats - 1)})
+        await ctx.tick()
+        flags.append(ctx.get(dut.framing_error))
+
+    async def sink(ctx):
+        while True:
+            await stream_get(ctx, dut.out, rng, 0.1)
+
+    run(dut, bench, background=[sink], deadline_cycles=400)
+    assert flags == [1]
+
+
+def test_layernorm_tables_are_refused_while_a_row_is_in_flight():
+    """gamma/beta writes wait (ready = 0) from a row's first beat until its last output beat; then they land."""
+    dut = LayerNormUnit(2, 4)
+    fmt = dut.numerics
+    gamma = np.array([1 << fmt.gamma_frac] * 4)
+    beta = np.array([100, -100, 7, 0])
+    seen = {}
+
+    async def bench(ctx):
+        for k in range(2):
+            await stream_put(ctx, dut.gamma_write, {"addr": k, "data": [int(g) for g in gamma[2 * k:2 * k + 2]]})
+            await stream_put(ctx, dut.beta_write, {"addr": k, "data": [int(b) for b in beta[2 * k:2 * k + 2]]})
+        ctx.set(dut.hidden, 4)
+        await stream_put(ctx, dut.inp, {"y": [10, 20], "h": [0, 0], "last": 0})
+        ctx.set(dut.beta_write.valid, 1)               # try to overwrite beta mid-row
+        ctx.set(dut.beta_write.payload, {"addr": 0, "data": [5000, 5000]})
+        readies = []
+        for _ in range(3):
+            readies.append(ctx.get(dut.beta_write.ready))
+            await ctx.tick()
+        seen["mid_row"] = readies
+        await stream_put(ctx, dut.inp, {"y": [30, 40], "h": [0, 0], "last": 1})
+        waited = 0
+        while not ctx.get(dut.beta_write.ready):      # refused until the row is out
+            waited += 1
+            await ctx.tick()
+        await ctx.tick()
+        ctx.set(dut.beta_write.valid, 0)
+        seen["waited"] = waited
+
+    async def sink(ctx):
+        row = []
+        for _ in range(2):
+            p = await stream_get(ctx, dut.out)
+            row += [int(v) for v in p.x]
+        seen["row"] = row
+
+    run(dut, bench, sink, deadline_cycles=400)
+    assert seen["mid_row"] == [0, 0, 0] and seen["waited"] > 0
+    expected = layernorm(np.array([[10, 20, 30, 40]]), gamma, beta, 0, fmt)[0]
+    assert seen["row"] == [int(v) for v in expected]    # the row used the old beta

@@ -417,6 +417,56 @@ def test_generated_requant_takes_multibit_probabilities_without_wrap():
     check_requant(dut, [run_], rng)
 
 
+@pytest.mark.parametrize("kind", ["threshold", "requant"])
+def test_tables_are_refused_while_a_row_is_in_flight(kind):
+    """A table write during a row (first input beat .. last output beat) waits (ready = 0); the row keeps the old table."""
+    width, aw, n = 2, 8, 4
+    if kind == "threshold":
+        dut, port, field = ThresholdUnit(width, aw, n), "thr_write", "bits"
+        old, new = [0, 0], [100, 100]                  # acc 5 >= 0 fires; >= 100 would not
+    else:
+        dut, port, field = RequantUnit(width, aw, 16, n), "offset_write", "value"
+        old, new = [0, 0], [1 << 20, 1 << 20]
+    seen = {}
+
+    async def bench(ctx):
+        if kind == "requant":
+            ctx.set(dut.mult, 1)
+            ctx.set(dut.shift, 0)
+            ctx.set(dut.hi, 32767)
+            for r in range(2):
+                await stream_put(ctx, dut.lo_write, {"addr": r, "data": [-32768, -32768]})
+        for r in range(2):
+            await stream_put(ctx, getattr(dut, port), {"addr": r, "data": old})
+        await stream_put(ctx, dut.inp, {"acc": [5, 5], "channel": 0, "last": 0})
+        wr = getattr(dut, port)
+        ctx.set(wr.valid, 1)
+        ctx.set(wr.payload, {"addr": 1, "data": new})
+        readies = []
+        for _ in range(3):
+            readies.append(ctx.get(wr.ready))
+            await ctx.tick()
+        await stream_put(ctx, dut.inp, {"acc": [5, 5], "channel": 2, "last": 1})
+        waited = 0
+        while not ctx.get(wr.ready):
+            waited += 1
+            await ctx.tick()
+        await ctx.tick()
+        ctx.set(wr.valid, 0)
+        seen.update(readies=readies, waited=waited)
+
+    async def sink(ctx):
+        outs = []
+        for _ in range(2):
+            p = await stream_get(ctx, dut.out)
+            outs.append(int(p.bits) if field == "bits" else [int(v) for v in p.value])
+        seen["outs"] = outs
+
+    run(dut, bench, sink, deadline_cycles=300)
+    assert seen["readies"] == [0, 0, 0] and seen["waited"] > 0
+    assert seen["outs"] == ([3, 3] if kind == "threshold" else [[5, 5], [5, 5]])
+
+
 def test_from_params_and_validation():
     with warnings.catch_warnings():                  # the units built here are never elaborated
         warnings.simplefilter("ignore", UnusedElaboratable)

@@ -538,3 +538,60 @@ def test_verilog_lint(make, tmp_path):
     warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("%")]
     unexpected = [ln for ln in warnings if not FSM_LOGNOT.match(ln)]
     assert not unexpected, res.stderr
+
+
+# ----------------------------------------------------------------------------- limits are flagged
+def _drive_rows(unit: SoftmaxUnit, rows: list[tuple[np.ndarray, np.ndarray]], lut) -> list[int]:
+    """Stream rows (scores, valid) of any length in whole beats; return the error flags after each row's output."""
+    w = unit.width
+    flags = []
+
+    async def producer(ctx):
+        for a, v in enumerate(lut):
+            await stream_put(ctx, unit.lut_write, {"addr": a, "data": int(v)})
+        ctx.set(unit.mode, BINARY)
+        ctx.set(unit.theta, 100)
+        ctx.set(unit.lut_len, len(lut))
+        for i, (s, v) in enumerate(rows):
+            while len(flags) < i:                         # one row at a time: flags belong to one row
+                await ctx.tick()
+            n = len(s) // w
+            for b in range(n):
+                lanes = slice(b * w, (b + 1) * w)
+                await stream_put(ctx, unit.scores, {"score": [int(x) for x in s[lanes]],
+                                                    "valid": int(sum(int(x) << j for j, x in enumerate(v[lanes]))),
+                                                    "last": int(b == n - 1)})
+
+    async def consumer(ctx):
+        for s, _ in rows:
+            n = min(len(s) // unit.width, unit.depth)     # a too-long row outputs at most a full buffer
+            for _ in range(n):
+                await stream_get(ctx, unit.probs)
+            for _ in range(4):
+                await ctx.tick()
+            flags.append((ctx.get(unit.length_error), ctx.get(unit.masked_row_error)))
+
+    sim_run(unit, producer, consumer, deadline_cycles=4000)
+    return flags
+
+
+def test_row_longer_than_max_seq_raises_length_error():
+    """12 keys fit (3 beats of 4); a row of 16 keys, or a valid key past max_seq in the last beat, is flagged."""
+    lut = exp_lut(0.5, FMT, 8)
+    ok = (np.arange(12) % 5, np.ones(12, bool))
+    flags = _drive_rows(make_unit(4, 12, 16), [ok], lut)
+    assert flags == [(0, 0)]
+    long = (np.arange(16) % 5, np.ones(16, bool))
+    assert _drive_rows(make_unit(4, 12, 16), [long, ok], lut) == [(1, 0), (1, 0)]      # sticky
+    past = (np.arange(12) % 5, np.ones(12, bool))                                      # max_seq 10: keys 10, 11
+    assert _drive_rows(make_unit(4, 10, 16), [past], lut) == [(1, 0)]
+    inside = (np.arange(12) % 5, np.arange(12) < 10)                                   # keys 10, 11 masked: fine
+    assert _drive_rows(make_unit(4, 10, 16), [inside], lut) == [(0, 0)]
+
+
+def test_fully_masked_row_raises_masked_row_error():
+    """golden raises on a row with no valid key; the unit outputs zeros and sets a sticky flag."""
+    lut = exp_lut(0.5, FMT, 8)
+    ok = (np.arange(8) % 5, np.ones(8, bool))
+    masked = (np.arange(8) % 5, np.zeros(8, bool))
+    assert _drive_rows(make_unit(4, 12, 16), [ok, masked, ok], lut) == [(0, 0), (0, 1), (0, 1)]
