@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from hw.spec.isa import Op
 
 from .layouts import instruction_layout
+from .regs import ERR_TOKEN
 from .trace import trace_start_layout
 
 __all__ = ["EmbedExec", "BUS_BITS"]
@@ -43,9 +44,10 @@ class EmbedExec(wiring.Component):
     Members
     -------
     start : ``In(1)`` pulse with ``ins`` (the EMBED instruction) and ``base`` (data base) valid.
-    busy : ``Out(1)``; ``error`` : ``Out(1)`` (sticky until the next start) a token outside the tables.
+    busy : ``Out(1)``; ``error`` : ``Out(8)`` error code (`hw.encoder.regs` ERR_*; 0 = none),
+        held until the next start: ERR_TOKEN for a token outside the tables.
     rd_cmd, rd_data : read commands / data of the shared `AxiReader`.
-    res_addr, res_data, res_en : the residual buffer's write port.
+    res_w_addr, res_w_data, res_w_en : the residual buffer's write port.
     mask : the key mask (max_seq bits): set by each EMBED, held until the next one.
     trace_start, trace_values : to the `TraceWriter`.
     """
@@ -55,10 +57,10 @@ class EmbedExec(wiring.Component):
         self.sign_words = -(-max_hidden // 64)
         super().__init__({
             "start": In(1), "ins": In(instruction_layout(Op.EMBED)), "base": In(addr_width),
-            "busy": Out(1), "error": Out(1),
+            "busy": Out(1), "error": Out(8),
             "rd_cmd": Out(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
             "rd_data": In(stream.Signature(data.StructLayout({"data": BUS_BITS, "last": 1}))),
-            "res_addr": Out(range(res_words)), "res_data": Out(signed(16)), "res_en": Out(1),
+            "res_w_addr": Out(range(res_words)), "res_w_data": Out(signed(16)), "res_w_en": Out(1),
             "mask": Out(max_seq),
             "trace_start": Out(stream.Signature(trace_start_layout(addr_width))),
             "trace_values": Out(stream.Signature(data.StructLayout({"value": signed(32)}))),
@@ -126,11 +128,11 @@ class EmbedExec(wiring.Component):
                         with m.If(idx < T):
                             m.d.sync += mask.bit_select(idx, 1).eq(word[31])
                             with m.If((word[:24] >= ins.vocab) | (word[24:31] >= ins.type_vocab)):
-                                m.d.sync += self.error.eq(1)
+                                m.d.sync += self.error.eq(ERR_TOKEN)
                     with m.If(self.rd_data.payload.last):
                         m.next = "TRACE"
             with m.State("TRACE"):
-                with m.If(self.error):
+                with m.If(self.error != 0):
                     m.next = "DONE"
                 with m.Else():
                     m.d.comb += [self.trace_start.valid.eq(ins.tap),
@@ -179,7 +181,7 @@ class EmbedExec(wiring.Component):
                 # one element per cycle; the type word is consumed with its fourth element
                 go = self.rd_data.valid & (~ins.tap | self.trace_values.ready)
                 m.d.comb += [
-                    self.res_addr.eq(row_base + i), self.res_data.eq(sat), self.res_en.eq(go),
+                    self.res_w_addr.eq(row_base + i), self.res_w_data.eq(sat), self.res_w_en.eq(go),
                     self.trace_values.valid.eq(ins.tap & self.rd_data.valid), self.trace_values.payload.value.eq(sat),
                     self.rd_data.ready.eq(go & (lane == 3)),
                 ]

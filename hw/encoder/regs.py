@@ -8,7 +8,8 @@ from __future__ import annotations
 from .axi import Register
 
 __all__ = ["REGISTERS", "MAGIC", "CTRL_START", "CTRL_CLEAR", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
-           "ERR_NONE", "ERR_OPCODE", "ERR_FETCH", "ERR_UNSUPPORTED", "ERR_TOKEN", "BUSY_COUNTERS", "offset"]
+           "ERR_NONE", "ERR_OPCODE", "ERR_FETCH", "ERR_UNSUPPORTED", "ERR_TOKEN", "ERR_MASKED_ROW",
+           "ERR_LENGTH", "ERR_FRAMING", "ERR_RANGE", "BUSY_COUNTERS", "offset"]
 
 #: ID register value: ASCII "BITA".
 MAGIC = 0x42495441
@@ -26,6 +27,10 @@ ERR_OPCODE = 1          #: an instruction word with an unknown opcode or set res
 ERR_FETCH = 2           #: an AXI read answered with an error response, or a misaligned address
 ERR_UNSUPPORTED = 3     #: an opcode this build does not execute yet
 ERR_TOKEN = 4           #: EMBED: a token id or type outside the embedding tables
+ERR_MASKED_ROW = 5      #: SOFTMAX: a row with no valid key (golden raises)
+ERR_LENGTH = 6          #: a row longer than the generated limit (softmax keys, LayerNorm width)
+ERR_FRAMING = 7         #: LAYERNORM: a row length the unit cannot take (not a multiple of its width)
+ERR_RANGE = 8           #: a value outside the range its destination holds (never wrapped)
 
 #: Units whose busy cycles are counted (one read-only register each, saturating at 2**32 - 1).
 BUSY_COUNTERS = ("fetch", "mac_array", "threshold_unit", "requant_unit", "softmax_unit", "layernorm_unit",

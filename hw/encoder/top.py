@@ -18,7 +18,7 @@ AXI data width is 64 bits (the EMBED unit reads four int16 per word).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,7 +29,7 @@ from hw.spec.isa import Op
 
 from .axi import AxiLiteRegisters, AxiReader, AxiWriter, axi4_lite_signature, axi4_read_signature, axi4_write_signature
 from .embed import BUS_BITS, EmbedExec
-from .regs import BUSY_COUNTERS, ERR_TOKEN, MAGIC, REGISTERS
+from .regs import BUSY_COUNTERS, MAGIC, REGISTERS
 from .sequencer import Sequencer
 from .trace import MAX_TRACE_VALUES, TraceWriter
 
@@ -133,8 +133,8 @@ class Accelerator(wiring.Component):
             embed.ins.eq(seq.word),
             embed.base.eq(regs.data_base_lo | (regs.data_base_hi << 32)),
             seq.exec_busy.eq(embed.busy),
-            seq.exec_error.eq(Mux(embed.error, ERR_TOKEN, 0)),
-            res_w.addr.eq(embed.res_addr), res_w.data.eq(embed.res_data), res_w.en.eq(embed.res_en),
+            seq.exec_error.eq(embed.error),
+            res_w.addr.eq(embed.res_w_addr), res_w.data.eq(embed.res_w_data), res_w.en.eq(embed.res_w_en),
             seq.writes_idle.eq(~tracer.busy & writer.idle),
             writer.clear.eq(seq.start | seq.clear),
         ]

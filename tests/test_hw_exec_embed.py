@@ -1,0 +1,42 @@
+"""EMBED execute unit in the Amaranth simulator against the compiler's executor (tests/exec_harness.py)."""
+from __future__ import annotations
+
+import pytest
+
+from compiler import Target, compile_program
+from golden.config import ModelConfig
+from golden.random_artifact import random_artifact
+from hw.encoder.embed import EmbedExec
+from hw.encoder.regs import ERR_TOKEN
+from hw.encoder.top import MAX_READ_BEATS
+from hw.params import HwParams
+from tests.exec_harness import run_instruction
+
+P = HwParams(rows=2, cols=3, lanes=16, max_seq=8, max_hidden=64, max_ffn=128, max_head_dim=16, max_exp_lut=64)
+CFG = ModelConfig(vocab_size=50, hidden=64, layers=1, heads=4, ffn=128, max_position=8, type_vocab=3)
+ART = random_artifact(CFG, seed=3)
+
+
+def _unit(target):
+    return lambda p: EmbedExec(32, p.max_seq, p.max_hidden, target.res_words, MAX_READ_BEATS)
+
+
+@pytest.mark.parametrize("ids,mask,types", [
+    ([7], [1], [2]),                                                    # T = 1
+    ([1, 49, 3, 0, 5], [1, 1, 1, 1, 0], [0, 2, 0, 1, 1]),               # last table rows, a padded token
+    ([49] * 8, [1] * 8, [2] * 8),                                       # T = max_seq, all-equal tokens
+])
+def test_embed_matches_executor(ids, mask, types):
+    target = Target(P)
+    prog = compile_program(ART, target, ids=ids, mask=mask, types=types)
+    run_instruction(_unit(target), prog, 0, seed=len(ids))
+
+
+def test_embed_refuses_a_token_outside_the_vocabulary():
+    target = Target(P)
+    prog = compile_program(ART, target, ids=[1, 2, 3])
+    image = prog.image.copy()
+    tok = prog.regions["tokens"][0]
+    image[tok + 4:tok + 8] = list((CFG.vocab_size | 1 << 31).to_bytes(4, "little"))   # id = vocab, valid
+    bad = type(prog)(prog.target, prog.config, prog.seq_len, image, prog.regions, prog.checkpoints)
+    run_instruction(_unit(target), bad, 0, expect_error=ERR_TOKEN)
