@@ -96,6 +96,12 @@ class Accelerator(wiring.Component):
             "irq": Out(1),
         })
 
+    def _units(self, p: HwParams) -> dict:
+        """Opcode -> its execute unit (docs/encoder.md §4); opcodes absent here stop with ERR_UNSUPPORTED."""
+        return {
+            Op.EMBED: EmbedExec(self.addr_width, p.max_seq, p.max_hidden, self.res_words, MAX_READ_BEATS),
+        }
+
     def elaborate(self, platform):
         m = Module()
         p = self.params
@@ -104,11 +110,12 @@ class Accelerator(wiring.Component):
         m.submodules.writer = writer = AxiWriter(self.addr_width, self.data_width,
                                                  max_beats=-(-MAX_TRACE_VALUES * 32 // self.data_width))
         m.submodules.tracer = tracer = TraceWriter(self.addr_width, self.data_width)
-        m.submodules.seq = seq = Sequencer(self.addr_width, self.data_width, MAX_READ_BEATS, executes={Op.EMBED})
-        m.submodules.embed = embed = EmbedExec(self.addr_width, p.max_seq, p.max_hidden, self.res_words,
-                                               MAX_READ_BEATS)
+        units = self._units(self.params)
+        m.submodules.seq = seq = Sequencer(self.addr_width, self.data_width, MAX_READ_BEATS, executes=set(units))
+        for op, unit in units.items():
+            m.submodules[f"exec_{op.name.lower()}"] = unit
         m.submodules.res = res = memory.Memory(shape=signed(16), depth=self.res_words, init=[])
-        res_w = res.write_port()
+        buffers = {"res": res}
         wiring.connect(m, wiring.flipped(self.s_axil), regs.bus)
 
         # the one AXI master port: the reader's and the writer's channels
@@ -118,28 +125,15 @@ class Accelerator(wiring.Component):
                 m.d.comb += (ours.eq(theirs) if member.flow == Out else theirs.eq(ours))
         wiring.connect(m, tracer.cmd, writer.cmd)
         wiring.connect(m, tracer.words, writer.data)
-
-        # the reader serves the fetch, else the execute unit that runs
-        with m.If(seq.fetching):
+        with m.If(seq.fetching):                      # the reader serves the fetch, else the running unit
             wiring.connect(m, seq.fetch, reader.cmd)
             wiring.connect(m, reader.data, seq.fetch_data)
-        with m.Else():
-            wiring.connect(m, embed.rd_cmd, reader.cmd)
-            wiring.connect(m, reader.data, embed.rd_data)
-
-        # execute units: EMBED
+        base = regs.data_base_lo | (regs.data_base_hi << 32)
+        _wire_units(m, units, seq, reader, tracer, buffers, base)
         m.d.comb += [
-            embed.start.eq(seq.exec_start & (seq.exec_op == Op.EMBED)),
-            embed.ins.eq(seq.word),
-            embed.base.eq(regs.data_base_lo | (regs.data_base_hi << 32)),
-            seq.exec_busy.eq(embed.busy),
-            seq.exec_error.eq(embed.error),
-            res_w.addr.eq(embed.res_w_addr), res_w.data.eq(embed.res_w_data), res_w.en.eq(embed.res_w_en),
             seq.writes_idle.eq(~tracer.busy & writer.idle),
             writer.clear.eq(seq.start | seq.clear),
         ]
-        wiring.connect(m, embed.trace_start, tracer.start)
-        wiring.connect(m, embed.trace_values, tracer.values)
 
         m.d.comb += [
             seq.fetch_error.eq(reader.resp_error | reader.misaligned | writer.resp_error | writer.misaligned),
@@ -172,3 +166,45 @@ class Accelerator(wiring.Component):
             with m.Elif(seq.busy & active[name] & (value != _COUNTER_MAX)):
                 m.d.sync += value.eq(value + 1)
         return m
+
+
+#: Buffer ports of the execute-unit convention: (buffer, port) -> kind.
+_READ_PORTS = (("res", "r0"), ("res", "r1"), ("act", "r"), ("scr", "r"))
+
+
+def _wire_units(m: Module, units: dict, seq, reader, tracer, buffers: dict, base) -> None:
+    """Connect every execute unit by the port convention; the running unit (seq.exec_op) owns the
+    shared reader (outside fetch), the trace writer and the buffer ports."""
+    ports = {op: unit.signature.members for op, unit in units.items()}
+    mask = next((u.mask for u in units.values() if "mask" in u.signature.members
+                 and u.signature.members["mask"].flow == Out), None)
+    reads = {}
+    for buf, port in _READ_PORTS:
+        if buf in buffers and any(f"{buf}_{port}_addr" in p for p in ports.values()):
+            reads[(buf, port)] = buffers[buf].read_port()
+    writes = {buf: buffers[buf].write_port(granularity=1 if buf == "act" else None)
+              for buf in buffers if any(f"{buf}_w_addr" in p for p in ports.values())}
+    for op, unit in units.items():
+        m.d.comb += [unit.start.eq(seq.exec_start & (seq.exec_op == op)), unit.ins.eq(seq.word), unit.base.eq(base)]
+        if mask is not None and "mask" in ports[op] and ports[op]["mask"].flow == In:
+            m.d.comb += unit.mask.eq(mask)
+        for (buf, port), rp in reads.items():           # read data fans out to every unit
+            if f"{buf}_{port}_data" in ports[op]:
+                m.d.comb += getattr(unit, f"{buf}_{port}_data").eq(rp.data)
+    with m.Switch(seq.exec_op):
+        for op, unit in units.items():
+            with m.Case(op):
+                m.d.comb += [seq.exec_busy.eq(unit.busy), seq.exec_error.eq(unit.error)]
+                with m.If(~seq.fetching):
+                    wiring.connect(m, unit.rd_cmd, reader.cmd)
+                    wiring.connect(m, reader.data, unit.rd_data)
+                if "trace_start" in ports[op]:
+                    wiring.connect(m, unit.trace_start, tracer.start)
+                    wiring.connect(m, unit.trace_values, tracer.values)
+                for (buf, port), rp in reads.items():
+                    if f"{buf}_{port}_addr" in ports[op]:
+                        m.d.comb += rp.addr.eq(getattr(unit, f"{buf}_{port}_addr"))
+                for buf, wp in writes.items():
+                    if f"{buf}_w_addr" in ports[op]:
+                        m.d.comb += [wp.addr.eq(getattr(unit, f"{buf}_w_addr")), wp.data.eq(getattr(unit, f"{buf}_w_data")),
+                                     wp.en.eq(getattr(unit, f"{buf}_w_en"))]
