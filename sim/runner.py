@@ -244,9 +244,10 @@ def params_from_dict(d: dict):
 
 
 def config_name(params) -> str:
-    """Short, stable name of a configuration: ``r{rows}c{cols}l{lanes}-{8 hex digits of its hash}``."""
-    blob = json.dumps(params_to_dict(params), sort_keys=True).encode()
-    return f"r{params.rows}c{params.cols}l{params.lanes}-{hashlib.sha256(blob).hexdigest()[:8]}"
+    """Short, stable name of a configuration (`hw.generate.config_name`, also in every generated file's header)."""
+    from hw.generate import config_name as name
+
+    return name(params)
 
 
 def build_path(unit: str, sim: str, params, work_dir="sim_build") -> Path:
