@@ -59,9 +59,9 @@ class Host:
         await self.write("irq_enable", 1)
         await self.write("ctrl", R.CTRL_START)
 
-        async def irq():
-            while not int(self.tb.dut.irq.value):
-                await RisingEdge(self.tb.clk)
+        async def irq():                 # no Python on every clock: wake on the interrupt edge only
+            if not int(self.tb.dut.irq.value):
+                await RisingEdge(self.tb.dut.irq)
 
         await with_timeout(irq(), budget_cycles * 10, "ns")
         return await self.read("status")
