@@ -17,13 +17,16 @@ default generation limits of `HwParams` otherwise (max_hidden 768, max_ffn 3072,
     `stat -tech cmos`): logic transistors, NAND2 equivalents, flip-flops and a 45 nm area;
   * the PE's popcount tree alone (`hw.popcount.XorPopcount(L)`), for the floor.
 
-Each synthesis runs on a fresh generation of the unit. `BEFORE` holds the previous array's
+Each synthesis runs on a fresh generation of the unit. Long runs can be split: each part
+with --save, then one --load of all parts (--configs with nothing new) writes the section
+with every part's command. `BEFORE` holds the previous array's
 measured figures (docs/RESULTS.md before the redesign, same flow) for the comparison table.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import re
 import subprocess
@@ -178,7 +181,7 @@ def section(results: list[dict], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", nargs="+", type=parse_config, default=[parse_config(c) for c in CONFIGS],
+    ap.add_argument("--configs", nargs="*", type=parse_config, default=[parse_config(c) for c in CONFIGS],
                     metavar="RxCxL[aB]", help=f"array sizes (default {' '.join(CONFIGS)})")
     ap.add_argument("--no-ecp5", action="store_true", help="skip the ECP5 LUT4 counts")
     ap.add_argument("--pnr", nargs="*", type=parse_config, metavar="RxCxL[aB]",
@@ -186,17 +189,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--asic", nargs="*", type=parse_config, metavar="RxCxL[aB]",
                     help="configurations to estimate as ASIC (default: the first)")
     ap.add_argument("--write-results", type=Path, metavar="MD", help="create/replace this bench's section in MD")
+    ap.add_argument("--save", type=Path, metavar="JSON", help="also save the measured rows (for --load)")
+    ap.add_argument("--load", type=Path, nargs="+", default=[], metavar="JSON",
+                    help="rows saved by earlier runs (--save), placed first in the table; with --configs none, "
+                         "nothing new is synthesized")
     args = ap.parse_args(argv)
 
     pnr = args.pnr if args.pnr is not None else args.configs[:1]
     asic = args.asic if args.asic is not None else args.configs[:1]
     configs = list(dict.fromkeys(args.configs + pnr + asic))
+    results, commands = [], []
+    for path in args.load:
+        saved = json.loads(path.read_text())
+        results += [dict(r, config=tuple(r["config"])) for r in saved["rows"]]
+        commands.append(saved["command"])
     trees = {}
-    results = [bench(c, not args.no_ecp5, c in pnr, c in asic, trees) for c in configs]
+    results += [bench(c, not args.no_ecp5, c in pnr, c in asic, trees) for c in configs]
+    command = results_md.command_line("bench/hw_resources.py", argv)
+    if args.save:
+        args.save.write_text(json.dumps({"command": command, "rows": results[len(results) - len(configs):]},
+                                        default=str))
     print(markdown_table(results))
     if args.write_results:
-        results_md.write_section(args.write_results, SECTION,
-                                 section(results, results_md.command_line("bench/hw_resources.py", argv)))
+        results_md.write_section(args.write_results, SECTION, section(results, "`; `".join(commands + [command])))
         print(f"wrote {args.write_results}", file=sys.stderr)
     return 0
 
