@@ -199,8 +199,3 @@ class IntegerModel:
 def _keep(keep: dict | None, name: str, value: np.ndarray) -> None:
     if keep is not None:
         keep[name] = np.asarray(value, dtype=np.int64)
-
-
-def infer(artifact: Artifact, ids, mask=None, types=None, path: str = "blas", keep_intermediates: bool = False) -> dict:
-    """Convenience wrapper: integer inference of one batch."""
-    return IntegerModel(artifact, path).forward(ids, mask, types, keep_intermediates)

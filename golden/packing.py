@@ -45,11 +45,6 @@ def pm1_to_bits(x: np.ndarray) -> np.ndarray:
     return (x > 0).astype(np.uint8)
 
 
-def bits_to_pm1(bits: np.ndarray) -> np.ndarray:
-    """Bits -> +-1 int8 values (1 -> +1, 0 -> -1)."""
-    return (2 * np.asarray(bits, dtype=np.int8) - 1).astype(np.int8)
-
-
 def tail_mask(k: int) -> np.ndarray:
     """uint64 mask per word with ones at the positions < k (used to ignore padding)."""
     m = np.full(n_words(k), np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)

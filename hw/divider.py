@@ -5,13 +5,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-
-def _positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, not {value!r}")
-    return value
+from .spec.validate import require_int
 
 
 class RestoringDivider(wiring.Component):
@@ -36,9 +30,9 @@ class RestoringDivider(wiring.Component):
     """
 
     def __init__(self, dividend_width: int, divisor_width: int, quotient_width: int):
-        self.dividend_width = _positive_int("dividend_width", dividend_width)
-        self.divisor_width = _positive_int("divisor_width", divisor_width)
-        self.quotient_width = _positive_int("quotient_width", quotient_width)
+        self.dividend_width = require_int("dividend_width", dividend_width, 1)
+        self.divisor_width = require_int("divisor_width", divisor_width, 1)
+        self.quotient_width = require_int("quotient_width", quotient_width, 1)
         super().__init__({
             "request": In(stream.Signature(data.StructLayout({
                 "dividend": unsigned(self.dividend_width), "divisor": unsigned(self.divisor_width)}))),

@@ -44,6 +44,7 @@ from golden.formats import (GAMMA_BITS, RESIDUAL_BITS, RSQRT_Q, NumericFormat, l
 
 from .params import HwParams
 from .rsqrt import RSQRT_LATENCY, RsqrtUnit
+from .spec.validate import require_int
 
 #: Registers from a row-buffer read to the output register (x, d, d*r, n, n*gamma, out).
 OUT_PIPELINE = 6
@@ -102,13 +103,8 @@ class LayerNormUnit(wiring.Component):
     """
 
     def __init__(self, width: int, max_hidden: int, numerics: NumericFormat | None = None, *, src_loc_at: int = 0):
-        for name, v in (("width", width), ("max_hidden", max_hidden)):
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise TypeError(f"{name} must be an int, not {v!r}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, not {width}")
-        if not 1 <= max_hidden <= 4096:
-            raise ValueError(f"max_hidden must be in [1, 4096], not {max_hidden}")
+        require_int("width", width, 1)
+        require_int("max_hidden", max_hidden, 1, 4096)
         if width > max_hidden:
             raise ValueError(f"width {width} exceeds max_hidden {max_hidden}")
         numerics = NumericFormat() if numerics is None else numerics

@@ -38,20 +38,12 @@ from amaranth.lib.wiring import In, Out
 from .params import HwParams
 from .popcount import POPCOUNT_GROUP, XNOR_GROUP, Popcount, XorPopcount, tree_latency
 from .schedule import ArraySpec
+from .spec.validate import require_int
 
 __all__ = ["BinaryMacArray"]
 
 #: Drain pipeline: row multiplexer, row term, base add, subtract and output register.
 DRAIN_LATENCY = 5
-
-
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be {bound}, not {value}")
-    return value
 
 
 class BinaryMacArray(wiring.Component):
@@ -87,11 +79,11 @@ class BinaryMacArray(wiring.Component):
 
     def __init__(self, rows: int, cols: int, lanes: int, pe_width: int, out_width: int, row_counts: bool = True):
         try:
-            self._rows = _check_int("rows", rows, 1)
-            self._cols = _check_int("cols", cols, 1)
-            self._lanes = _check_int("lanes", lanes, 1)
-            self._pe_width = _check_int("pe_width", pe_width, lanes.bit_length())
-            self._out_width = _check_int("out_width", out_width, 2)
+            self._rows = require_int("rows", rows, 1)
+            self._cols = require_int("cols", cols, 1)
+            self._lanes = require_int("lanes", lanes, 1)
+            self._pe_width = require_int("pe_width", pe_width, lanes.bit_length())
+            self._out_width = require_int("out_width", out_width, 2)
             if not isinstance(row_counts, bool):
                 raise TypeError(f"row_counts must be a bool, not {row_counts!r}")
         except (TypeError, ValueError):

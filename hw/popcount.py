@@ -26,20 +26,14 @@ from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .spec.validate import require_int
+
 #: Default first-level group of `Popcount`: 6 bits -> 3-bit count (one LUT6 per output bit).
 POPCOUNT_GROUP = 6
 #: Default first-level group of `XorPopcount`: 3 lanes = 6 inputs -> 2-bit count.
 XNOR_GROUP = 3
 
 __all__ = ["POPCOUNT_GROUP", "XNOR_GROUP", "Popcount", "XorPopcount", "tree_levels", "tree_latency"]
-
-
-def _check_int(name: str, value, lo: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, not {value}")
-    return value
 
 
 def _column_ops(height: int) -> tuple[list[int], int]:
@@ -103,9 +97,9 @@ class _CountTree(wiring.Component):
 
     def __init__(self, width: int, group: int, register_every: int, signature):
         try:
-            self._width = _check_int("width", width, 1)
-            self._group = _check_int("group", group, 1)
-            self._register_every = _check_int("register_every", register_every, 1)
+            self._width = require_int("width", width, 1)
+            self._group = require_int("group", group, 1)
+            self._register_every = require_int("register_every", register_every, 1)
         except (TypeError, ValueError):
             self._MustUse__silence = True   # a rejected instance is not an "unused elaboratable"
             raise

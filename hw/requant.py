@@ -13,7 +13,8 @@ from amaranth.lib.wiring import In, Out
 from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS
 
 from .params import HwParams
-from .table import ChannelTable, beat_layout, require_int, write_signature
+from .spec.validate import require_int
+from .table import ChannelTable, beat_layout, write_signature
 
 __all__ = ["RequantUnit"]
 

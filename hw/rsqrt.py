@@ -25,6 +25,8 @@ from amaranth.lib.wiring import In, Out
 
 from golden.formats import RSQRT_IN_BITS, RSQRT_Q
 
+from .spec.validate import require_int
+
 #: Largest input width: golden computes V in int64 (bitlen(V) <= 63).
 MAX_IN_WIDTH = 63
 #: Cycles from an input transfer to the earliest output transfer: one per result bit, plus one.
@@ -59,11 +61,7 @@ class RsqrtUnit(wiring.Component):
     """
 
     def __init__(self, in_width: int):
-        if not isinstance(in_width, int) or isinstance(in_width, bool):
-            raise TypeError(f"in_width must be an int, not {in_width!r}")
-        if not 1 <= in_width <= MAX_IN_WIDTH:
-            raise ValueError(f"in_width must be in [1, {MAX_IN_WIDTH}], not {in_width}")
-        self.in_width = in_width
+        self.in_width = require_int("in_width", in_width, 1, MAX_IN_WIDTH)
         #: Largest normalization shift s.
         self.shift_max = rsqrt_shift_max(in_width)
         #: Bits of the result r (r <= 2**RSQRT_Q).

@@ -31,6 +31,7 @@ from golden.formats import NumericFormat, acc_bits, exp_sum_bits
 
 from .divider import RestoringDivider
 from .params import HwParams
+from .spec.validate import require_int
 
 
 class SoftmaxMode(enum.Enum, shape=1):
@@ -40,14 +41,6 @@ class SoftmaxMode(enum.Enum, shape=1):
     BINARY = 0
     #: multi-bit fixed-point probabilities ``p`` (prob_frac fractional bits).
     MULTIBIT = 1
-
-
-def _check_int(name: str, value, lo: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, not {value!r}")
-    return value
 
 
 def _tree(values: list, op):
@@ -112,10 +105,10 @@ class SoftmaxUnit(wiring.Component):
     """
 
     def __init__(self, width: int, score_width: int, max_seq: int, max_lut: int, numerics: NumericFormat):
-        self.width = _check_int("width", width, 1)
-        self.score_width = _check_int("score_width", score_width, 2)
-        self.max_seq = _check_int("max_seq", max_seq, 1)
-        self.max_lut = _check_int("max_lut", max_lut, 1)
+        self.width = require_int("width", width, 1)
+        self.score_width = require_int("score_width", score_width, 2)
+        self.max_seq = require_int("max_seq", max_seq, 1)
+        self.max_lut = require_int("max_lut", max_lut, 1)
         if not isinstance(numerics, NumericFormat):
             raise TypeError(f"numerics must be a golden.formats.NumericFormat, not {numerics!r}")
         self.numerics = numerics.validate()
@@ -190,7 +183,7 @@ class SoftmaxUnit(wiring.Component):
 
     def beats(self, seq_len: int) -> int:
         """Beats of a row of ``seq_len`` keys."""
-        seq_len = _check_int("seq_len", seq_len, 1)
+        seq_len = require_int("seq_len", seq_len, 1)
         if seq_len > self.max_seq:
             raise ValueError(f"seq_len {seq_len} exceeds max_seq {self.max_seq}")
         return -(-seq_len // self.width)

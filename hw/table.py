@@ -13,18 +13,10 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["require_int", "channel_bits", "row_count", "row_addr_bits", "beat_layout", "write_signature",
+from .spec.validate import require_int
+
+__all__ = ["channel_bits", "row_count", "row_addr_bits", "beat_layout", "write_signature",
            "row_of_channel", "ChannelTable"]
-
-
-def require_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    """Return `value` if it is an int in [lo, hi]; TypeError for a non-int, ValueError if out of range."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {bound}, not {value!r}")
-    return value
 
 
 def channel_bits(max_channels: int) -> int:

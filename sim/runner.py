@@ -72,8 +72,9 @@ import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from golden.formats import NumericFormat
 from hw.spec.units import UNITS
+
+from .run_env import ENV, params_from_dict, params_to_dict
 
 __all__ = ["SIMULATORS", "UNIT_BENCHES", "SimulatorUnavailable", "SimulationError", "SimulationTimeout",
            "SimTool", "check_simulator", "params_to_dict", "params_from_dict", "config_name", "build_path",
@@ -91,12 +92,6 @@ INSTALL_HINT = {
 }
 #: Unit name -> cocotb test module, for every unit of the registry (hw.spec.units) that has a bench.
 UNIT_BENCHES = {u.name: u.bench for u in UNITS.values() if u.bench is not None}
-#: Environment variables that carry a run's parameters into the cocotb process.
-ENV = types.SimpleNamespace(
-    unit="BITACCEL_SIM_UNIT", config="BITACCEL_SIM_CONFIG", sim="BITACCEL_SIM_NAME",
-    params="BITACCEL_SIM_PARAMS", seed="BITACCEL_SIM_SEED", workload="BITACCEL_SIM_WORKLOAD",
-    results="BITACCEL_SIM_RESULTS", verify="BITACCEL_SIM_VERIFY", timeout_ms="BITACCEL_SIM_TIMEOUT_MS",
-)
 #: Opt-in waveforms.
 WAVES_ENV = "BITACCEL_WAVES"
 #: Bumped whenever the build recipe changes, so old stamps rebuild.
@@ -227,22 +222,6 @@ def check_simulator(sim: str) -> SimTool:
 
 
 # ----------------------------------------------------------------------------- parameters
-def params_to_dict(params) -> dict:
-    """HwParams -> JSON-ready dict of its fields (numerics as a dict)."""
-    d = dataclasses.asdict(params)
-    d["numerics"] = params.numerics.to_dict()
-    return d
-
-
-def params_from_dict(d: dict):
-    """Inverse of `params_to_dict` (validated)."""
-    from hw.params import HwParams
-
-    d = dict(d)
-    numerics = NumericFormat.from_dict(d.pop("numerics")) if "numerics" in d else NumericFormat()
-    return HwParams(**d, numerics=numerics).validate()
-
-
 def config_name(params) -> str:
     """Short, stable name of a configuration (`hw.generate.config_name`, also in every generated file's header)."""
     from hw.generate import config_name as name

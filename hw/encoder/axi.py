@@ -24,6 +24,8 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..spec.validate import require_int
+
 __all__ = ["axi4_read_signature", "axi4_write_signature", "axi4_lite_signature", "AxiReader", "AxiWriter", "Register", "AxiLiteRegisters",
            "RESP_OKAY", "RESP_SLVERR", "BURST_INCR"]
 
@@ -34,21 +36,12 @@ BURST_INCR = 1
 AXI_BOUNDARY_BYTES = 4096
 
 
-def _require(name: str, value, lo: int, hi: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be {bound}, not {value}")
-    return value
-
-
 def axi4_read_signature(addr_width: int, data_width: int, id_width: int = 1) -> wiring.Signature:
     """AXI4 read channels (AR, R) from the master's side; `data_width` bits a beat (a power of two, 8..1024)."""
-    _require("addr_width", addr_width, 12, 64)
+    require_int("addr_width", addr_width, 12, 64)
     if data_width not in (8, 16, 32, 64, 128, 256, 512, 1024):
         raise ValueError(f"data_width must be a power of two in [8, 1024], not {data_width!r}")
-    _require("id_width", id_width, 1, 16)
+    require_int("id_width", id_width, 1, 16)
     return wiring.Signature({
         "arid": Out(id_width), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3),
         "arburst": Out(2), "arvalid": Out(1), "arready": In(1),
@@ -71,7 +64,7 @@ def axi4_write_signature(addr_width: int, data_width: int, id_width: int = 1) ->
 
 def axi4_lite_signature(addr_width: int = 12) -> wiring.Signature:
     """AXI4-Lite (32-bit data) from the master's side."""
-    _require("addr_width", addr_width, 3, 32)
+    require_int("addr_width", addr_width, 3, 32)
     return wiring.Signature({
         "awaddr": Out(addr_width), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
         "wdata": Out(32), "wstrb": Out(4), "wvalid": Out(1), "wready": In(1),
@@ -159,11 +152,11 @@ class AxiReader(wiring.Component):
     def __init__(self, addr_width: int = 32, data_width: int = 64, max_beats: int = 1 << 20,
                  max_burst: int = 256, max_outstanding: int = 4):
         try:
-            self.addr_width = _require("addr_width", addr_width, 12, 64)
+            self.addr_width = require_int("addr_width", addr_width, 12, 64)
             self.data_width = data_width
-            self.max_beats = _require("max_beats", max_beats, 1)
-            self.max_burst = _require("max_burst", max_burst, 1, 256)
-            self.max_outstanding = _require("max_outstanding", max_outstanding, 1, 64)
+            self.max_beats = require_int("max_beats", max_beats, 1)
+            self.max_burst = require_int("max_burst", max_burst, 1, 256)
+            self.max_outstanding = require_int("max_outstanding", max_outstanding, 1, 64)
             bus = axi4_read_signature(addr_width, data_width)   # validates data_width
         except (TypeError, ValueError):
             self._MustUse__silence = True    # a rejected instance is not an "unused elaboratable"
@@ -236,11 +229,11 @@ class AxiWriter(wiring.Component):
     def __init__(self, addr_width: int = 32, data_width: int = 64, max_beats: int = 1 << 20,
                  max_burst: int = 256, max_outstanding: int = 4):
         try:
-            self.addr_width = _require("addr_width", addr_width, 12, 64)
+            self.addr_width = require_int("addr_width", addr_width, 12, 64)
             self.data_width = data_width
-            self.max_beats = _require("max_beats", max_beats, 1)
-            self.max_burst = _require("max_burst", max_burst, 1, 256)
-            self.max_outstanding = _require("max_outstanding", max_outstanding, 1, 64)
+            self.max_beats = require_int("max_beats", max_beats, 1)
+            self.max_burst = require_int("max_burst", max_burst, 1, 256)
+            self.max_outstanding = require_int("max_outstanding", max_outstanding, 1, 64)
             bus = axi4_write_signature(addr_width, data_width)
         except (TypeError, ValueError):
             self._MustUse__silence = True

@@ -15,7 +15,8 @@ Timing protocol used by every component (one clock, ``CLOCK_NS`` period):
   operation" = last output transfer edge - first input transfer edge + 1 (both included),
   the definition of the units' own ``cycles()`` formulas.
 
-Run parameters come from the environment `sim.runner` sets (`sim.runner.ENV`).
+Run parameters come from the environment `sim.runner` sets (`sim.run_env.ENV`); this module never
+imports the host-side runner.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from cocotb.triggers import ClockCycles, Event, ReadOnly, RisingEdge, SimTimeout
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
-from sim.runner import ENV, params_from_dict
+from sim.run_env import ENV, params_from_dict
 
 __all__ = ["CLOCK_NS", "Codec", "Beat", "Transfer", "StreamDriver", "StreamMonitor", "Scoreboard", "Op", "TB",
            "bench_test", "run_config", "workload_options", "padded_chunks", "bits_of", "signed_range",
