@@ -1,0 +1,120 @@
+"""QUANT, LAYERNORM and SOFTMAX execute units in the Amaranth simulator against the compiler's executor.
+
+Each case runs one instruction of a compiled program (tests/exec_harness.py: buffers preloaded
+from `compiler.Machine` with random initial contents, read stalls and trace back-pressure) and
+compares every buffer word and the external memory (traces) integer for integer.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from compiler import Target, compile_program
+from golden.config import ModelConfig
+from golden.random_artifact import random_artifact
+from hw.encoder.quant_exec import QuantExec
+from hw.encoder.regs import ERR_RANGE
+from hw.encoder.top import MAX_READ_BEATS
+from hw.params import HwParams
+from hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, decode, encode
+from tests.exec_harness import run_instruction
+
+LIMITS = dict(max_seq=8, max_hidden=64, max_ffn=128, max_head_dim=16)
+#: exp LUT entries the random artifacts need (the LUT grows with the code bits)
+EXP_LUT = {1: 64, 2: 256, 4: 2048}
+CFG = ModelConfig(vocab_size=50, hidden=64, layers=1, heads=4, ffn=128, max_position=8, type_vocab=3)
+ARRAYS = {"1x3x16": (1, 3, 16), "2x3x16": (2, 3, 16), "3x5x32": (3, 5, 32)}
+INPUTS = {                                                   # ids, mask
+    "T1": ([7], [1]),
+    "padded": ([1, 49, 3, 0, 5], [1, 1, 1, 0, 0]),
+    "Tmax": ([4, 8, 15, 16, 23, 42, 2, 9], [1] * 8),
+}
+
+
+def _params(array: str, act_bits: int) -> HwParams:
+    r, c, l = ARRAYS[array]
+    return HwParams(rows=r, cols=c, lanes=l, max_act_bits=act_bits, max_exp_lut=EXP_LUT[act_bits], **LIMITS)
+
+
+_PROGRAMS: dict = {}
+
+
+def program(array: str, act_bits: int, inputs: str):
+    """A compiled program of the tiny config (cached: several tests run instructions of one program)."""
+    key = (array, act_bits, inputs)
+    if key not in _PROGRAMS:
+        art = random_artifact(CFG, seed=5 + act_bits, act_bits=act_bits)
+        ids, mask = INPUTS[inputs]
+        _PROGRAMS[key] = compile_program(art, Target(_params(array, act_bits)), ids=ids, mask=mask)
+    return _PROGRAMS[key]
+
+
+def instructions(prog) -> list:
+    """Decoded instructions of a program, up to END."""
+    addr, size = prog.regions["program"]
+    out = []
+    for pc in range(size // INSTR_BYTES):
+        ins = decode(bytes(prog.image[addr + pc * INSTR_BYTES:][:INSTR_BYTES]))
+        if ins.op == Op.END:
+            break
+        out.append(ins)
+    return out
+
+
+def pcs(prog, op: Op) -> list[int]:
+    return [pc for pc, ins in enumerate(instructions(prog)) if ins.op == op]
+
+
+def with_instruction(prog, pc: int, **fields):
+    """The program with instruction `pc`'s fields replaced (a crafted variant of a compiled instruction)."""
+    ins = instructions(prog)[pc]
+    word = encode(Instruction(ins.op, {**ins.fields, **fields}))
+    image = prog.image.copy()
+    addr = prog.regions["program"][0] + pc * INSTR_BYTES
+    image[addr:addr + INSTR_BYTES] = np.frombuffer(word, dtype=np.uint8)
+    return dataclasses.replace(prog, image=image)
+
+
+def quant_unit(target):
+    return lambda p: QuantExec(p, 32, target.res_words, target.act_words, MAX_READ_BEATS)
+
+
+# ---------------------------------------------------------------------------------------------- QUANT
+@pytest.mark.parametrize("array,act_bits,inputs", [
+    ("1x3x16", 1, "padded"), ("2x3x16", 1, "T1"), ("3x5x32", 1, "Tmax"),
+    ("1x3x16", 2, "padded"), ("2x3x16", 4, "Tmax"), ("3x5x32", 2, "padded"),
+])
+def test_quant_matches_executor(array, act_bits, inputs):
+    """Every QUANT of a program (q/k/v.in, ffn1.in, the pooler's one-row QUANT), 1-bit and multi-bit."""
+    prog = program(array, act_bits, inputs)
+    found = pcs(prog, Op.QUANT)
+    assert len(found) >= 3
+    for pc in found:
+        run_instruction(quant_unit(prog.target), prog, pc, seed=pc)
+
+
+@pytest.mark.parametrize("array,act_bits", [("2x3x16", 1), ("3x5x32", 2)])
+@pytest.mark.parametrize("layout", [Layout.HEADS, Layout.TRANS])
+def test_quant_heads_and_trans_destinations(array, act_bits, layout):
+    """A QUANT re-targeted to a HEADS / TRANS tensor (the q and vt regions), from a non-zero first channel."""
+    prog = program(array, act_bits, "padded")
+    pc = pcs(prog, Op.QUANT)[0]
+    ins = instructions(prog)[pc]
+    mm = next(i for i in instructions(prog) if i.op == Op.MATMUL and i["layout"] == layout)
+    d = CFG.hidden // CFG.heads
+    crafted = with_instruction(prog, pc, layout=int(layout), dst=mm["dst"], dst_width=d, dst_col=d + 3,
+                               channels=CFG.hidden - d - 3)
+    assert ins["channels"] == CFG.hidden
+    run_instruction(quant_unit(prog.target), crafted, pc, seed=7)
+
+
+def test_quant_refuses_a_requant_bound_outside_16_bits():
+    prog = program("2x3x16", 2, "padded")
+    pc = pcs(prog, Op.QUANT)[0]
+    consts = instructions(prog)[pc]["consts"]
+    image = prog.image.copy()
+    image[consts + 16:consts + 24] = np.frombuffer(np.int64(1 << 20).tobytes(), np.uint8)   # hi
+    bad = dataclasses.replace(prog, image=image)
+    run_instruction(quant_unit(prog.target), bad, pc, expect_error=ERR_RANGE)
