@@ -95,7 +95,8 @@ class Scores:
 
 @dataclasses.dataclass(frozen=True)
 class Softmax:
-    """Softmax of one head's scores -> probability codes in act.p (exp, exp_sum, [recip, p], probs)."""
+    """Softmax of one head's scores -> probability codes in act.p (checkpoints [p], probs; exp, exp_sum and
+    recip are the softmax unit's internals, not mapped)."""
 
     layer: int
     head: int

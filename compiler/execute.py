@@ -37,7 +37,9 @@ class Machine:
     def __init__(self, program: Program, rng: np.random.Generator | None = None):
         """Buffers start at zero, or with random contents from `rng` (a program must not depend on them)."""
         t, p = program.target, program.target.params
-        self.lanes, self.cols = p.lanes, p.cols
+        self.lanes, self.cols, self.rows = p.lanes, p.cols, p.rows
+        if t.act_words % p.rows:
+            raise ExecError(f"act_words = {t.act_words} is not a whole number of {p.rows}-row physical words")
         self.fmt = p.numerics
         self.acc_limit = 1 << (p.acc_width - 1)
         self.act = np.zeros((t.act_words, p.lanes), dtype=np.uint8)
@@ -58,11 +60,17 @@ class Machine:
         if lo < 0 or hi > len(buf):
             raise ExecError(f"pc {self.pc}: {name} buffer access [{lo}, {hi}) outside its {len(buf)} words")
 
-    def _grid(self, v: View, bits: int):
+    def _address(self, v: View, r, n, plane):
+        """(flat word, lane) in the activation buffer of elements of the code tensor `v` (its base starts a physical word)."""
+        if v.addr % self.rows:
+            raise ExecError(f"pc {self.pc}: code tensor at act {v.addr} does not start a {self.rows}-row physical word")
+        return mem.act_address(v.layout, v.addr, v.total_rows, v.width, v.bits, self.lanes, self.rows, r, n, plane)
+
+    def _grid(self, v: View):
         r = np.arange(v.rows)[:, None, None]
         n = v.col + np.arange(v.cols)[None, :, None]
-        plane = np.arange(bits)[None, None, :]
-        words, lanes = mem.act_address(v.layout, v.addr, v.total_rows, v.width, bits, self.lanes, r, n, plane)
+        plane = np.arange(v.bits)[None, None, :]
+        words, lanes = self._address(v, r, n, plane)
         if words.size:
             self._span(self.act, "act", int(words.min()), int(words.max()) + 1)
         return words, lanes
@@ -71,24 +79,27 @@ class Machine:
         """Write codes; a write that reaches the end of a packed row also clears that word's lanes past it.
 
         The code writer owns the whole last word of every row it completes, so the padding lanes
-        the MAC array reads (past K) are 0 whatever the buffer held before.
+        the MAC array reads (past K) are 0 whatever the buffer held before. (ROWS / HEADS: the
+        writer of a row's last channel, of the row or of its group; TRANS: the writer of the
+        last row, which completes every channel row it writes.) Padding rows are not written.
         """
         u = mem.to_stored(codes, v.bits, v.signed)
         if u.size and (u.min() < 0 or u.max() >= 1 << v.bits):
             raise ExecError(f"pc {self.pc}: codes outside the {v.bits}-bit range")
-        words, lanes = self._grid(v, v.bits)
+        words, lanes = self._grid(v)
         self.act[words, lanes] = (u[:, :, None] >> np.arange(v.bits)) & 1
-        tail = v.width % self.lanes
+        packed = v.total_rows if v.layout == Layout.TRANS else v.width
+        tail = packed % self.lanes
         if not tail:
             return
         plane = np.arange(v.bits)[None, :]
         if v.layout == Layout.TRANS:
-            ends = [(v.width - 1, n) for n in range(v.col, v.col + v.cols)] if v.rows == v.width else []
+            ends = [(v.total_rows - 1, n) for n in range(v.col, v.col + v.cols)] if v.rows == v.total_rows else []
         else:   # ROWS / HEADS: rows whose last channel (of the row or of its group) was written
             last = [n for n in range(v.col, v.col + v.cols) if n % v.width == v.width - 1]
             ends = [(r, n) for r in range(v.rows) for n in last]
         for r, n in ends:
-            w, _ = mem.act_address(v.layout, v.addr, v.total_rows, v.width, v.bits, self.lanes, r, n, plane)
+            w, _ = self._address(v, r, n, plane)
             self.act[w.ravel(), tail:] = 0
 
     def check_padding(self, v: View) -> None:
@@ -96,13 +107,13 @@ class Machine:
         tail = v.width % self.lanes
         if tail and v.rows:
             r, plane = np.arange(v.rows)[:, None], np.arange(v.bits)[None, :]
-            w, _ = mem.act_address(v.layout, v.addr, v.total_rows, v.width, v.bits, self.lanes, r, v.width - 1, plane)
+            w, _ = self._address(v, r, v.width - 1, plane)
             if self.act[w.ravel(), tail:].any():
                 raise ExecError(f"pc {self.pc}: operand at act {v.addr} has non-zero lanes past K = {v.width}")
 
     def read_planes(self, v: View) -> np.ndarray:
         """Stored bit planes (bits, rows, cols) uint8 of a code tensor."""
-        words, lanes = self._grid(v, v.bits)
+        words, lanes = self._grid(v)
         return np.moveaxis(self.act[words, lanes], -1, 0)
 
     def read_codes(self, v: View) -> np.ndarray:
@@ -135,20 +146,21 @@ class Machine:
         if v.buffer == "scr":
             return self.scr[self._rows(self.scr, "scr", v.addr, v.rows, v.cols, v.width, v.col)].copy()
         if v.buffer == "ext":
-            return mem.read_i32(self.ext, v.addr + 4 * v.col, v.rows * v.width)[: v.rows * v.width].reshape(
-                v.rows, v.width)[:, :v.cols]
+            words = mem.read_i32(self.ext, v.addr, v.streams * v.rows * v.cols)
+            return words[mem.trace_offsets(v.rows, v.cols, v.streams, v.stream, v.unit, v.tile_cols)]
         raise ValueError(f"unknown buffer {v.buffer!r}")
 
-    def tap(self, ins, key: str, streams: list[np.ndarray]) -> None:
-        """Write the trace: each stream as int32 row-major, one after another."""
+    def tap(self, ins, key: str, streams: list[np.ndarray], unit: int = 1, tile_cols: int = 0) -> None:
+        """Write the trace at ins[key]: equal-shape (rows, cols) streams as int32 in the hardware's order.
+
+        `unit` values of each stream in turn, the values in `mem.drain_order(rows, cols, tile_cols)`
+        (docs/encoder.md §6).
+        """
         if ins["tap"]:
-            addr = ins[key]
-            for s in streams:
-                try:
-                    mem.write_i32(self.ext, addr, s)
-                except (OverflowError, IndexError) as e:
-                    raise ExecError(f"pc {self.pc}: trace write: {e}") from None
-                addr += 4 * s.size
+            try:
+                mem.write_i32(self.ext, ins[key], mem.trace_words(streams, unit, tile_cols))
+            except (OverflowError, IndexError) as e:
+                raise ExecError(f"pc {self.pc}: trace write: {e}") from None
 
     def check_acc(self, acc: np.ndarray) -> np.ndarray:
         if acc.size and np.abs(acc).max() >= self.acc_limit:
@@ -205,7 +217,7 @@ class Machine:
         gamma, beta, eps = mem.read_layernorm(self.ext, ins["consts"], h)
         y = layernorm(x, gamma, beta, eps, self.fmt)
         self.write_res(ins["dst"], y)
-        self.tap(ins, "trace", streams + [y])
+        self.tap(ins, "trace", streams + [y], unit=h)         # per row: the sum row, then the output row
 
     def quant(self, ins) -> None:
         rows, ch = ins["rows"], ins["channels"]
@@ -231,17 +243,17 @@ class Machine:
         post = Post(ins["post"])
         if post == Post.SCORES:
             self.scr[self._rows(self.scr, "scr", ins["dst"], m, n, ins["dst_width"], ins["dst_col"])] = acc
-            self.tap(ins, "ext_out", [acc])
+            self.tap(ins, "ext_out", [acc], tile_cols=self.cols)
         elif post == Post.EXT:
             try:
-                mem.write_i32(self.ext, ins["ext_out"], acc)
+                mem.write_i32(self.ext, ins["ext_out"], mem.trace_words([acc], tile_cols=self.cols))
             except (OverflowError, IndexError) as e:
                 raise ExecError(f"pc {self.pc}: output write: {e}") from None
         elif post == Post.RESIDUAL:
             m_, b, s, lo, hi = mem.read_requant(self.ext, ins["consts"], ins["dst_col"], n)
             y = requantize(acc, m_, b, s, lo, hi)
             self.write_res(ins["dst"], y, ins["dst_width"], ins["dst_col"])
-            self.tap(ins, "ext_out", [acc, y])
+            self.tap(ins, "ext_out", [acc, y], tile_cols=self.cols)
         else:
             bits, signed = ins["out_bits"], bool(ins["out_signed"])
             if (bits == 1) != (post == Post.THRESHOLD):
@@ -249,7 +261,7 @@ class Machine:
             codes = self.post_codes(acc, bits, signed, ins["consts"], ins["dst_col"])
             self.write_codes(View("act", ins["dst"], m, n, ins["dst_width"], ins["dst_col"], ins["layout"], bits,
                                   signed, m), codes)
-            self.tap(ins, "ext_out", [acc, codes])
+            self.tap(ins, "ext_out", [acc, codes], tile_cols=self.cols)
 
     def weight_product(self, a_view: View, addr: int, n: int, k: int) -> np.ndarray:
         """Codes x streamed +-1 weights from the counts the MAC array forms (hw/schedule.py).
@@ -282,16 +294,15 @@ class Machine:
         if not valid.any():
             raise ExecError(f"pc {self.pc}: softmax row with no valid key")
         e, total = softmax_exp(scores, valid[None, :], lut)
-        streams = [e.astype(np.int64), total]
+        streams = []                    # e, the sum and the reciprocal are the unit's internals: not traced
         if bits == 1:
             probs = softmax_binarize(e, total, int(head[0]), self.fmt).astype(np.int64)
         else:
-            recip = softmax_reciprocal(total, self.fmt)
-            p = softmax_probs(e, recip, self.fmt)
+            p = softmax_probs(e, softmax_reciprocal(total, self.fmt), self.fmt)
             probs = requantize(p, head[0], head[3], head[1], head[4], head[2])
-            streams += [recip, p]
+            streams.append(p)
         self.write_codes(View("act", ins["dst"], t, keys, keys, 0, int(Layout.ROWS), bits, False, t), probs)
-        self.tap(ins, "trace", streams + [probs])
+        self.tap(ins, "trace", streams + [probs])            # per key: p (multi-bit), then the code
 
 
 def _place(out: dict, shapes: dict, name: str, piece: Piece, values: np.ndarray) -> None:

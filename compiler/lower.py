@@ -4,11 +4,14 @@
 target's limits (CompileError naming the limit), allocates the on-chip buffer regions
 (`compiler.memory.plan_buffers`), lays out the external memory (program, model image,
 input, output, trace) and emits one instruction per block of `compiler.blocks`, then END.
-With `trace=True` every instruction taps its results into the trace region, so every
-golden intermediate can be read after the run; with `trace=False` only the values that
+With `trace=True` every instruction taps its results into the trace region in the hardware's
+order (docs/encoder.md §6), so every mapped golden intermediate (all but the softmax unit's
+internals exp, exp_sum, recip) can be read after the run; with `trace=False` only the values that
 live in on-chip buffers (read right after their instruction) and the output are mapped.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -49,7 +52,8 @@ class _Lowering:
         self.t = seq_len
         self.blocks = encoder_blocks(self.cfg)
         c = self.cfg
-        self.plan = mem.plan_buffers(seq_len, c.hidden, c.ffn, c.heads, c.head_dim, _role_bits(art), self.p.lanes)
+        self.plan = mem.plan_buffers(seq_len, c.hidden, c.ffn, c.heads, c.head_dim, _role_bits(art), self.p.lanes,
+                                       self.p.rows)
         for buf, limit in (("act", target.act_words), ("res", target.res_words), ("scr", target.scr_words)):
             need = self.plan[buf]["total"]
             if need > limit:
@@ -92,12 +96,8 @@ class _Lowering:
         short = name.rsplit(".", 1)[-1]
         if name.startswith("pooler"):
             return (1, c.hidden)
-        if short in ("scores", "exp", "probs", "p"):
+        if short in ("scores", "probs", "p"):
             return (1, c.heads, t, t)
-        if short == "exp_sum":
-            return (1, c.heads, t)
-        if short == "recip":
-            return (1, c.heads, t, 1)
         if name.endswith(("ffn1.acc", "ffn2.in")):
             return (1, t, c.ffn)
         return (1, t, c.hidden)
@@ -106,16 +106,20 @@ class _Lowering:
         entry = self.points.setdefault(name, {"shape": self.shape(name), "buffers": [], "trace": []})
         entry[kind].append(Piece(len(self.instrs), view, lead, col0))
 
-    def tap(self, streams: list[tuple[str, int, int, tuple, int]]) -> tuple[int, int]:
-        """Allocate a trace for [(name, rows, cols, lead, col0)] -> (tap, offset in the trace); records pieces."""
+    def tap(self, names: list[str], rows: int, cols: int, lead: tuple, col0: int = 0, unit: int = 1,
+            tile_cols: int = 0) -> tuple[int, int]:
+        """Allocate a trace of interleaved rows x cols streams `names` -> (tap, offset in the trace); records pieces.
+
+        The hardware's order (docs/encoder.md §6): `unit` values of each stream in turn, the
+        values in `compiler.memory.drain_order(rows, cols, tile_cols)`.
+        """
         if not self.trace:
             return 0, 0
         offset = sum(self.trace_allocs)
-        pos = offset
-        for name, rows, cols, lead, col0 in streams:
-            self.point(name, "trace", View("ext", pos, rows, cols, cols), lead, col0)   # addr fixed up later
-            pos += 4 * rows * cols
-        self.trace_allocs.append(pos - offset)
+        for s, name in enumerate(names):   # addresses are fixed up once the trace region is placed
+            self.point(name, "trace", View("ext", offset, rows, cols, cols, streams=len(names), stream=s, unit=unit,
+                                           tile_cols=tile_cols), lead, col0)
+        self.trace_allocs.append(4 * len(names) * rows * cols)
         return 1, offset
 
     def emit(self, op: Op, **fields) -> None:
@@ -173,19 +177,18 @@ class _Lowering:
     def embed(self, b: Embed) -> None:
         c, t = self.cfg, self.t
         self.point("embeddings.sum", "buffers", self.res_view(b.out, t, c.hidden), (0,))
-        tap, tr = self.tap([("embeddings.sum", t, c.hidden, (0,), 0)])
+        tap, tr = self.tap(["embeddings.sum"], t, c.hidden, (0,))
         self.emit(Op.EMBED, rows=t, hidden=c.hidden, vocab=c.vocab_size, type_vocab=c.type_vocab,
                   dst=self.base("res", b.out), tokens=self.addr["tokens"], word=self.addr["word"],
                   position=self.addr["position"], token_type=self.addr["token_type"], tap=tap, trace=tr)
 
     def norm(self, b: Norm) -> None:
         t, h = self.t, self.cfg.hidden
-        streams = [(b.sum_name, t, h, (0,), 0)] if b.res else []
-        streams.append((b.ln, t, h, (0,), 0))
+        streams = [b.sum_name, b.ln] if b.res else [b.ln]
         if b.res:
             self.point(b.sum_name, "buffers", self.res_view(b.sum_to, t, h), (0,))
         self.point(b.ln, "buffers", self.res_view(b.out, t, h), (0,))
-        tap, tr = self.tap(streams)
+        tap, tr = self.tap(streams, t, h, (0,), unit=h)        # per row: the sum row, then the output row
         self.emit(Op.LAYERNORM, rows=t, hidden=h, add=int(b.res is not None), src=self.base("res", b.src),
                   res=self.base("res", b.res) if b.res else 0, sum_dst=self.base("res", b.sum_to) if b.res else 0,
                   dst=self.base("res", b.out), consts=self.addr[b.ln], tap=tap, trace=tr)
@@ -196,7 +199,7 @@ class _Lowering:
         bits, signed = self.bits(b.site), site_signed(b.site)
         lead = () if b.rows == 1 else (0,)
         self.point(b.site, "buffers", self.codes_view(b.out, rows, h, h, bits, signed), lead)
-        tap, tr = self.tap([(b.site, rows, h, lead, 0)])
+        tap, tr = self.tap([b.site], rows, h, lead)
         self.emit(Op.QUANT, rows=rows, channels=h, src=self.base("res", b.src), bits=bits, signed=int(signed),
                   dst=self.base("act", b.out), layout=int(Layout.ROWS), dst_width=h, dst_col=0,
                   consts=self.site_consts(b.site), tap=tap, trace=tr)
@@ -211,7 +214,7 @@ class _Lowering:
                       b_src=int(BSource.WEIGHTS), b=self.addr[f"{b.lin}.weights"], b_bits=1, b_signed=1, dst_col=0)
         if b.post == "ext":
             out = self.addr["output"]
-            view = View("ext", out, m, n, n)
+            view = View("ext", out, m, n, n, tile_cols=self.p.cols)     # drain order
             self.point(f"{b.lin}.acc", "buffers", view, lead)   # the output region, read after the run
             self.emit(Op.MATMUL, post=int(Post.EXT), **common, dst=0, out_bits=0, out_signed=0,
                       layout=0, dst_width=n, consts=0, tap=0, ext_out=out)
@@ -223,24 +226,28 @@ class _Lowering:
         else:
             out_name = b.out_site
             out_bits, out_signed, layout = self.bits(out_name), site_signed(out_name), b.layout
-            width = {Layout.ROWS: n, Layout.HEADS: c.head_dim, Layout.TRANS: m}[layout]
+            width = n if layout == Layout.ROWS else c.head_dim        # HEADS / TRANS: the group size
             self.point(out_name, "buffers", self.codes_view(b.out, m, n, width, out_bits, out_signed, layout), lead)
             post = Post.THRESHOLD if out_bits == 1 else Post.REQUANT
             dst = self.base("act", b.out)
-        tap, tr = self.tap([(f"{b.lin}.acc", m, n, lead, 0), (out_name, m, n, lead, 0)])
+        tap, tr = self.tap([f"{b.lin}.acc", out_name], m, n, lead, tile_cols=self.p.cols)
         self.emit(Op.MATMUL, post=int(post), **common, dst=dst, out_bits=out_bits, out_signed=int(out_signed),
                   layout=int(layout), dst_width=width, consts=self.site_consts(out_name), tap=tap, ext_out=tr)
 
     def head_operand(self, role: str, head: int, rows: int, width: int, bits: int) -> int:
-        """Address of one head's slice of a HEADS (rows x width per head) or TRANS (width = T) tensor."""
-        return self.base("act", role) + head * rows * bits * _ceil(width, self.p.lanes)
+        """Address of one head's slice (a ROWS tensor of `rows` rows, packed `width`) of a HEADS or TRANS tensor.
+
+        HEADS (q, k): rows = T, width = head_dim; TRANS (vt): rows = head_dim, width = T. Each
+        head's rows are padded to a multiple of R, so the slice starts a physical word.
+        """
+        return self.base("act", role) + head * mem.pad_rows(rows, self.p.rows) * bits * _ceil(width, self.p.lanes)
 
     def scores(self, b: Scores) -> None:
         t, d, pre = self.t, self.cfg.head_dim, f"layers.{b.layer}"
         bq, bk = self.bits(f"{pre}.q.out"), self.bits(f"{pre}.k.out")
         name = f"{pre}.scores"
         self.point(name, "buffers", View("scr", self.base("scr", "s"), t, t, t), (0, b.head))
-        tap, tr = self.tap([(name, t, t, (0, b.head), 0)])
+        tap, tr = self.tap([name], t, t, (0, b.head), tile_cols=self.p.cols)
         self.emit(Op.MATMUL, post=int(Post.SCORES), m=t, n=t, k=d, a=self.head_operand("q", b.head, t, d, bq),
                   a_bits=bq, a_signed=1, b_src=int(BSource.ACT), b=self.head_operand("k", b.head, t, d, bk),
                   b_bits=bk, b_signed=1, dst=self.base("scr", "s"), out_bits=0, out_signed=0, layout=0,
@@ -249,12 +256,9 @@ class _Lowering:
     def softmax(self, b: Softmax) -> None:
         t, pre, lead = self.t, f"layers.{b.layer}", (0, b.head)
         bp = self.bits(f"{pre}.probs")
-        streams = [(f"{pre}.exp", t, t, lead, 0), (f"{pre}.exp_sum", t, 1, lead, 0)]
-        if bp > 1:
-            streams += [(f"{pre}.recip", t, 1, lead, 0), (f"{pre}.p", t, t, lead, 0)]
-        streams.append((f"{pre}.probs", t, t, lead, 0))
+        streams = ([f"{pre}.p"] if bp > 1 else []) + [f"{pre}.probs"]    # per key: p, then the code
         self.point(f"{pre}.probs", "buffers", self.codes_view("p", t, t, t, bp, False), lead)
-        tap, tr = self.tap(streams)
+        tap, tr = self.tap(streams, t, t, lead)
         self.emit(Op.SOFTMAX, rows=t, keys=t, src=self.base("scr", "s"), dst=self.base("act", "p"), bits=bp,
                   lut_len=len(self.art[f"{pre}.softmax.exp_lut"]), consts=self.softmax_consts(b.layer),
                   tap=tap, trace=tr)
@@ -265,7 +269,7 @@ class _Lowering:
         out_bits, col = self.bits(site), b.head * d
         self.point(site, "buffers", View("act", self.base("act", "x"), t, d, h, col, int(Layout.ROWS), out_bits,
                                          True, t), (0,), col)
-        tap, tr = self.tap([(f"{pre}.ctx.acc", t, d, (0,), col), (site, t, d, (0,), col)])
+        tap, tr = self.tap([f"{pre}.ctx.acc", site], t, d, (0,), col, tile_cols=self.p.cols)
         self.emit(Op.MATMUL, post=int(Post.THRESHOLD if out_bits == 1 else Post.REQUANT), m=t, n=d, k=t,
                   a=self.base("act", "p"), a_bits=bp, a_signed=0, b_src=int(BSource.ACT),
                   b=self.head_operand("vt", b.head, d, t, bv), b_bits=bv, b_signed=1, dst=self.base("act", "x"),
@@ -304,8 +308,7 @@ class _Lowering:
 
 
 def _shift(view: View, base: int) -> View:
-    return View(view.buffer, view.addr + base, view.rows, view.cols, view.width, view.col, view.layout, view.bits,
-                view.signed, view.total_rows)
+    return dataclasses.replace(view, addr=view.addr + base)
 
 
 def compile_program(art: Artifact, target: Target | None = None, ids=None, mask=None, types=None,

@@ -1,7 +1,9 @@
 """Buffers and memory images: every format the sequencer reads or writes, in both directions.
 
 On-chip buffers (word-addressed, docs/compiler.md "Buffers"):
-  * ``act``: packed activation codes, words of L bits (L = lanes), bit-granular write enables.
+  * ``act``: packed activation codes, flat words of L bits (L = lanes), bit-granular write enables;
+    the hardware's physical word is R*L bits, flat word f in slot f mod R of physical word f // R,
+    and every code tensor puts the R rows of a row block in the R slots of one physical word.
     A code tensor of R rows x N channels with b bits is stored as its b bit planes; plane j
     of a stored value u holds bit j of u. Stored values: 1-bit signed codes as bits
     (1 = +1, 0 = -1); multi-bit signed codes as **offset binary** u = x + 2**(b-1); unsigned
@@ -24,12 +26,13 @@ from golden.packing import n_words, unpack_bits
 from hw.params import HwParams
 from hw.spec.isa import Layout
 
-__all__ = ["ALIGN", "CONST_BYTES", "ExtImage", "act_tensor_words", "act_address", "to_stored", "from_stored",
+__all__ = ["ALIGN", "CONST_BYTES", "ExtImage", "pad_rows", "act_tensor_words", "act_address", "to_stored", "from_stored",
            "buffer_words", "plan_buffers", "weight_block", "read_weight_block", "weight_block_bytes",
            "const_block", "read_consts", "requant_block", "read_requant", "REQUANT_HEADER",
            "layernorm_block", "read_layernorm", "softmax_block", "read_softmax", "SOFTMAX_HEADER",
            "word_table", "word_row_bytes", "read_word_rows", "int16_table", "read_int16_rows",
-           "token_words", "read_token_words", "read_i32", "write_i32"]
+           "token_words", "read_token_words", "read_i32", "write_i32",
+           "drain_order", "trace_offsets", "trace_words"]
 
 #: Alignment of every external-memory region (bytes).
 ALIGN = 64
@@ -62,49 +65,63 @@ def from_stored(u: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     return u - (1 << (bits - 1)) if signed else u
 
 
-def act_tensor_words(layout: int, rows: int, channels: int, width: int, bits: int, lanes: int) -> int:
-    """Activation-buffer words of a code tensor (rows x channels, `bits` planes) in `layout`.
+def pad_rows(rows: int, block: int) -> int:
+    """`rows` rounded up to a whole number of row blocks of `block` (= R) rows."""
+    return _ceil(rows, block) * block
 
-    `width` is the packed row length: ROWS - the channels of a row; HEADS - the group (head) size;
-    TRANS - the rows (a transposed tensor stores each channel as a row packed along the rows).
+
+def act_tensor_words(layout: int, rows: int, channels: int, width: int, bits: int, lanes: int, block: int) -> int:
+    """Activation-buffer (flat) words of a code tensor (rows x channels, `bits` planes) in `layout`.
+
+    `width`: ROWS - the packed row length (the channels of a row); HEADS, TRANS - the channel
+    group (head) size. `block` = R, the rows of one physical word: every stored row count is
+    padded to a multiple of R (HEADS: each group's `rows`; TRANS: each group's channels), so
+    the result is a multiple of R.
     """
-    per_row = bits * _ceil(width, lanes)
+    groups = _ceil(channels, width)
     if layout == Layout.ROWS:
-        return rows * per_row
+        return pad_rows(rows, block) * bits * _ceil(width, lanes)
     if layout == Layout.HEADS:
-        return _ceil(channels, width) * rows * per_row
+        return groups * pad_rows(rows, block) * bits * _ceil(width, lanes)
     if layout == Layout.TRANS:
-        return channels * per_row
+        return groups * pad_rows(width, block) * bits * _ceil(rows, lanes)
     raise ValueError(f"unknown layout {layout!r}")
 
 
-def act_address(layout: int, base: int, rows: int, width: int, bits: int, lanes: int,
+def act_address(layout: int, base: int, rows: int, width: int, bits: int, lanes: int, block: int,
                 r: np.ndarray, n: np.ndarray, plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(word address, lane) of element (row r, channel n, plane) of a code tensor; arrays broadcast.
+    """(flat word, lane) of element (row r, channel n, plane) of a code tensor; arrays broadcast.
 
-    ROWS:  word = base + (r*bits + plane)*ceil(width/L) + n//L,  lane = n % L
-    HEADS: g = n // width, c = n % width;
-           word = base + ((g*rows + r)*bits + plane)*ceil(width/L) + c//L,  lane = c % L
-    TRANS: word = base + (n*bits + plane)*ceil(width/L) + r//L,  lane = r % L
+    Every layout stores "stored rows" rho of packed elements k (wpr = ceil(packed length / L)):
+        word = base + ((rho // R * bits + plane) * wpr + k // L) * R + rho % R,   lane = k % L
+    so the R stored rows of a row block, same plane and chunk, are R consecutive flat words:
+    one physical word of R*L bits (docs/encoder.md §5). `base` must be a multiple of R.
+    ROWS:  rho = r, k = n (packed length `width`).
+    HEADS: g = n // width; rho = g * pad(rows) + r, k = n % width (packed length `width`).
+    TRANS: g = n // width; rho = g * pad(width) + n % width, k = r (packed length `rows`).
+    pad(x) = x rounded up to a multiple of R, so each group starts a row block.
     """
-    wpr = _ceil(width, lanes)
     r, n, plane = (np.asarray(x, dtype=np.int64) for x in (r, n, plane))
     if layout == Layout.ROWS:
-        return base + (r * bits + plane) * wpr + n // lanes, n % lanes
-    if layout == Layout.HEADS:
-        g, c = n // width, n % width
-        return base + ((g * rows + r) * bits + plane) * wpr + c // lanes, c % lanes
-    if layout == Layout.TRANS:
-        return base + (n * bits + plane) * wpr + r // lanes, r % lanes
-    raise ValueError(f"unknown layout {layout!r}")
+        rho, k, wpr = r, n, _ceil(width, lanes)
+    elif layout == Layout.HEADS:
+        rho, k, wpr = (n // width) * pad_rows(rows, block) + r, n % width, _ceil(width, lanes)
+    elif layout == Layout.TRANS:
+        rho, k, wpr = (n // width) * pad_rows(width, block) + n % width, r, _ceil(rows, lanes)
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    return base + (((rho // block) * bits + plane) * wpr + k // lanes) * block + rho % block, k % lanes
 
 
 def buffer_words(params: HwParams) -> dict[str, int]:
-    """Buffer depths the largest model within `params` needs (head_dim = max_head_dim, all sites max_act_bits)."""
+    """Buffer depths the largest model within `params` needs (head_dim = max_head_dim, all sites max_act_bits).
+
+    act_words is a multiple of R (whole physical words of R*L bits).
+    """
     p = params
     d = min(p.max_head_dim, p.max_hidden)
     bits = {role: p.max_act_bits for role in ACT_ROLES}
-    plan = plan_buffers(p.max_seq, p.max_hidden, p.max_ffn, _ceil(p.max_hidden, d), d, bits, p.lanes)
+    plan = plan_buffers(p.max_seq, p.max_hidden, p.max_ffn, _ceil(p.max_hidden, d), d, bits, p.lanes, p.rows)
     return {"act_words": plan["act"]["total"], "res_words": plan["res"]["total"], "scr_words": plan["scr"]["total"]}
 
 
@@ -113,7 +130,7 @@ ACT_ROLES = {
     "x": "codes of q.in / k.in / v.in / o.in / ffn1.in (T x H, ROWS)",
     "q": "q.out codes (T x H, HEADS of head_dim)",
     "k": "k.out codes (T x H, HEADS of head_dim)",
-    "vt": "v.out codes transposed (H rows packed along T, TRANS)",
+    "vt": "v.out codes transposed (H channel rows packed along T, TRANS in head groups)",
     "p": "one head's probability codes (T x T, ROWS)",
     "f": "ffn2.in codes (T x FFN, ROWS)",
     "cls": "pooler.in codes of the [CLS] row (1 x H, ROWS)",
@@ -123,16 +140,19 @@ RES_ROLES = {"h": "layer input / LayerNorm-2 output", "h1": "LayerNorm-1 output"
              "y": "O / FFN2 requantized output", "s": "embedding sum, residual sums"}
 
 
-def plan_buffers(t: int, h: int, f: int, heads: int, d: int, bits: dict[str, int], lanes: int) -> dict:
-    """Region bases and sizes: {"act"|"res"|"scr": {role: (base, words), ..., "total": words}}."""
+def plan_buffers(t: int, h: int, f: int, heads: int, d: int, bits: dict[str, int], lanes: int, block: int) -> dict:
+    """Region bases and sizes: {"act"|"res"|"scr": {role: (base, words), ..., "total": words}}.
+
+    `block` = R: every act region size (so every act base and the act total) is a multiple of R.
+    """
     act_sizes = {
-        "x": act_tensor_words(Layout.ROWS, t, h, h, bits["x"], lanes),
-        "q": act_tensor_words(Layout.HEADS, t, heads * d, d, bits["q"], lanes),
-        "k": act_tensor_words(Layout.HEADS, t, heads * d, d, bits["k"], lanes),
-        "vt": act_tensor_words(Layout.TRANS, t, h, t, bits["vt"], lanes),
-        "p": act_tensor_words(Layout.ROWS, t, t, t, bits["p"], lanes),
-        "f": act_tensor_words(Layout.ROWS, t, f, f, bits["f"], lanes),
-        "cls": act_tensor_words(Layout.ROWS, 1, h, h, bits["cls"], lanes),
+        "x": act_tensor_words(Layout.ROWS, t, h, h, bits["x"], lanes, block),
+        "q": act_tensor_words(Layout.HEADS, t, heads * d, d, bits["q"], lanes, block),
+        "k": act_tensor_words(Layout.HEADS, t, heads * d, d, bits["k"], lanes, block),
+        "vt": act_tensor_words(Layout.TRANS, t, heads * d, d, bits["vt"], lanes, block),
+        "p": act_tensor_words(Layout.ROWS, t, t, t, bits["p"], lanes, block),
+        "f": act_tensor_words(Layout.ROWS, t, f, f, bits["f"], lanes, block),
+        "cls": act_tensor_words(Layout.ROWS, 1, h, h, bits["cls"], lanes, block),
     }
     out = {}
     for buf, sizes in (("act", act_sizes), ("res", {role: t * h for role in RES_ROLES}), ("scr", {"s": t * t})):
@@ -194,6 +214,45 @@ def write_i32(ext: np.ndarray, addr: int, values: np.ndarray) -> None:
     if addr < 0 or addr + 4 * v.size > len(ext):
         raise IndexError(f"external write [{addr}, {addr + 4 * v.size}) outside the {len(ext)}-byte memory")
     ext[addr:addr + 4 * v.size] = np.frombuffer(v.astype("<i4").tobytes(), dtype=np.uint8)
+
+
+def drain_order(rows: int, cols: int, tile_cols: int = 0) -> np.ndarray:
+    """Row-major indices of a rows x cols result in the order the hardware produces it.
+
+    tile_cols = C (a MATMUL's drain order, docs/encoder.md §6): for each column tile j
+    (columns j*C .. min(cols, j*C+C)-1), for each row block of R rows, for each row of the
+    block, for each column of the tile. The row blocks follow each other in row order, so
+    within a column tile this is row-major and R does not change the order.
+    tile_cols = 0: row-major.
+    """
+    idx = np.arange(rows * cols, dtype=np.int64).reshape(rows, cols)
+    if not tile_cols or tile_cols >= cols:
+        return idx.ravel()
+    return np.concatenate([idx[:, j:j + tile_cols].ravel() for j in range(0, cols, tile_cols)])
+
+
+def trace_offsets(rows: int, cols: int, streams: int = 1, stream: int = 0, unit: int = 1,
+                  tile_cols: int = 0) -> np.ndarray:
+    """int32-word offset (rows, cols) of each value of stream `stream` of a trace of interleaved streams.
+
+    The streams are rows x cols each; they are produced in `drain_order(rows, cols, tile_cols)`,
+    `unit` values of stream 0, then `unit` values of stream 1, ..., then the next `unit` values
+    of stream 0 (LAYERNORM: unit = the row length; SOFTMAX, MATMUL: unit = 1).
+    """
+    if (rows * cols) % unit or not 0 <= stream < streams:
+        raise ValueError(f"bad trace interleave: {rows}x{cols} values, unit {unit}, stream {stream} of {streams}")
+    pos = np.empty(rows * cols, dtype=np.int64)
+    pos[drain_order(rows, cols, tile_cols)] = np.arange(rows * cols, dtype=np.int64)
+    return ((pos // unit) * unit * streams + stream * unit + pos % unit).reshape(rows, cols)
+
+
+def trace_words(streams: list[np.ndarray], unit: int = 1, tile_cols: int = 0) -> np.ndarray:
+    """Interleave equal-shape (rows, cols) streams into the trace order of `trace_offsets` -> 1-D int64."""
+    rows, cols = streams[0].shape
+    out = np.zeros(len(streams) * rows * cols, dtype=np.int64)
+    for s, values in enumerate(streams):
+        out[trace_offsets(rows, cols, len(streams), s, unit, tile_cols)] = values
+    return out
 
 
 def const_block(values) -> bytes:

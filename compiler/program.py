@@ -30,7 +30,7 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ProgramError", "View", "Piece", "Ch
            "save_program", "load_program"]
 
 FORMAT_NAME = "bitaccel-program"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2     # 2: R-row interleaved activation buffer, traces in hardware order
 _MAX_HEADER = 64 * 1024 * 1024
 
 
@@ -42,10 +42,13 @@ class ProgramError(ValueError):
 class View:
     """A rows x cols region of a buffer.
 
-    buffer "act": a code tensor (layout, packed `width`, first channel `col`, `bits`, `signed`,
-    `total_rows` = the tensor's row count, which HEADS addressing needs);
+    buffer "act": a code tensor (layout, `width` as in `compiler.memory.act_address`: ROWS the
+    packed row length, HEADS / TRANS the channel group size; first channel `col`, `bits`,
+    `signed`, `total_rows` = the tensor's row count, which HEADS and TRANS addressing need);
     "res" / "scr": element (r, c) at addr + r*width + col + c;
-    "ext": int32 element (r, c) at byte addr + 4*(r*width + col + c).
+    "ext": int32 values at byte addr: stream `stream` of `streams` interleaved rows x cols
+    streams in the hardware's order, `compiler.memory.trace_offsets(rows, cols, streams,
+    stream, unit, tile_cols)` (tile_cols = C: a MATMUL's drain order; 0: row-major).
     """
 
     buffer: str
@@ -58,6 +61,10 @@ class View:
     bits: int = 1
     signed: bool = True
     total_rows: int = 0
+    streams: int = 1
+    stream: int = 0
+    unit: int = 1
+    tile_cols: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

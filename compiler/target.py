@@ -30,7 +30,8 @@ class Target:
     -------
     params : HwParams (rows, cols, lanes, max_seq, max_hidden, max_ffn, max_head_dim, max_act_bits,
         max_exp_lut, numerics).
-    act_words : activation-buffer depth in words of `lanes` bits (None: sized for the largest model).
+    act_words : activation-buffer depth in flat words of `lanes` bits, a multiple of `rows` (physical
+        words are R*L bits; None: sized for the largest model).
     res_words : residual-buffer depth in 16-bit words (None: sized for the largest model).
     scr_words : score-buffer depth in accumulator words (None: max_seq**2).
     max_vocab : largest word-table row count the embedding gather accepts (ids are 24-bit fields).
@@ -58,6 +59,9 @@ class Target:
                 raise ValueError(f"target: {name} must be a positive integer, not {v!r}")
         if self.max_vocab > 1 << 24 or self.max_type_vocab > 1 << 7:
             raise ValueError("target: max_vocab <= 2**24 and max_type_vocab <= 128 (token word fields)")
+        if self.act_words % self.params.rows:
+            raise ValueError(f"target: act_words must be a multiple of rows = {self.params.rows} (physical words of "
+                             f"R*L bits), not {self.act_words}")
         if max(self.act_words, self.res_words, self.scr_words) > 1 << 24:
             raise ValueError("target: buffer depths must be <= 2**24 words (24-bit address fields)")
 

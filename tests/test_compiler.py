@@ -2,7 +2,9 @@
 
 Also: every hardware limit refuses the model with one line naming it; instruction encode/decode
 round trips; program files round trip and corrupt files are rejected; the images are really
-read (a flipped weight bit changes the results).
+read (a flipped weight bit changes the results); the activation buffer puts the R rows of a
+row block in one physical word (docs/encoder.md §5) and every trace is in the hardware's
+order (docs/encoder.md §6).
 """
 import dataclasses
 import pathlib
@@ -10,8 +12,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from compiler import CompileError, ExecError, ProgramError, Target, compile_program, execute, load_program
-from compiler.memory import act_address, from_stored, to_stored
+from compiler import CompileError, ExecError, Machine, ProgramError, Target, compile_program, execute, load_program
+from compiler import program as program_module
+from compiler.memory import (act_address, act_tensor_words, drain_order, from_stored, pad_rows, to_stored,
+                             trace_offsets, trace_words)
 from golden.config import ModelConfig, uniform_quant
 from golden.formats import NumericFormat
 from golden.model import IntegerModel
@@ -23,7 +27,8 @@ from hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, IsaError, Layout, Op,
 TINY = ModelConfig(vocab_size=100, hidden=64, layers=2, heads=2, ffn=128, max_position=32)
 ODD = ModelConfig(vocab_size=50, hidden=48, layers=1, heads=3, ffn=80, max_position=24, type_vocab=3)
 CONFIGS = {"tiny": TINY, "odd": ODD}
-#: (rows, cols, lanes): non-square with K (48, 64, 80, 128, head_dim 16/32, T) mostly not multiples of L;
+#: (rows, cols, lanes): non-square with K (48, 64, 80, 128, head_dim 16/32, T) mostly not multiples of L,
+#: R = 3 (no head_dim or T = 20 is a multiple: padding rows everywhere) and C = 5 (partial column tiles);
 #: and a square one with L larger than every K.
 ARRAYS = {"3x5x32": (3, 5, 32), "4x4x128": (4, 4, 128)}
 MAX_SEQ = 20
@@ -43,7 +48,7 @@ def target(array=(3, 5, 32), **kw) -> Target:
     p = dict(rows=r, cols=c, lanes=lanes, max_seq=MAX_SEQ, max_hidden=64, max_ffn=128, max_head_dim=32,
              max_exp_lut=1 << 17)
     p.update({k: v for k, v in kw.items() if k in {f.name for f in dataclasses.fields(HwParams)}})
-    rest = {"act_words": 1 << 13, **{k: v for k, v in kw.items() if k not in p}}   # default: sized for head_dim 32
+    rest = {"act_words": -(-(1 << 13) // r) * r, **{k: v for k, v in kw.items() if k not in p}}   # whole R-row words
     return Target(HwParams(**p), **rest)
 
 
@@ -54,6 +59,15 @@ def inputs(rng, config: ModelConfig, t: int):
         mask[t - rng.integers(1, t // 2 + 1):] = False        # padded tail
     types = rng.integers(0, config.type_vocab, t)
     return ids, mask, types
+
+
+#: golden intermediates internal to the softmax unit: not traced (the unit's own tests check them)
+SOFTMAX_INTERNALS = (".exp", ".exp_sum", ".recip")
+
+
+def mapped(ref: dict) -> dict:
+    """Golden intermediates a traced program maps: all but the softmax unit's internals."""
+    return {n: v for n, v in ref.items() if not n.endswith(SOFTMAX_INTERNALS)}
 
 
 def assert_same(got: dict, ref: dict) -> None:
@@ -77,9 +91,11 @@ def test_execute_equals_golden_every_checkpoint(config, bits, array, rng):
         ids, mask, types = inputs(rng, art.config, t)
         prog = compile_program(art, tgt, ids, mask, types)
         ref = model.forward(ids, mask, types, keep_intermediates=True)
+        want = mapped(ref["intermediates"])
+        assert len(want) == len(ref["intermediates"]) - (3 if bits > 1 else 2) * art.config.layers
         got = execute(prog)
-        assert_same(got, ref["intermediates"])
-        assert_same(execute(prog, source="buffers", rng=rng), ref["intermediates"])   # buffers start as garbage
+        assert_same(got, want)
+        assert_same(execute(prog, source="buffers", rng=rng), want)   # buffers (padding rows too) start as garbage
         np.testing.assert_array_equal(model.head(got["pooler.acc"]), ref["logits"])
 
 
@@ -89,7 +105,8 @@ def test_untraced_program_maps_buffer_values_and_output(rng):
     prog = compile_program(art, target(), ids, mask, types, trace=False)
     ref = IntegerModel(art).forward(ids, mask, types, keep_intermediates=True)["intermediates"]
     got = execute(prog)
-    stream_only = {n for n in ref if n.endswith((".acc", ".exp", ".exp_sum", ".recip", ".p")) and n != "pooler.acc"}
+    ref = mapped(ref)
+    stream_only = {n for n in ref if n.endswith((".acc", ".p")) and n != "pooler.acc"}
     assert set(got) == set(ref) - stream_only
     assert_same(got, {n: ref[n] for n in got})
     assert "trace" not in prog.regions
@@ -104,7 +121,7 @@ def test_mixed_site_widths_and_rebinding_inputs(rng):
     for _ in range(2):
         ids, mask, types = inputs(rng, TINY, 12)
         ref = IntegerModel(art).forward(ids, mask, types, keep_intermediates=True)["intermediates"]
-        assert_same(execute(prog.with_inputs(ids, mask, types)), ref)
+        assert_same(execute(prog.with_inputs(ids, mask, types)), mapped(ref))
 
 
 def test_images_are_really_read(rng):
@@ -143,7 +160,7 @@ def test_token_outside_the_table_is_a_hardware_error(rng):
     ("max_type_vocab", dict(max_type_vocab=1)),
     ("max_act_bits", dict(max_act_bits=2)),
     ("max_exp_lut", dict(max_exp_lut=100)),
-    ("act_words", dict(act_words=100)),
+    ("act_words", dict(act_words=99)),
     ("res_words", dict(res_words=1000)),
     ("scr_words", dict(scr_words=50)),
 ])
@@ -219,12 +236,139 @@ def test_offset_binary_and_layouts(rng):
         assert u.min() >= 0 and u.max() < 1 << bits
         np.testing.assert_array_equal(from_stored(u, bits, signed), codes)
     assert to_stored(np.array([-2, -1, 0, 1]), 2, True).tolist() == [0, 1, 2, 3]     # offset binary
-    # every (row, channel, plane) of each layout gets its own (word, lane)
-    for layout, rows, ch, width in ((Layout.ROWS, 5, 70, 70), (Layout.HEADS, 5, 48, 16), (Layout.TRANS, 37, 12, 37)):
-        r, n, p = np.meshgrid(np.arange(rows), np.arange(ch), np.arange(3), indexing="ij")
-        w, lane = act_address(layout, 10, rows, width, 3, 32, r, n, p)
-        pairs = set(zip(w.ravel().tolist(), lane.ravel().tolist()))
-        assert len(pairs) == rows * ch * 3 and min(w.ravel()) == 10
+    # every (row, channel, plane) of each layout gets its own (word, lane), inside the tensor's words
+    for block in (1, 3, 4):
+        for layout, rows, ch, width in ((Layout.ROWS, 5, 70, 70), (Layout.HEADS, 5, 48, 16),
+                                        (Layout.TRANS, 37, 12, 4), (Layout.TRANS, 37, 12, 12)):
+            r, n, p = np.meshgrid(np.arange(rows), np.arange(ch), np.arange(3), indexing="ij")
+            w, lane = act_address(layout, 12, rows, width, 3, 32, block, r, n, p)
+            pairs = set(zip(w.ravel().tolist(), lane.ravel().tolist()))
+            words = act_tensor_words(layout, rows, ch, width, 3, 32, block)
+            assert len(pairs) == rows * ch * 3 and min(w.ravel()) == 12 and max(w.ravel()) < 12 + words
+            assert words % block == 0
+
+
+def test_act_interleave_puts_a_row_block_in_one_physical_word():
+    """docs/encoder.md §5: the R rows of a row block, same plane and chunk, are R consecutive flat words
+    starting at a multiple of R (one physical word); a HEADS head or a TRANS head group is a ROWS
+    tensor of its own at a base that is a multiple of R."""
+    lanes, bits = 32, 2
+    for block in (3, 4, 5):
+        base = 7 * block
+        for layout, rows, ch, width in ((Layout.ROWS, 10, 70, 70), (Layout.HEADS, 10, 48, 16),
+                                        (Layout.TRANS, 37, 12, 5)):
+            r, n, plane = (x.ravel() for x in np.meshgrid(np.arange(rows), np.arange(ch), np.arange(bits),
+                                                           indexing="ij"))
+            w, lane = act_address(layout, base, rows, width, bits, lanes, block, r, n, plane)
+            if layout == Layout.ROWS:         # (group, stored row, packed element)
+                g, rho, k = np.zeros_like(r), r, n
+            elif layout == Layout.HEADS:
+                g, rho, k = n // width, r, n % width
+            else:
+                g, rho, k = n // width, n % width, r
+            assert np.array_equal(lane, k % lanes) and np.array_equal(w % block, rho % block)
+            if layout == Layout.ROWS:         # the formula of docs/encoder.md §5, literally
+                wpr = -(-width // lanes)
+                assert np.array_equal(w, base + ((r // block * bits + plane) * wpr + n // lanes) * block + r % block)
+            blocks: dict = {}
+            for key, word in zip(zip(g, rho // block, plane, k // lanes), w // block):
+                blocks.setdefault(key, set()).add(int(word))
+            assert all(len(words) == 1 for words in blocks.values())      # a row block: one physical word
+            assert len(set().union(*blocks.values())) == len(blocks)        # and no two blocks share one
+            for group in np.unique(g):   # each head group is a ROWS tensor at a base that starts a physical word
+                sel = g == group
+                g0 = int(w[sel].min())
+                assert g0 % block == 0
+                packed = rows if layout == Layout.TRANS else width
+                wr, lr = act_address(Layout.ROWS, g0, 0, packed, bits, lanes, block, rho[sel], k[sel], plane[sel])
+                assert np.array_equal(wr, w[sel]) and np.array_equal(lr, lane[sel])
+    # the compiler's bases and depths are whole physical words
+    art = artifact("odd", 4)
+    prog = compile_program(art, target((3, 5, 32)), seq_len=7)
+    assert prog.target.act_words % 3 == 0
+    for ins in prog.instructions:
+        if ins.op == Op.MATMUL:
+            assert ins["a"] % 3 == 0 and (ins["b_src"] == 0 or ins["b"] % 3 == 0)
+        if ins.op in (Op.QUANT, Op.SOFTMAX) or (ins.op == Op.MATMUL and ins["post"] in (1, 2)):
+            assert ins["dst"] % 3 == 0
+    with pytest.raises(ValueError, match="multiple of rows = 3"):
+        target((3, 5, 32), act_words=1000)
+
+
+def _hardware_order(op, streams, r_rows, c_cols):
+    """The int32 words an instruction traces, by explicit loops over docs/encoder.md §6."""
+    m, n = streams[0].shape
+    out = []
+    if op == Op.LAYERNORM:                      # per row: the sum row (with add), then the output row
+        for r in range(m):
+            for s in streams:
+                out += s[r].tolist()
+    elif op == Op.SOFTMAX:                      # per query row, per key: p (multi-bit), then the code
+        for r in range(m):
+            for k in range(n):
+                out += [int(s[r, k]) for s in streams]
+    elif op == Op.MATMUL:                       # drain order: column tile, row block, row, column
+        for j in range(0, n, c_cols):
+            for i in range(0, m, r_rows):
+                for r in range(i, min(m, i + r_rows)):
+                    for c in range(j, min(n, j + c_cols)):
+                        out += [int(s[r, c]) for s in streams]
+    else:                                       # EMBED, QUANT: row-major
+        out = streams[0].ravel().tolist()
+    return out
+
+
+def test_drain_order_and_trace_interleave_match_explicit_loops(rng):
+    for m, n, r_rows, c_cols in ((1, 64, 8, 8), (7, 13, 3, 5), (20, 20, 4, 4), (5, 3, 2, 7), (6, 10, 3, 5)):
+        streams = [rng.integers(-1000, 1000, (m, n)) for _ in range(2)]
+        want = _hardware_order(Op.MATMUL, streams, r_rows, c_cols)
+        assert trace_words(streams, tile_cols=c_cols).tolist() == want
+        assert trace_words(streams[:1], tile_cols=c_cols).tolist() == _hardware_order(Op.MATMUL, streams[:1], r_rows,
+                                                                                         c_cols)
+        assert sorted(drain_order(m, n, c_cols).tolist()) == list(range(m * n))
+        for s in range(2):      # the reader's offsets invert the writer
+            assert np.array_equal(np.asarray(want)[trace_offsets(m, n, 2, s, 1, c_cols)], streams[s])
+        assert trace_words(streams, unit=n).tolist() == _hardware_order(Op.LAYERNORM, streams, r_rows, c_cols)
+        assert trace_words(streams).tolist() == _hardware_order(Op.SOFTMAX, streams, r_rows, c_cols)
+    assert drain_order(1, 12, 5).tolist() == list(range(12))       # M = 1: row-major whatever C
+
+
+@pytest.mark.parametrize("bits", [1, 4])
+def test_raw_traces_are_in_hardware_order(bits, rng):
+    """Every tapped instruction's trace bytes equal golden's values laid out by the explicit loops of §6."""
+    art = artifact("odd", bits)
+    r_rows, c_cols, lanes = ARRAYS["3x5x32"]
+    ids, mask, types = inputs(rng, ODD, 11)
+    prog = compile_program(art, target(ARRAYS["3x5x32"]), ids, mask, types)
+    ref = IntegerModel(art).forward(ids, mask, types, keep_intermediates=True)["intermediates"]
+    machine = Machine(prog, rng)
+    while machine.step():
+        machine.pc += 1
+    by_pc: dict = {}
+    for name, c in prog.checkpoints.items():
+        for piece in c.trace:
+            by_pc.setdefault(piece.pc, []).append((piece.view.stream, name, piece))
+    instrs = prog.instructions
+    checked = set()
+    for pc, entries in by_pc.items():
+        ins = instrs[pc]
+        entries.sort(key=lambda e: e[0])
+        streams = []
+        for _, name, piece in entries:
+            v = (ref[name][piece.lead] if piece.lead else ref[name]).reshape(piece.view.rows, -1)
+            streams.append(v[:, piece.col0:piece.col0 + piece.view.cols])
+        addr = ins["ext_out"] if ins.op == Op.MATMUL else ins["trace"]
+        want = _hardware_order(ins.op, streams, r_rows, c_cols)
+        got = machine.ext[addr:addr + 4 * len(want)].view("<i4").tolist()
+        assert got == want, (pc, ins.op, [e[1] for e in entries])
+        checked.add((ins.op, len(streams)))
+    assert {(Op.EMBED, 1), (Op.LAYERNORM, 1), (Op.LAYERNORM, 2), (Op.QUANT, 1), (Op.MATMUL, 1),
+            (Op.MATMUL, 2), (Op.SOFTMAX, 1 if bits == 1 else 2)} <= checked
+    # the pooler's output (EXT) in drain order too
+    out, _ = prog.regions["output"]
+    acc = ref["pooler.acc"]
+    assert machine.ext[out:out + 4 * acc.size].view("<i4").tolist() == _hardware_order(Op.MATMUL, [acc], r_rows,
+                                                                                        c_cols)
 
 
 # ----------------------------------------------------------------------------- program files
@@ -253,6 +397,16 @@ def test_program_file_round_trip_and_corruption(tmp_path, rng):
         load_program(tmp_path / "missing.bitprog")
 
 
+def test_program_file_of_an_older_version_is_rejected(tmp_path, monkeypatch):
+    """Version 1 files (flat activation rows, traces stream after stream) are refused with the reason."""
+    prog = compile_program(artifact("tiny", 1), target(), seq_len=3)
+    monkeypatch.setattr(program_module, "FORMAT_VERSION", 1)
+    prog.save(tmp_path / "old.bitprog")
+    monkeypatch.undo()
+    with pytest.raises(ProgramError, match=r"program version 1 .* reads version 2"):
+        load_program(tmp_path / "old.bitprog")
+
+
 def test_program_file_with_a_bad_instruction_is_rejected(tmp_path):
     art = artifact("tiny", 1)
     prog = compile_program(art, target(), seq_len=3)
@@ -269,7 +423,7 @@ def test_minilm_on_the_default_target(rng):
     ids, mask, types = inputs(rng, art.config, 128)
     prog = compile_program(art, Target(), ids, mask, types)
     ref = IntegerModel(art).forward(ids, mask, types, keep_intermediates=True)["intermediates"]
-    assert_same(execute(prog), ref)
+    assert_same(execute(prog), mapped(ref))
     # the weight blocks hold the binary weights and nothing else (each read once per inference)
     c = art.config
     weights = sum(size for name, (_, size) in prog.regions.items() if name.endswith(".weights"))
