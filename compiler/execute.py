@@ -24,7 +24,7 @@ from hw.spec.isa import INSTR_BYTES, BSource, Layout, Op, Post, decode
 from . import memory as mem
 from .program import Piece, Program, View
 
-__all__ = ["ExecError", "Machine", "execute"]
+__all__ = ["ExecError", "Machine", "execute", "read_external"]
 
 
 class ExecError(RuntimeError):
@@ -351,4 +351,24 @@ def execute(program: Program, source: str = "trace", rng: np.random.Generator | 
         machine.pc += 1
     for name, p in deferred:
         _place(out, shapes, name, p, machine.read_view(p.view))
+    return out
+
+
+def read_external(program: Program, ext: np.ndarray) -> dict[str, np.ndarray]:
+    """The checkpoints that live in external memory (traces, the output), read from the image `ext`
+    (uint8, the program's external memory after a run, e.g. the RTL's): {name: int64 array in
+    golden's shape}. Checkpoints that live only in on-chip buffers are absent."""
+    ext = np.asarray(ext, dtype=np.uint8)
+    if ext.shape != program.image.shape:
+        raise ValueError(f"external image of {ext.size} bytes, the program's is {program.image.size}")
+    shapes = {name: c.shape for name, c in program.checkpoints.items()}
+    out: dict[str, np.ndarray] = {}
+    for name, c in program.checkpoints.items():
+        pieces = c.trace or tuple(p for p in c.buffers if p.view.buffer == "ext")
+        if pieces and all(p.view.buffer == "ext" for p in pieces):
+            for p in pieces:
+                v = p.view
+                words = mem.read_i32(ext, v.addr, v.streams * v.rows * v.cols)
+                _place(out, shapes, name, p, words[mem.trace_offsets(v.rows, v.cols, v.streams, v.stream, v.unit,
+                                                                      v.tile_cols)])
     return out

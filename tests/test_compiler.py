@@ -438,3 +438,24 @@ def test_compiler_imports_no_hardware_elaboration_torch_or_sim():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=pathlib.Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_read_external_gives_every_traced_checkpoint():
+    """After a run, the external image alone (as an RTL run leaves it) holds every golden intermediate
+    except the softmax internals; read_external places them in golden's shapes."""
+    from compiler import Machine, read_external
+    art = artifact("odd", 2)
+    rng = np.random.default_rng(5)
+    ids, mask, types = inputs(rng, ODD, 7)
+    prog = compile_program(art, target((3, 5, 32)), ids=ids, mask=mask, types=types)
+    machine = Machine(prog)
+    while machine.step():
+        machine.pc += 1
+    got = read_external(prog, machine.ext)
+    ref = IntegerModel(art).forward(ids, mask, types, keep_intermediates=True)["intermediates"]
+    internals = {n for n in ref if n.rsplit(".", 1)[-1] in ("exp", "exp_sum", "recip")}
+    assert set(got) == set(ref) - internals
+    for name, value in got.items():
+        assert value.shape == ref[name].shape and np.array_equal(value, ref[name]), name
+    with pytest.raises(ValueError, match="external image"):
+        read_external(prog, machine.ext[:-1])
