@@ -14,8 +14,9 @@ import pytest
 from compiler import Target, compile_program
 from golden.config import ModelConfig
 from golden.random_artifact import random_artifact
+from hw.encoder.layernorm_exec import LayerNormExec
 from hw.encoder.quant_exec import QuantExec
-from hw.encoder.regs import ERR_RANGE
+from hw.encoder.regs import ERR_FRAMING, ERR_RANGE
 from hw.encoder.top import MAX_READ_BEATS
 from hw.params import HwParams
 from hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, decode, encode
@@ -118,3 +119,27 @@ def test_quant_refuses_a_requant_bound_outside_16_bits():
     image[consts + 16:consts + 24] = np.frombuffer(np.int64(1 << 20).tobytes(), np.uint8)   # hi
     bad = dataclasses.replace(prog, image=image)
     run_instruction(quant_unit(prog.target), bad, pc, expect_error=ERR_RANGE)
+
+
+# ---------------------------------------------------------------------------------------------- LAYERNORM
+def layernorm_unit(target):
+    return lambda p: LayerNormExec(p, 32, target.res_words, MAX_READ_BEATS)
+
+
+@pytest.mark.parametrize("array,act_bits,inputs", [("1x3x16", 1, "padded"), ("2x3x16", 2, "T1"),
+                                                   ("3x5x32", 1, "Tmax")])
+def test_layernorm_matches_executor(array, act_bits, inputs):
+    """The embedding LayerNorm (no add) and both residual add + LayerNorm of a layer."""
+    prog = program(array, act_bits, inputs)
+    found = pcs(prog, Op.LAYERNORM)
+    adds = [instructions(prog)[pc]["add"] for pc in found]
+    assert adds == [0, 1, 1]
+    for pc in found:
+        run_instruction(layernorm_unit(prog.target), prog, pc, seed=pc)
+
+
+def test_layernorm_refuses_a_row_above_max_hidden():
+    prog = program("1x3x16", 1, "T1")
+    pc = pcs(prog, Op.LAYERNORM)[0]
+    run_instruction(layernorm_unit(prog.target), with_instruction(prog, pc, hidden=LIMITS["max_hidden"] + 4), pc,
+                    expect_error=ERR_FRAMING)
