@@ -16,7 +16,8 @@ from golden.config import ModelConfig
 from golden.random_artifact import random_artifact
 from hw.encoder.layernorm_exec import LayerNormExec
 from hw.encoder.quant_exec import QuantExec
-from hw.encoder.regs import ERR_FRAMING, ERR_RANGE
+from hw.encoder.regs import ERR_FRAMING, ERR_LENGTH, ERR_MASKED_ROW, ERR_RANGE
+from hw.encoder.softmax_exec import SoftmaxExec
 from hw.encoder.top import MAX_READ_BEATS
 from hw.params import HwParams
 from hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, decode, encode
@@ -143,3 +144,43 @@ def test_layernorm_refuses_a_row_above_max_hidden():
     pc = pcs(prog, Op.LAYERNORM)[0]
     run_instruction(layernorm_unit(prog.target), with_instruction(prog, pc, hidden=LIMITS["max_hidden"] + 4), pc,
                     expect_error=ERR_FRAMING)
+
+
+# ---------------------------------------------------------------------------------------------- SOFTMAX
+def softmax_unit(target):
+    return lambda p: SoftmaxExec(p, 32, target.scr_words, target.act_words, MAX_READ_BEATS)
+
+
+@pytest.mark.parametrize("array,act_bits,inputs", [
+    ("1x3x16", 1, "padded"), ("2x3x16", 1, "T1"), ("3x5x32", 1, "Tmax"),
+    ("1x3x16", 2, "Tmax"), ("2x3x16", 2, "padded"), ("3x5x32", 2, "T1"),
+])
+def test_softmax_matches_executor(array, act_bits, inputs):
+    """Binary (1-bit) and multi-bit (MULTIBIT + requant) probabilities, padded masks, T = 1 and T = max_seq."""
+    prog = program(array, act_bits, inputs)
+    found = pcs(prog, Op.SOFTMAX)
+    assert len(found) == CFG.heads
+    for pc in found[:2]:
+        run_instruction(softmax_unit(prog.target), prog, pc, seed=pc)
+
+
+def _all_tokens_masked(prog):
+    image = prog.image.copy()
+    addr, _ = prog.regions["tokens"]
+    words = image[addr:addr + 4 * prog.seq_len].view("<u4") & np.uint32(0x7FFFFFFF)
+    image[addr:addr + 4 * prog.seq_len] = words.view(np.uint8)
+    return dataclasses.replace(prog, image=image)
+
+
+@pytest.mark.parametrize("act_bits", [1, 2])
+def test_softmax_refuses_a_fully_masked_row(act_bits):
+    prog = _all_tokens_masked(program("2x3x16", act_bits, "padded"))
+    pc = pcs(prog, Op.SOFTMAX)[0]
+    run_instruction(softmax_unit(prog.target), prog, pc, expect_error=ERR_MASKED_ROW)
+
+
+def test_softmax_refuses_rows_longer_than_max_seq():
+    prog = program("1x3x16", 1, "Tmax")
+    pc = pcs(prog, Op.SOFTMAX)[0]
+    run_instruction(softmax_unit(prog.target), with_instruction(prog, pc, keys=LIMITS["max_seq"] + 1), pc,
+                    expect_error=ERR_LENGTH)
