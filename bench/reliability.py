@@ -179,8 +179,8 @@ def section(r: dict, argv: list[str] | None) -> str:
         "The bad-input table is `BAD_INPUTS` in tests/test_cli_bad_input.py and the corruption generator "
         "tests/artifact_corruptions.py; tests/test_cli_bad_input.py and tests/test_artifact_fuzz.py assert the same "
         "on every `make test`. Interrupts (Ctrl-C / SIGTERM during `simulate`: no child process left, exit 130 / 143, "
-        "one line) are tests/test_cli_interrupt.py. Not covered here: `train`, `eval` and `export` inputs "
-        "(model/ owns their checks), and `eval --integer` with a corrupted artifact."
+        "one line) are tests/test_cli_interrupt.py. Not covered here: `eval --integer` with a corrupted artifact "
+        "(it needs a trained run folder)."
         + ("" if not failed else "\n\nNot handled:\n" + "\n".join(f"- {f}" for f in failed[:20])),
         "",
     ])

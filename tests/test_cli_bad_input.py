@@ -121,6 +121,13 @@ BAD_INPUTS = [
     ("report/plot-under-file", ["report", "--model", "tiny", "--arrays", "2x2x8", "--plot", "{F}/r.png"]),
     ("report/plot-is-folder", ["report", "--model", "tiny", "--arrays", "2x2x8", "--plot", "{D}"]),
     ("report/plot-unwritable", ["report", "--model", "tiny", "--arrays", "2x2x8", "--plot", "/proc/bitaccel/r.png"]),
+    # train, eval, export (model/ checks the values; the CLI makes them one line)
+    ("train/task-unknown", ["train", "--task", "nope", "--out", "{T}/run", "--max-steps", "1"]),
+    ("train/out-is-file", ["train", "--task", "mr", "--out", "{F}", "--max-steps", "1"]),
+    ("train/seed-negative", ["train", "--task", "mr", "--out", "{T}/run", "--seed", "-1"]),
+    ("eval/run-missing", ["eval", "{T}/nope"]),
+    ("eval/not-a-run", ["eval", "{D}"]),
+    ("export/run-missing", ["export", "{T}/nope", "--out", "{T}/x.safetensors"]),
     # top level
     ("top/no-command", []),
     ("top/unknown-command", ["fly"]),
