@@ -17,6 +17,12 @@ port (`hw.encoder.regs`), its `AxiRam` behind the AXI4 master port holding the p
   (every embedding sum, int32) equals the compiler's executor (`compiler.Machine`) byte for
   byte, and the run stops at the next, not yet executed opcode; a token id outside the
   vocabulary stops EMBED with ERR_TOKEN before anything is written.
+* ``program_run`` (the run `sim.inference.run_program` asks for; the others are verification
+  tests, skipped when it runs alone): loads the program file named by the workload
+  (``program``) at ``data_base`` (default 0x1040), starts it, waits for the interrupt, and
+  writes the external image after the run (``memory_out``, .npy) and the status, cycle and
+  busy counters (``counters_out``, JSON) for the host, which compares the image's traces with
+  golden. It fails if the run stops with an error.
 """
 from __future__ import annotations
 
@@ -33,7 +39,12 @@ from golden.version import __version__
 from hw.encoder import regs as R
 from hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, Op, decode, encode
 
-from sim.bench.harness import bench_test
+import json
+import os
+
+from compiler import load_program
+
+from sim.bench.harness import bench_test, run_config
 
 RAM_BYTES = 1 << 22
 
@@ -41,11 +52,11 @@ RAM_BYTES = 1 << 22
 class Host:
     """The SoC side: register master, external memory, interrupt wait."""
 
-    def __init__(self, tb):
+    def __init__(self, tb, ram_bytes: int = RAM_BYTES):
         dut = tb.dut
         self.tb = tb
         self.regs = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
-        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=RAM_BYTES)
+        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=ram_bytes)
 
     async def read(self, name: str) -> int:
         return await self.regs.read_dword(R.offset(name))
@@ -71,7 +82,7 @@ def _zero_instruction(op: Op) -> Instruction:
     return Instruction(op, {f.name: 0 for f in FORMATS[op]})
 
 
-@bench_test()
+@bench_test(verify=True)
 async def registers(tb):
     host = Host(tb)
     p = tb.params
@@ -88,7 +99,7 @@ async def registers(tb):
     tb.scoreboard.compare("status_idle", [0], [await host.read("status")])
 
 
-@bench_test()
+@bench_test(verify=True)
 async def end_program(tb):
     host = Host(tb)
     base = 0x1FE0                     # one instruction right below a 4 KiB boundary
@@ -105,7 +116,7 @@ async def end_program(tb):
     tb.scoreboard.compare("end.cleared", [0, 0], [await host.read("status"), int(tb.dut.irq.value)])
 
 
-@bench_test()
+@bench_test(verify=True)
 async def stops_on_errors(tb):
     host = Host(tb)
     end = encode(_zero_instruction(Op.END))
@@ -134,7 +145,7 @@ def _tiny_model(p) -> ModelConfig:
                        ffn=p.max_ffn, max_position=p.max_seq, type_vocab=2)
 
 
-@bench_test()
+@bench_test(verify=True)
 async def embed_program(tb):
     host = Host(tb)
     p = tb.params
@@ -175,3 +186,33 @@ async def embed_program(tb):
     status = await host.run(base + prog.regions["program"][0])
     tb.scoreboard.compare("bad_token.status", [R.STATUS_ERROR | R.ERR_TOKEN << 8], [status])
     tb.scoreboard.compare("bad_token.no_trace", [0] * 16, list(host.ram.read(base + embed["trace"], 16)))
+
+
+@bench_test()
+async def program_run(tb):
+    wl = run_config().workload
+    if "program" not in wl:
+        raise ValueError("program_run needs the workload option 'program' (a program file); "
+                         "run it through sim.inference.run_program")
+    prog = load_program(wl["program"])
+    base = int(wl.get("data_base", 0x1040))
+    image = bytes(prog.image)
+    host = Host(tb, ram_bytes=max(RAM_BYTES, 1 << (base + len(image)).bit_length()))
+    host.ram.write(base, image)
+    await host.write("data_base_lo", base)
+    t0 = tb.cycle()
+    status = await host.run(base + prog.regions["program"][0], budget_cycles=int(wl.get("budget_cycles", 50_000_000)))
+    wall_cycles = tb.cycle() - t0
+    counters = {"status": status, "error_code": (status >> 8) & 0xFF, "pc": await host.read("pc"),
+                "retired": await host.read("retired"),
+                "cycles": await host.read("cycles_lo") | (await host.read("cycles_hi")) << 32,
+                "host_cycles": wall_cycles,
+                "busy": {name: await host.read(f"busy_{name}") for name in R.BUSY_COUNTERS}}
+    if "memory_out" in wl:
+        np.save(wl["memory_out"] + ".tmp.npy", np.frombuffer(host.ram.read(base, len(image)), dtype=np.uint8))
+        os.replace(wl["memory_out"] + ".tmp.npy", wl["memory_out"])
+    if "counters_out" in wl:
+        with open(wl["counters_out"] + ".tmp", "w") as f:
+            json.dump(counters, f, indent=2)
+        os.replace(wl["counters_out"] + ".tmp", wl["counters_out"])
+    tb.scoreboard.compare("program.status", [R.STATUS_DONE], [status])
