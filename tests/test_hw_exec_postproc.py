@@ -11,7 +11,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from compiler import Target, compile_program
+from compiler import Machine, Target, compile_program
+from compiler.execute import ExecError
 from golden.config import ModelConfig
 from golden.random_artifact import random_artifact
 from hw.encoder.layernorm_exec import LayerNormExec
@@ -77,6 +78,16 @@ def with_instruction(prog, pc: int, **fields):
     addr = prog.regions["program"][0] + pc * INSTR_BYTES
     image[addr:addr + INSTR_BYTES] = np.frombuffer(word, dtype=np.uint8)
     return dataclasses.replace(prog, image=image)
+
+
+def executor_refuses(prog, pc: int) -> None:
+    """The compiler's executor stops with ExecError at instruction `pc` (the unit must flag the same case)."""
+    machine = Machine(prog)
+    while machine.pc < pc:
+        assert machine.step()
+        machine.pc += 1
+    with pytest.raises(ExecError):
+        machine.step()
 
 
 def quant_unit(target):
@@ -153,7 +164,7 @@ def softmax_unit(target):
 
 @pytest.mark.parametrize("array,act_bits,inputs", [
     ("1x3x16", 1, "padded"), ("2x3x16", 1, "T1"), ("3x5x32", 1, "Tmax"),
-    ("1x3x16", 2, "Tmax"), ("2x3x16", 2, "padded"), ("3x5x32", 2, "T1"),
+    ("1x3x16", 2, "Tmax"), ("2x3x16", 2, "padded"), ("3x5x32", 2, "T1"), ("2x3x16", 4, "Tmax"),
 ])
 def test_softmax_matches_executor(array, act_bits, inputs):
     """Binary (1-bit) and multi-bit (MULTIBIT + requant) probabilities, padded masks, T = 1 and T = max_seq."""
@@ -176,6 +187,7 @@ def _all_tokens_masked(prog):
 def test_softmax_refuses_a_fully_masked_row(act_bits):
     prog = _all_tokens_masked(program("2x3x16", act_bits, "padded"))
     pc = pcs(prog, Op.SOFTMAX)[0]
+    executor_refuses(prog, pc)
     run_instruction(softmax_unit(prog.target), prog, pc, expect_error=ERR_MASKED_ROW)
 
 
@@ -184,3 +196,24 @@ def test_softmax_refuses_rows_longer_than_max_seq():
     pc = pcs(prog, Op.SOFTMAX)[0]
     run_instruction(softmax_unit(prog.target), with_instruction(prog, pc, keys=LIMITS["max_seq"] + 1), pc,
                     expect_error=ERR_LENGTH)
+
+
+@pytest.mark.parametrize("act_bits", [1, 4])
+def test_quant_unsigned_codes(act_bits):
+    """QUANT with signed = 0: 1-bit codes 0/1 (traced as such); 4-bit: the requant bounds of a signed
+    site put negative codes out of the unsigned range, which is ERR_RANGE (the executor raises)."""
+    prog = program("2x3x16", act_bits, "padded")
+    pc = pcs(prog, Op.QUANT)[1]
+    crafted = with_instruction(prog, pc, signed=0)
+    if act_bits == 1:
+        run_instruction(quant_unit(prog.target), crafted, pc, seed=11)
+    else:
+        executor_refuses(crafted, pc)
+        run_instruction(quant_unit(prog.target), crafted, pc, expect_error=ERR_RANGE)
+
+
+def test_quant_refuses_a_destination_off_a_row_block():
+    prog = program("3x5x32", 1, "padded")
+    pc = pcs(prog, Op.QUANT)[0]
+    dst = instructions(prog)[pc]["dst"]
+    run_instruction(quant_unit(prog.target), with_instruction(prog, pc, dst=dst + 1), pc, expect_error=ERR_RANGE)

@@ -86,7 +86,8 @@ class SoftmaxExec(wiring.Component):
         fmt = p.numerics
         unit = SoftmaxUnit.from_params(p, width=1)
         m.submodules.softmax = ResetInserter({"sync": self.start})(unit)   # clears its sticky flags
-        m.submodules.rq = rq = RequantUnit(1, fmt.prob_frac + 2, RESIDUAL_BITS, 1)
+        # two table rows, not one: a one-row ChannelTable has a zero-width address ([-1:0] in the Verilog)
+        m.submodules.rq = rq = RequantUnit(1, fmt.prob_frac + 2, RESIDUAL_BITS, 2)
         m.submodules.writer = writer = CodeWriter(p.rows, p.lanes, self.act_words, p.max_act_bits)
         m.submodules.p_fifo = p_fifo = SyncFIFOBuffered(width=unit.prob_width, depth=8)
         rows, keys, bits, tap = ins.rows, ins.keys, ins.bits, ins.tap
