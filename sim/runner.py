@@ -511,12 +511,13 @@ def _build_locked(unit: str, sim: str, params, tool: SimTool, work: Path, cdir: 
             runner.build(sources=sources, hdl_toplevel=unit, build_args=build_args, build_dir=obj, always=True,
                          timescale=("1ns", "1ps"), waves=(waves and sim == "verilator"), log_file=log)
     except SimulationTimeout as e:
-        raise SimulationTimeout(f"{sim} build of {unit} ({cdir.name}): {e}\n{_tail(log)}") from None
+        raise SimulationTimeout(f"{sim} build of {unit} ({cdir.name}): {e}; log {log}\n{_tail(log)}") from None
     except (RuntimeError, SystemExit, subprocess.SubprocessError) as e:
-        raise SimulationError(f"{sim} build of {unit} ({cdir.name}) failed: {e}\n--- {log} (tail) ---\n"
+        raise SimulationError(f"{sim} build of {unit} ({cdir.name}) failed: {e}; log {log}\n--- {log} (tail) ---\n"
                               f"{_tail(log)}") from None
     if not product.exists():
-        raise SimulationError(f"{sim} build of {unit} ({cdir.name}) produced no {product.name}\n{_tail(log)}")
+        raise SimulationError(f"{sim} build of {unit} ({cdir.name}) produced no {product.name}; log {log}\n"
+                              f"{_tail(log)}")
     if cache is not None and not (cache / _RUNTIME_DONE).exists() and _runtime_files(obj):
         tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -631,7 +632,7 @@ def _run_locked(unit, sim, params, tool, binfo, cdir, workload, seed, waves, ver
                         results_xml=str(xml_path), seed=seed, waves=waves, timescale=("1ns", "1ps"),
                         test_args=test_args, log_file=log)
     except SimulationTimeout as e:
-        raise SimulationTimeout(f"{sim} run of {unit} ({binfo['config']}, seed {seed}): {e}\n"
+        raise SimulationTimeout(f"{sim} run of {unit} ({binfo['config']}, seed {seed}): {e}; log {log}\n"
                                 f"--- {log} (tail) ---\n{_tail(log)}") from None
     except SystemExit as e:          # cocotb's runner exits when a test failed or the simulator crashed
         exit_note = f"simulator/cocotb exit status {e.code}"
@@ -640,7 +641,7 @@ def _run_locked(unit, sim, params, tool, binfo, cdir, workload, seed, waves, ver
     run_s = time.perf_counter() - t0
     if not res_path.exists() or not xml_path.exists():
         raise SimulationError(f"{sim} run of {unit} ({binfo['config']}, seed {seed}) left no results "
-                              f"({exit_note or 'no error reported'})\n--- {log} (tail) ---\n{_tail(log)}")
+                              f"({exit_note or 'no error reported'}); log {log}\n--- {log} (tail) ---\n{_tail(log)}")
     results = json.loads(res_path.read_text())
     tests = _xunit(xml_path)
     results.update(
