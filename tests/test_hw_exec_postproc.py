@@ -28,17 +28,20 @@ LIMITS = dict(max_seq=8, max_hidden=64, max_ffn=128, max_head_dim=16)
 #: exp LUT entries the random artifacts need (the LUT grows with the code bits)
 EXP_LUT = {1: 64, 2: 256, 4: 2048}
 CFG = ModelConfig(vocab_size=50, hidden=64, layers=1, heads=4, ffn=128, max_position=8, type_vocab=3)
-ARRAYS = {"1x3x16": (1, 3, 16), "2x3x16": (2, 3, 16), "3x5x32": (3, 5, 32)}
+ARRAYS = {"1x3x16": (1, 3, 16), "2x3x16": (2, 3, 16), "3x5x32": (3, 5, 32),
+          "2x3x8": (2, 3, 8)}      # 8 lanes: head groups, TRANS token rows and softmax rows span several words
 INPUTS = {                                                   # ids, mask
     "T1": ([7], [1]),
     "padded": ([1, 49, 3, 0, 5], [1, 1, 1, 0, 0]),
     "Tmax": ([4, 8, 15, 16, 23, 42, 2, 9], [1] * 8),
+    "T12": ([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8], [1] * 10 + [0] * 2),     # 2x3x8 only (max_seq 16)
 }
 
 
 def _params(array: str, act_bits: int) -> HwParams:
     r, c, l = ARRAYS[array]
-    return HwParams(rows=r, cols=c, lanes=l, max_act_bits=act_bits, max_exp_lut=EXP_LUT[act_bits], **LIMITS)
+    limits = dict(LIMITS, max_seq=16) if l == 8 else LIMITS
+    return HwParams(rows=r, cols=c, lanes=l, max_act_bits=act_bits, max_exp_lut=EXP_LUT[act_bits], **limits)
 
 
 _PROGRAMS: dict = {}
@@ -48,7 +51,8 @@ def program(array: str, act_bits: int, inputs: str):
     """A compiled program of the tiny config (cached: several tests run instructions of one program)."""
     key = (array, act_bits, inputs)
     if key not in _PROGRAMS:
-        art = random_artifact(CFG, seed=5 + act_bits, act_bits=act_bits)
+        cfg = dataclasses.replace(CFG, max_position=16) if inputs == "T12" else CFG
+        art = random_artifact(cfg, seed=5 + act_bits, act_bits=act_bits)
         ids, mask = INPUTS[inputs]
         _PROGRAMS[key] = compile_program(art, Target(_params(array, act_bits)), ids=ids, mask=mask)
     return _PROGRAMS[key]
@@ -97,7 +101,7 @@ def quant_unit(target):
 # ---------------------------------------------------------------------------------------------- QUANT
 @pytest.mark.parametrize("array,act_bits,inputs", [
     ("1x3x16", 1, "padded"), ("2x3x16", 1, "T1"), ("3x5x32", 1, "Tmax"),
-    ("1x3x16", 2, "padded"), ("2x3x16", 4, "Tmax"), ("3x5x32", 2, "padded"),
+    ("1x3x16", 2, "padded"), ("2x3x16", 4, "Tmax"), ("3x5x32", 2, "padded"), ("2x3x8", 2, "T12"),
 ])
 def test_quant_matches_executor(array, act_bits, inputs):
     """Every QUANT of a program (q/k/v.in, ffn1.in, the pooler's one-row QUANT), 1-bit and multi-bit."""
@@ -108,11 +112,12 @@ def test_quant_matches_executor(array, act_bits, inputs):
         run_instruction(quant_unit(prog.target), prog, pc, seed=pc)
 
 
-@pytest.mark.parametrize("array,act_bits", [("2x3x16", 1), ("3x5x32", 2)])
+@pytest.mark.parametrize("array,act_bits,inputs", [("2x3x16", 1, "padded"), ("3x5x32", 2, "padded"),
+                                                   ("2x3x8", 1, "T12")])
 @pytest.mark.parametrize("layout", [Layout.HEADS, Layout.TRANS])
-def test_quant_heads_and_trans_destinations(array, act_bits, layout):
+def test_quant_heads_and_trans_destinations(array, act_bits, inputs, layout):
     """A QUANT re-targeted to a HEADS / TRANS tensor (the q and vt regions), from a non-zero first channel."""
-    prog = program(array, act_bits, "padded")
+    prog = program(array, act_bits, inputs)
     pc = pcs(prog, Op.QUANT)[0]
     ins = instructions(prog)[pc]
     mm = next(i for i in instructions(prog) if i.op == Op.MATMUL and i["layout"] == layout)
@@ -165,6 +170,7 @@ def softmax_unit(target):
 @pytest.mark.parametrize("array,act_bits,inputs", [
     ("1x3x16", 1, "padded"), ("2x3x16", 1, "T1"), ("3x5x32", 1, "Tmax"),
     ("1x3x16", 2, "Tmax"), ("2x3x16", 2, "padded"), ("3x5x32", 2, "T1"), ("2x3x16", 4, "Tmax"),
+    ("2x3x8", 1, "T12"),
 ])
 def test_softmax_matches_executor(array, act_bits, inputs):
     """Binary (1-bit) and multi-bit (MULTIBIT + requant) probabilities, padded masks, T = 1 and T = max_seq."""
