@@ -11,18 +11,24 @@ import dataclasses
 import numpy as np
 import pytest
 
+from amaranth.hdl import Module
+from amaranth.lib import memory
+
 from compiler import Machine, Target, compile_program
+from compiler import memory as mem
 from compiler.execute import ExecError
+from compiler.program import View
 from golden.config import ModelConfig
 from golden.random_artifact import random_artifact
 from hw.encoder.layernorm_exec import LayerNormExec
-from hw.encoder.quant_exec import QuantExec
+from hw.encoder.quant_exec import CodeWriter, QuantExec
 from hw.encoder.regs import ERR_FRAMING, ERR_LENGTH, ERR_MASKED_ROW, ERR_RANGE
 from hw.encoder.softmax_exec import SoftmaxExec
 from hw.encoder.top import MAX_READ_BEATS
 from hw.params import HwParams
 from hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, decode, encode
-from tests.exec_harness import run_instruction
+from tests.exec_harness import act_flat, act_physical, run_instruction
+from tests.hwsim import run, stream_put
 
 LIMITS = dict(max_seq=8, max_hidden=64, max_ffn=128, max_head_dim=16)
 #: exp LUT entries the random artifacts need (the LUT grows with the code bits)
@@ -96,6 +102,72 @@ def executor_refuses(prog, pc: int) -> None:
 
 def quant_unit(target):
     return lambda p: QuantExec(p, 32, target.res_words, target.act_words, MAX_READ_BEATS)
+
+
+# ---------------------------------------------------------------------------------------------- CodeWriter
+def _random_view(rng, machine, lanes: int, block: int, max_bits: int) -> View:
+    """A random code tensor that fits the activation buffer: layout, bits, rows, group width, first channel."""
+    while True:
+        layout = int(rng.choice([Layout.ROWS, Layout.HEADS, Layout.TRANS]))
+        bits = int(rng.choice([b for b in (1, 2, 4, 8) if b <= max_bits]))
+        rows = int(rng.integers(1, 14))
+        width = int(rng.integers(1, 3 * lanes))
+        if layout == Layout.ROWS:
+            col = int(rng.integers(0, width))
+            cols = int(rng.integers(1, width - col + 1))
+        else:
+            col = int(rng.integers(0, 3 * width))
+            cols = int(rng.integers(1, 3 * width))
+        words, _ = mem.act_address(layout, 0, rows, width, bits, lanes, block, np.arange(rows)[:, None, None],
+                                   col + np.arange(cols)[None, :, None], np.arange(bits)[None, None, :])
+        span = -(-(int(words.max()) + 1) // block) * block
+        if span <= len(machine.act):
+            dst = block * int(rng.integers(0, (len(machine.act) - span) // block + 1))
+            return View("act", dst, rows, cols, width, col, layout, bits, bool(rng.integers(0, 2)), rows)
+
+
+@pytest.mark.parametrize("array,seed", [("1x3x16", 0), ("2x3x8", 1), ("3x5x32", 2), ("2x3x8", 3)])
+def test_code_writer_equals_machine_write_codes(array, seed):
+    """Random code tensors (every layout, 1..8 bits, widths across lane words, first channels in any
+    group) written by the CodeWriter equal `compiler.Machine.write_codes` on random buffer contents."""
+    act_bits = 4 if array != "2x3x8" else 2
+    prog = program(array, act_bits, "T12" if array == "2x3x8" else "padded")
+    p, rng = prog.target.params, np.random.default_rng(seed)
+    for case in range(4):
+        machine = Machine(prog, np.random.default_rng(100 * seed + case))
+        v = _random_view(rng, machine, p.lanes, p.rows, p.max_act_bits)
+        lo, hi = (-(1 << (v.bits - 1)), 1 << (v.bits - 1)) if v.signed and v.bits > 1 else (0, 1 << v.bits)
+        codes = rng.integers(lo, hi, (v.rows, v.cols))
+        if v.signed and v.bits == 1:
+            codes = 2 * codes - 1
+        before = machine.act.copy()
+        machine.write_codes(v, codes)
+        writer = CodeWriter(p.rows, p.lanes, len(machine.act), p.max_act_bits)
+        act = memory.Memory(shape=p.rows * p.lanes, depth=len(before) // p.rows, init=act_physical(before, p.rows))
+        top = Module()
+        top.submodules.writer, top.submodules.act = writer, act
+        wp = act.write_port(granularity=1)
+        top.d.comb += [wp.addr.eq(writer.act_w_addr), wp.data.eq(writer.act_w_data), wp.en.eq(writer.act_w_en)]
+        stored = mem.to_stored(codes, v.bits, v.signed).ravel()
+        got = {}
+
+        async def bench(ctx):
+            for name, value in (("dst", v.addr), ("layout", v.layout), ("rows", v.rows), ("channels", v.cols),
+                                ("width", v.width), ("col", v.col), ("bits", v.bits)):
+                ctx.set(getattr(writer, name), value)
+            ctx.set(writer.start, 1)
+            await ctx.tick()
+            ctx.set(writer.start, 0)
+            for u in stored:
+                await stream_put(ctx, writer.codes, {"u": int(u)}, rng, 0.3)
+            await ctx.tick()
+            got["misaligned"] = ctx.get(writer.misaligned)
+            got["act"] = act_flat([ctx.get(act.data[i]) for i in range(act.depth)], p.rows, p.lanes)
+
+        run(top, bench)
+        assert not got["misaligned"]
+        diff = np.argwhere(got["act"] != machine.act)
+        assert not diff.size, f"{v}: act differs first at {tuple(diff[0])} ({len(diff)} bits)"
 
 
 # ---------------------------------------------------------------------------------------------- QUANT
