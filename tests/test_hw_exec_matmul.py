@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 
 from compiler import Target, compile_program
@@ -19,8 +20,8 @@ from hw.encoder.matmul_exec import MatmulExec
 from hw.encoder.regs import ERR_RANGE
 from hw.encoder.top import MAX_READ_BEATS
 from hw.params import HwParams
-from hw.spec.isa import Layout, Op, Post, encode
-from tests.exec_harness import run_instruction
+from hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, Post, encode
+from tests.exec_harness import _steps_before, run_instruction
 
 #: hidden 40 (K = 40, 56, 20, T: never a multiple of L = 16), 2 heads of 20, FFN 56.
 CFG = ModelConfig(vocab_size=50, hidden=40, layers=1, heads=2, ffn=56, max_position=8, type_vocab=2)
@@ -29,7 +30,7 @@ CFG = ModelConfig(vocab_size=50, hidden=40, layers=1, heads=2, ffn=56, max_posit
 def _params(shape: str, bits: int) -> HwParams:
     r, c, l = (int(x) for x in shape.split("x"))
     return HwParams(rows=r, cols=c, lanes=l, max_seq=8, max_hidden=48, max_ffn=64, max_head_dim=24,
-                    max_exp_lut=256, max_act_bits=bits)
+                    max_exp_lut=4096, max_act_bits=bits)
 
 
 @functools.cache
@@ -54,27 +55,58 @@ def _kind(ins) -> str:
     return post
 
 
-def _matmuls(prog) -> dict[str, int]:
-    """The first MATMUL of each kind: kind -> pc."""
-    out = {}
+def _matmuls(prog, later_heads: bool = False) -> list[int]:
+    """pcs of the first MATMUL of each kind; with `later_heads` also every P.V writing columns past head 0."""
+    first, extra = {}, []
     for pc, ins in enumerate(prog.instructions):
         if ins.op == Op.MATMUL:
-            out.setdefault(_kind(ins), pc)
-    return out
+            if _kind(ins) not in first:
+                first[_kind(ins)] = pc
+            elif later_heads and ins.fields["dst_col"] > 0:
+                extra.append(pc)
+    kinds = set(first)
+    assert {"SCORES", "RESIDUAL", "EXT"} <= kinds and any("/HEADS" in k for k in kinds) \
+        and any("/TRANS" in k for k in kinds) and any("/ACT" in k for k in kinds), kinds
+    return sorted(first.values()) + extra
 
 
 CASES = [
-    # shape, act bits, T
-    ("1x3x16", 1, 5),
-    ("1x3x16", 2, 5),
-    ("1x4x32", 1, 8),
+    # shape R x C x L, act bits, T, also the later heads' P.V
+    ("1x3x16", 1, 5, False),       # R = 1
+    ("2x3x16", 1, 8, False),       # T = max_seq, M = 8 rows in 4 blocks, N = 56 in 19 tiles of 3
+    ("3x5x32", 2, 7, True),        # M, N, K not multiples of R, C, L; head 1 at dst_col = 20
+    ("2x3x16", 4, 3, False),       # 4-bit codes (4 planes), signed offset binary
+    ("4x4x32", 1, 1, False),       # T = 1 (one row block, mostly padding rows), square array
 ]
 
 
-@pytest.mark.parametrize("shape,bits,t", CASES)
-def test_every_matmul_kind_matches_executor(shape, bits, t):
-    target, prog = _program(shape, bits, t, False)
-    kinds = _matmuls(prog)
-    assert {"SCORES", "RESIDUAL", "EXT"} <= set(kinds), kinds
-    for kind, pc in sorted(kinds.items(), key=lambda kv: kv[1]):
+@pytest.mark.parametrize("shape,bits,t,later_heads", CASES)
+def test_every_matmul_kind_matches_executor(shape, bits, t, later_heads):
+    target, prog = _program(shape, bits, t, True)
+    for pc in _matmuls(prog, later_heads):
         run_instruction(_unit(target), prog, pc, seed=pc)
+
+
+def _patched(prog, pc: int, **fields):
+    """`prog` with instruction `pc`'s fields replaced."""
+    ins = prog.instructions[pc]
+    image = prog.image.copy()
+    addr = prog.regions["program"][0] + INSTR_BYTES * pc
+    image[addr:addr + INSTR_BYTES] = list(encode(Instruction(ins.op, {**ins.fields, **fields})))
+    return type(prog)(prog.target, prog.config, prog.seq_len, image, prog.regions, prog.checkpoints)
+
+
+@pytest.mark.parametrize("kind,fields", [
+    ("RESIDUAL", {"k": 64 + 16}),                     # K past the tile buffer (max_ffn = 64)
+    ("SCORES", {"a_bits": 3}),                        # not a code width
+    ("SCORES", {"b_bits": 4}),                        # above max_act_bits
+    ("THRESHOLD/ROWS", {"out_bits": 2}),              # THRESHOLD writes 1-bit codes
+    ("RESIDUAL", {"b_bits": 2}),                      # weights are 1-bit signed
+])
+def test_out_of_range_instruction_stops_with_err_range(kind, fields):
+    target, prog = _program("2x3x16", 1, 5, False)
+    pc = next(pc for pc, ins in enumerate(prog.instructions) if ins.op == Op.MATMUL and _kind(ins) == kind)
+    bad = _patched(prog, pc, **fields)
+    got = run_instruction(_unit(target), bad, pc, seed=1, expect_error=ERR_RANGE)
+    before = _steps_before(bad, pc, np.random.default_rng(1 + 1))      # the harness's buffers (seed + 1)
+    assert (got["act"] == before.act).all() and (got["res"] == before.res).all() and (got["scr"] == before.scr).all()
