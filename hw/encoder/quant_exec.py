@@ -33,14 +33,14 @@ from hw.spec.isa import Layout, Op
 from hw.table import row_of_channel
 from hw.threshold import ThresholdUnit
 
+from .embed import BUS_BITS
 from .layouts import instruction_layout
 from .regs import ERR_RANGE
 from .trace import trace_start_layout
 
-__all__ = ["QuantExec", "CodeWriter", "BUS_BITS", "fits_signed", "fits_unsigned", "rd_signatures"]
+__all__ = ["QuantExec", "CodeWriter", "DIM_BITS", "fits_signed", "fits_unsigned", "rd_signatures",
+           "trace_signatures"]
 
-#: The bus width this unit reads (bits): one 64-bit constant per beat.
-BUS_BITS = 64
 #: Bits of the instruction's dimension fields (rows, channels, widths, first column).
 DIM_BITS = 16
 
@@ -57,7 +57,8 @@ def fits_unsigned(value, width: int):
 
 
 def rd_signatures(addr_width: int, max_beats: int) -> dict:
-    """The shared AXI reader's command and data streams, as every execute unit declares them."""
+    """The shared AXI reader's command and 64-bit data streams (one constant word per beat), as every
+    execute unit declares them."""
     return {
         "rd_cmd": Out(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
         "rd_data": In(stream.Signature(data.StructLayout({"data": BUS_BITS, "last": 1}))),
@@ -65,6 +66,7 @@ def rd_signatures(addr_width: int, max_beats: int) -> dict:
 
 
 def trace_signatures(addr_width: int) -> dict:
+    """The trace writer's start and value streams, as every execute unit declares them."""
     return {
         "trace_start": Out(stream.Signature(trace_start_layout(addr_width))),
         "trace_values": Out(stream.Signature(data.StructLayout({"value": signed(32)}))),
