@@ -200,6 +200,12 @@ def test_backpressure_and_gaps():
     _check_matmul(3, 2, 8, 7, 5, 8, (1, False), (1, True), "stall-drainbound", put_stall=0.0, get_stall=0.5)
 
 
+def test_one_row_and_one_column():
+    """R = 1 (every drain beat is a tile's last) and C = 1 arrays."""
+    _check_matmul(1, 2, 8, 3, 3, 13, (2, True), (1, True), "r1", put_stall=0.2, get_stall=0.3)
+    _check_matmul(2, 1, 8, 3, 2, 13, (1, False), (2, False), "c1")
+
+
 def test_without_row_counts():
     """A W1A1-only array (no row popcounts) computes every product whose b operand is +-1."""
     _check_matmul(2, 3, 8, 4, 5, 21, (1, False), (1, True), "norow-01", row_counts=False)
