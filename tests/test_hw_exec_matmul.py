@@ -33,10 +33,19 @@ def _params(shape: str, bits: int) -> HwParams:
                     max_exp_lut=4096, max_act_bits=bits)
 
 
+#: Mixed code widths: products of unequal plane counts (4 x 2 scores, 2-bit unsigned x 4-bit P.V, 1-bit
+#: P.V output, 2-bit unsigned ffn2.in codes).
+MIXED = {"layers.0.q.in": 2, "layers.0.k.in": 1, "layers.0.v.in": 2, "layers.0.q.out": 4, "layers.0.k.out": 2,
+         "layers.0.v.out": 4, "layers.0.probs": 2, "layers.0.o.in": 1, "layers.0.ffn1.in": 4, "layers.0.ffn2.in": 2,
+         "pooler.in": 1}
+
+
 @functools.cache
-def _program(shape: str, bits: int, t: int, trace: bool):
-    target = Target(_params(shape, bits))
-    art = random_artifact(CFG, seed=7 + bits, act_bits=bits)
+def _program(shape: str, bits: int | str, t: int, trace: bool):
+    mixed = bits == "mixed"
+    target = Target(_params(shape, 4 if mixed else bits))
+    art = random_artifact(CFG, seed=11 if mixed else 7 + bits, act_bits=1 if mixed else bits,
+                          quant=MIXED if mixed else None)
     ids = [(5 * i + 3) % CFG.vocab_size for i in range(t)]
     mask = [1] * t if t < 3 else [1] * (t - 1) + [0]
     return target, compile_program(art, target, ids=ids, mask=mask, trace=trace)
@@ -77,6 +86,7 @@ CASES = [
     ("3x5x32", 2, 7, True),        # M, N, K not multiples of R, C, L; head 1 at dst_col = 20
     ("2x3x16", 4, 3, False),       # 4-bit codes (4 planes), signed offset binary
     ("4x4x32", 1, 1, False),       # T = 1 (one row block, mostly padding rows), square array
+    ("2x3x16", "mixed", 6, False), # unequal plane counts in one product
 ]
 
 

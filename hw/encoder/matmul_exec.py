@@ -105,7 +105,9 @@ class MatmulExec(wiring.Component):
     res_w_addr, res_w_data, res_w_en : residual-buffer write port (signed 16 bits).
     scr_w_addr, scr_w_data, scr_w_en : score-buffer write port (signed acc_width bits).
     trace_start, trace_values : to the `TraceWriter` (int32 values).
-    array_beat : ``Out(1)`` high in each cycle the MAC array accepts an operand beat (activity count).
+    array_beat : ``Out(1)`` high in each cycle the MAC array accepts an operand beat.
+    thr_element, req_element : ``Out(1)`` high in each cycle an element enters the threshold /
+        requant unit (activity counts for the busy counters and the energy model).
     """
 
     def __init__(self, params: HwParams, addr_width: int, act_words: int, res_words: int, scr_words: int,
@@ -138,7 +140,7 @@ class MatmulExec(wiring.Component):
             "scr_w_addr": Out(range(scr_words)), "scr_w_data": Out(signed(p.acc_width)), "scr_w_en": Out(1),
             "trace_start": Out(stream.Signature(trace_start_layout(addr_width))),
             "trace_values": Out(stream.Signature(data.StructLayout({"value": signed(32)}))),
-            "array_beat": Out(1),
+            "array_beat": Out(1), "thr_element": Out(1), "req_element": Out(1),
         })
 
     def elaborate(self, platform):
@@ -389,6 +391,8 @@ class MatmulExec(wiring.Component):
 
         to_thr = post == Post.THRESHOLD
         unit_ready = Mux(to_thr, thr.inp.ready, Mux(uses_req, req.inp.ready, 1))
+        m.d.comb += [self.thr_element.eq(thr.inp.valid & thr.inp.ready),
+                     self.req_element.eq(req.inp.valid & req.inp.ready)]
         push = Signal()
         row_end = Signal()
         m.d.comb += [
@@ -694,27 +698,34 @@ class MatmulExec(wiring.Component):
             m.d.sync += v1.eq(0)
 
         # ---- seek FSM (runs beside the constant and tile loads)
+        def restart():
+            """Every start restarts the seek, whatever it was doing (last: it has priority)."""
+            with m.If(self.start):
+                m.next = "WAIT"
+
         with m.FSM(name="seek"):
             with m.State("IDLE"):
-                with m.If(self.start):
-                    m.next = "WAIT"
+                restart()
             with m.State("WAIT"):
-                m.next = "NBLK"            # CHECK has reset the counters
-            with m.State("NBLK"):
-                with m.If(seek_cnt < M):
+                m.next = "NBLK"            # CHECK resets the counters in this cycle
+            with m.State("NBLK"):          # HEADS: nblk = ceil(M / R)
+                with m.If((ins.layout == Layout.HEADS) & (seek_cnt < M)):
                     m.d.sync += [seek_cnt.eq(seek_cnt + R), nblk.eq(nblk + 1)]
                 with m.Else():
                     m.d.sync += seek_cnt.eq(0)
                     m.next = "GW"
-            with m.State("GW"):
-                with m.If(seek_cnt < width):
+                restart()
+            with m.State("GW"):            # TRANS: gw = ceil(width / R)
+                with m.If((ins.layout == Layout.TRANS) & (seek_cnt < width)):
                     m.d.sync += [seek_cnt.eq(seek_cnt + R), gw.eq(gw + 1)]
                 with m.Else():
                     m.next = "COL"
-            with m.State("COL"):
+                restart()
+            with m.State("COL"):           # the column state of channel dst_col
                 with m.If(seek_n < ins.dst_col):
                     m.d.sync += [seek_n.eq(seek_n + 1), col_start.eq(seek_next)]
                 with m.Else():
                     m.d.sync += [seek_done.eq(1), s_col_end.eq(col_start)]
                     m.next = "IDLE"
+                restart()
         return m
