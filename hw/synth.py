@@ -32,7 +32,7 @@ import time
 
 from .generate import UNITS, generate
 from .params import HwParams
-from .toolchain import ToolError, find_nextpnr_ecp5, find_yosys
+from .toolchain import ToolError, find_nextpnr_ecp5, find_yosys, stop_process_group
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,12 +133,16 @@ def _run_with_progress(tool, args, what: str, log_path: str, cwd=None) -> str:
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
-    while thread.is_alive():
-        thread.join(PROGRESS_EVERY_S)
-        if thread.is_alive():
-            print(f"bitaccel: {what}: {time.perf_counter() - t0:.0f} s, at: {last['line'][:100]}",
-                  file=sys.stderr, flush=True)
-    rc = proc.wait()
+    try:
+        while thread.is_alive():
+            thread.join(PROGRESS_EVERY_S)
+            if thread.is_alive():
+                print(f"bitaccel: {what}: {time.perf_counter() - t0:.0f} s, at: {last['line'][:100]}",
+                      file=sys.stderr, flush=True)
+        rc = proc.wait()
+    except BaseException:                    # Ctrl-C / SIGTERM: no tool process outlives the command
+        stop_process_group(proc)
+        raise
     log = "".join(chunks)
     with open(log_path, "w") as f:
         f.write(log)

@@ -17,10 +17,12 @@ Tools are looked up on PATH and then beside the running Python interpreter (the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -68,22 +70,48 @@ class Tool:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def run(self, args, *, cwd=None, timeout=None, check=True) -> subprocess.CompletedProcess:
-        """Run with `args`, capturing text output; raise ToolError on a non-zero exit if `check`."""
-        env = dict(os.environ)
-        env.update(self.env)
-        r = subprocess.run([*self.argv, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                           timeout=timeout)
+        """Run with `args`, capturing text output; raise ToolError on a non-zero exit if `check`.
+
+        The tool runs in its own process group; a timeout, Ctrl-C (KeyboardInterrupt) or any
+        other exception stops the whole group (the tool and whatever it started) first.
+        """
+        argv = [*self.argv, *map(str, args)]
+        proc = self.popen(args, cwd=cwd, merged=False)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            stop_process_group(proc)
+            raise
+        r = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         if check and r.returncode != 0:
             tail = (r.stdout + r.stderr).strip().splitlines()[-15:]
             raise ToolError(f"{self.name} failed (exit {r.returncode}):\n" + "\n".join(tail))
         return r
 
-    def popen(self, args, *, cwd=None) -> subprocess.Popen:
-        """Start with `args`, stdout and stderr merged into one text pipe (for progress reporting)."""
+    def popen(self, args, *, cwd=None, merged=True) -> subprocess.Popen:
+        """Start with `args` in a new process group (stop it with `stop_process_group`), text pipes;
+        `merged`: stdout and stderr in one pipe (for progress reporting)."""
         env = dict(os.environ)
         env.update(self.env)
         return subprocess.Popen([*self.argv, *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True,
+                                start_new_session=True)
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    """Stop `proc`'s whole process group (it was started with a new session): SIGTERM, then SIGKILL
+    after `grace_s`; reap `proc`. Used when a command is interrupted or times out, so no child
+    process outlives it."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)   # the group's other members
+        return
 
 
 def _which(name: str) -> str | None:

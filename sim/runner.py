@@ -64,7 +64,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -73,6 +72,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from hw.spec.units import UNITS
+from hw.toolchain import stop_process_group
 
 from .run_env import ENV, params_from_dict, params_to_dict
 
@@ -279,20 +279,6 @@ def _execute_cmds_with_limit(self, cmds, cwd, stdout=None) -> None:
 
 #: Seconds between "still running" progress messages of a long build or simulation.
 PROGRESS_EVERY_S = 15.0
-
-
-def stop_process_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
-    """Stop `proc`'s whole process group: SIGTERM, then SIGKILL after `grace_s`; reap `proc`."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)   # the group's other members (make's compilers)
-        return
 
 
 def _make_runner(sim: str):

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-pytestmark = [pytest.mark.sim,
-              pytest.mark.skipif(shutil.which("iverilog") is None, reason="needs Icarus Verilog (iverilog)")]
+needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None, reason="needs Icarus Verilog (iverilog)")
 
 
 def _children() -> dict[int, list[int]]:
@@ -64,6 +63,8 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+@pytest.mark.sim
+@needs_icarus
 @pytest.mark.parametrize("how, status, line", [("SIGINT", 130, "bitaccel: interrupted"),
                                                ("SIGTERM", 143, "bitaccel: terminated")])
 def test_interrupted_simulation_leaves_no_child(how, status, line, tmp_path_factory):
@@ -101,6 +102,8 @@ def test_interrupted_simulation_leaves_no_child(how, status, line, tmp_path_fact
     assert err.strip().splitlines()[-1] == line, err
 
 
+@pytest.mark.sim
+@needs_icarus
 def test_long_simulation_reports_progress(tmp_path_factory, monkeypatch):
     """A build and a long run say what they do, and a tool that runs on says so every PROGRESS_EVERY_S."""
     import sim.runner
@@ -114,3 +117,40 @@ def test_long_simulation_reports_progress(tmp_path_factory, monkeypatch):
     assert any(m.startswith("building threshold_unit with icarus") for m in messages), messages
     assert any(m.startswith("simulating threshold_unit on icarus") for m in messages), messages
     assert any(m.startswith("vvp running for") for m in messages), messages
+
+
+_TOOL_SCRIPT = """
+import sys
+from hw.toolchain import Tool
+print("ready", flush=True)
+Tool("sh", ("sh", "-c")).run(["sleep 300 & sleep 300 & wait"])
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_tool_run_stops_its_process_group(sig):
+    """hw.toolchain.Tool.run (lint, yosys): an interrupt of the caller stops the tool and what it started."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import signal, sys\n"
+            "def term(*a): raise KeyboardInterrupt\n"
+            "signal.signal(signal.SIGTERM, term)\n" + _TOOL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    seen: set[int] = set()
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(_comm(p) == "sleep" for p in seen) < 2:
+            seen |= _descendants(proc.pid)
+            time.sleep(0.1)
+        assert sum(_comm(p) == "sleep" for p in seen) == 2, [(p, _comm(p)) for p in seen]
+        os.kill(proc.pid, sig)                        # the caller only, as `kill PID` or a supervisor would
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    survivors = [(p, _comm(p)) for p in seen if _alive(p)]
+    for p, _ in survivors:
+        os.kill(p, signal.SIGKILL)
+    assert survivors == []
