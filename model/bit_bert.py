@@ -391,21 +391,26 @@ class BitBertForSequenceClassification(nn.Module):
     def integer_path(self):
         """The IntegerPath (model/integer_path.py) of the current parameters at `integer_format`.
 
-        Folded again (model.export.fold_constants) whenever a parameter or buffer changed
-        (optimizer steps and loads bump the tensors' version counters)."""
+        Folded (model.export.fold_constants) at every call in training mode; in eval mode kept
+        until a parameter's storage or version counter changes or the model switches mode (fused
+        optimizers update parameters without bumping version counters, so training never caches)."""
         from .export import fold_constants, model_config
         from .integer_path import IntegerPath
 
         if self.integer_format is None:
             raise ValueError("integer_format is not set: the model is in float mode")
         key = (self.integer_format, tuple((t.data_ptr(), t._version) for t in self.state_dict().values()))
-        if self._integer_cache is None or self._integer_cache[0] != key:
+        if self.training or self._integer_cache is None or self._integer_cache[0] != key:
             tensors = fold_constants(self, self.integer_format)
             quant = {name: q.bits for name, q in self.named_sites()}
             path = IntegerPath(model_config(self), self.integer_format, quant, tensors,
                                next(self.parameters()).device)
             self._integer_cache = (key, path)
         return self._integer_cache[1]
+
+    def train(self, mode: bool = True):
+        self._integer_cache = None
+        return super().train(mode)
 
     def _integer_forward(self, input_ids, attention_mask, token_type_ids, labels) -> BitBertOutput:
         logits, hidden = self.integer_path().forward(self, input_ids, attention_mask, token_type_ids)

@@ -86,20 +86,28 @@ def _sum_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return grad.sum_to_size(like.shape) if like.dim() else grad.sum()
 
 
+def _pm1(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """+1 where mask, -1 elsewhere, in like's dtype (arithmetic on the mask: torch.where with a bool mask is
+    several times slower on the CPU)."""
+    return mask.to(like.dtype).mul_(2).sub_(1)
+
+
 class SignedBinary(torch.autograd.Function):
-    """alpha * sign(x - beta), sign(0) = +1 (Eq. 12); STE gradients of Eq. 13 (see module doc)."""
+    """alpha * sign(x - beta), sign(0) = +1 (Eq. 12); STE gradients of Eq. 13 (see module doc).
+
+    Saves the codes and the 0/1 mask 1{|z| <= alpha} instead of z (no recomputation in backward)."""
 
     @staticmethod
     def forward(ctx, x, alpha, beta):
         z = x if beta is None else x - beta
-        ctx.save_for_backward(z, alpha, beta)
-        return alpha * quant_codes(z, alpha, None, 1, True)
+        code = _pm1(z >= 0, x)
+        active = ((z / alpha).abs_() <= 1).to(x.dtype)
+        ctx.save_for_backward(code, active, alpha, beta)
+        return code * alpha.to(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        z, alpha, beta = ctx.saved_tensors
-        code = torch.where(z >= 0, 1.0, -1.0).to(g.dtype)
-        active = ((z / alpha).abs() <= 1).to(g.dtype)
+        code, active, alpha, beta = ctx.saved_tensors
         gx = g * active
         galpha = _sum_to(g * code, alpha)
         gbeta = None if beta is None else _sum_to(-gx, beta)
@@ -112,19 +120,20 @@ class UnsignedBinary(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, beta):
         z = x if beta is None else x - beta
-        ctx.save_for_backward(z, alpha, beta)
-        return alpha * quant_codes(z, alpha, None, 1, False)
+        u = z / alpha
+        code = ((u + 0.5) >= 1).to(x.dtype)     # == floor(u + 1/2).clamp(0, 1), golden's rounding
+        ctx.save_for_backward(u, code, alpha, beta)
+        return code * alpha.to(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        z, alpha, beta = ctx.saved_tensors
-        u = z / alpha
-        code = torch.floor(u + 0.5).clamp(0, 1)
-        inside = (u >= 0) & (u < 1)                                      # Eq. 10/11: beta <= x < alpha + beta
-        galpha_e = torch.where(inside, code - u, torch.where(u >= 1, 1.0, 0.0).to(u.dtype))
-        gx = g * ((u >= 0) & (u <= 1)).to(g.dtype)
+        u, code, alpha, beta = ctx.saved_tensors
+        nonneg = u >= 0
+        inside = (nonneg & (u < 1)).to(g.dtype)                          # Eq. 10/11: beta <= x < alpha + beta
+        galpha_e = inside * (code - u) + (u >= 1).to(g.dtype)
+        gx = g * (nonneg & (u <= 1)).to(g.dtype)
         galpha = _sum_to(g * galpha_e, alpha)
-        gbeta = None if beta is None else _sum_to(-g * inside.to(g.dtype), beta)
+        gbeta = None if beta is None else _sum_to(-(g * inside), beta)
         return gx, galpha, gbeta
 
 
@@ -134,20 +143,20 @@ class MultiBit(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, beta, qn: int, qp: int):
         z = x if beta is None else x - beta
-        ctx.save_for_backward(z, alpha, beta)
+        u = z / alpha
+        code = torch.floor(u + 0.5).clamp_(qn, qp)
+        ctx.save_for_backward(u, code, alpha, beta)
         ctx.qn, ctx.qp = qn, qp
-        return alpha * torch.floor(z / alpha + 0.5).clamp(qn, qp)
+        return alpha * code
 
     @staticmethod
     def backward(ctx, g):
-        z, alpha, beta = ctx.saved_tensors
+        u, code, alpha, beta = ctx.saved_tensors
         qn, qp = ctx.qn, ctx.qp
-        u = z / alpha
-        code = torch.floor(u + 0.5).clamp(qn, qp)
-        inside = (u >= qn) & (u <= qp)
-        outside = torch.where(u < qn, float(qn), float(qp)).to(u.dtype)
-        galpha_e = torch.where(inside, code - u, outside)
-        gx = g * inside.to(g.dtype)
+        below, above = u < qn, u > qp
+        inside = (~(below | above)).to(g.dtype)
+        galpha_e = inside * (code - u) + below.to(g.dtype) * float(qn) + above.to(g.dtype) * float(qp)
+        gx = g * inside
         galpha = _sum_to(g * galpha_e, alpha)
         gbeta = None if beta is None else _sum_to(-gx, beta)
         return gx, galpha, gbeta, None, None
@@ -175,9 +184,29 @@ def _ceil_threshold(mean: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(t.to(torch.float64) < mean, up, t)
 
 
+_SUM_CHUNK = 1 << 16     # elements per float64 block of `weight_sums` (cache-sized; no whole-matrix float64 copy)
+
+
+def weight_sums(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum W, sum |W|) over all elements, accumulated in float64 block by block -> two float64 scalars.
+
+    torch's sum(dtype=float64) first copies the whole matrix to float64 (for the word
+    embedding, a 94 MB copy every step); float64 blocks of 2^16 elements give the same
+    accuracy (float64 sums of float32 values) without it.
+    """
+    flat = w.detach().reshape(-1)
+    total = torch.zeros((), dtype=torch.float64, device=w.device)
+    total_abs = torch.zeros((), dtype=torch.float64, device=w.device)
+    for block in flat.split(_SUM_CHUNK):
+        b64 = block.to(torch.float64, copy=True)     # a copy even for float64 weights (abs_ below)
+        total += b64.sum()
+        total_abs += b64.abs_().sum()
+    return total, total_abs
+
+
 def weight_mean(w: torch.Tensor) -> torch.Tensor:
-    """mean(W) over the whole matrix, accumulated in float64 (no float64 copy of W), as a float64 scalar."""
-    return w.detach().sum(dtype=torch.float64) / w.numel()
+    """mean(W) over the whole matrix, accumulated in float64, as a float64 scalar."""
+    return weight_sums(w)[0] / w.numel()
 
 
 def weight_signs_scale(w: torch.Tensor, per_row: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,11 +219,10 @@ def weight_signs_scale(w: torch.Tensor, per_row: bool = False) -> tuple[torch.Te
     rounding the mean), so float32 weights need no float64 copy.
     """
     w = w.detach()
-    thr = _ceil_threshold(weight_mean(w), w.dtype)
-    signs = torch.where(w >= thr, 1.0, -1.0).to(w.dtype)
-    a = w.abs()
-    scale = a.sum(dim=-1, keepdim=True, dtype=torch.float64) / w.shape[-1] if per_row \
-        else a.sum(dtype=torch.float64) / w.numel()
+    total, total_abs = weight_sums(w)
+    thr = _ceil_threshold(total / w.numel(), w.dtype)
+    signs = _pm1(w >= thr, w)
+    scale = w.to(torch.float64, copy=True).abs_().sum(dim=-1, keepdim=True) / w.shape[-1] if per_row else total_abs / w.numel()
     return signs, scale
 
 
@@ -205,8 +233,8 @@ def word_embedding_signs_scale(weight: torch.Tensor, ids: torch.Tensor) -> tuple
     """
     rows = F.embedding(ids, weight.detach())
     thr = _ceil_threshold(weight_mean(weight), weight.dtype)
-    signs = torch.where(rows >= thr, 1.0, -1.0).to(weight.dtype)
-    return signs, rows.abs().sum(dim=-1, keepdim=True, dtype=torch.float64) / weight.shape[-1]
+    signs = _pm1(rows >= thr, rows)
+    return signs, rows.to(torch.float64, copy=True).abs_().sum(dim=-1, keepdim=True) / weight.shape[-1]
 
 
 class BinarizeWeight(torch.autograd.Function):
@@ -214,12 +242,55 @@ class BinarizeWeight(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w):
-        signs, scale = weight_signs_scale(w)
-        return signs * scale.to(w.dtype)
+        total, total_abs = weight_sums(w)
+        thr = _ceil_threshold(total / w.numel(), w.dtype)
+        scale = (total_abs / w.numel()).to(w.dtype)
+        return (w >= thr).to(w.dtype).mul_(2 * scale).sub_(scale)     # == signs * scale, exactly (2s - s = s)
 
     @staticmethod
     def backward(ctx, g):
         return g
+
+
+class BinaryLinear(torch.autograd.Function):
+    """linear(alpha * codes, mean|W| * sign(W - mean W), bias) with an exact int8 forward.
+
+    Forward: y = (alpha * s) * (codes . signs) + bias, the ±1/small-integer product as an int8 x int8
+    -> int32 matmul (torch._int_mm; exact, a few times faster than float32 on the CPU), the same
+    form golden folds. Backward: the float STE gradients of F.linear(x, s * signs, bias) with the
+    binarized weight's pass-through to W (as `binarize_weight`): dx = g W_b, dW = g^T x, dbias = sum g.
+    x must be alpha * codes with integer codes in [-128, 127] (`int8_codes`).
+    """
+
+    @staticmethod
+    def forward(ctx, x, alpha, weight, bias):
+        total, total_abs = weight_sums(weight)
+        positive = weight >= _ceil_threshold(total / weight.numel(), weight.dtype)
+        scale = total_abs / weight.numel()
+        codes = torch.round(x / alpha).to(torch.int8)
+        signs = positive.to(torch.int8).mul_(2).sub_(1)
+        acc = torch._int_mm(codes.reshape(-1, codes.shape[-1]), signs.T)
+        y = acc.to(x.dtype).mul_((alpha * scale).to(x.dtype)).reshape(*x.shape[:-1], weight.shape[0])
+        ctx.save_for_backward(x, positive, scale)
+        ctx.has_bias = bias is not None
+        return y if bias is None else y.add_(bias)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, positive, scale = ctx.saved_tensors
+        s = scale.to(g.dtype)
+        w_b = positive.to(g.dtype).mul_(2 * s).sub_(s)
+        g2 = g.reshape(-1, g.shape[-1])
+        gx = (g2 @ w_b).reshape(x.shape)
+        gw = g2.T @ x.reshape(-1, x.shape[-1])
+        gb = g2.sum(dim=0) if ctx.has_bias else None
+        return gx, None, gw, gb
+
+
+def int8_codes(bits: int, signed: bool) -> bool:
+    """Whether codes of this kind fit int8 (BinaryLinear's forward)."""
+    lo, hi = code_range(bits, signed)
+    return -128 <= lo and hi <= 127
 
 
 def binarize_weight(w: torch.Tensor) -> torch.Tensor:
@@ -238,10 +309,14 @@ def quantized_linear(quantizer: "ActQuantizer", linear: "BitLinear", x: torch.Te
     form carries no gradient into the weights.
     """
     xq = quantizer(x)
-    if not exact or quantizer.bits == 32 or linear.weight_bits != 1:
+    if quantizer.bits == 32 or linear.weight_bits != 1:
+        return linear(xq)
+    if not exact:
+        if xq.device.type == "cpu" and int8_codes(quantizer.bits, quantizer.signed):
+            return BinaryLinear.apply(xq, quantizer.effective_alpha().detach(), linear.weight, linear.bias)
         return linear(xq)
     alpha = quantizer.effective_alpha().to(xq.dtype)
-    signs, scale = weight_signs_scale(linear.weight)
+    signs, scale = linear.signs_scale()
     acc = F.linear(torch.round(xq / alpha), signs.to(xq.dtype))
     y = acc * (alpha * scale.to(xq.dtype))
     return y if linear.bias is None else y + linear.bias
@@ -368,7 +443,34 @@ class BitLinear(nn.Linear):
         return super().extra_repr() + f", weight_bits={self.weight_bits}"
 
     def effective_weight(self) -> torch.Tensor:
-        return binarize_weight(self.weight) if self.weight_bits == 1 else self.weight
+        """The weight the forward multiplies by: binarized (weight_bits=1) or the weight itself.
+
+        In eval mode without autograd the binarized weight is cached (`_cached`)."""
+        if self.weight_bits != 1:
+            return self.weight
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return binarize_weight(self.weight)
+        return self._cached("weight", lambda: binarize_weight(self.weight.detach()))
+
+    def signs_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """weight_signs_scale(weight); cached in eval mode (`_cached`)."""
+        return self._cached("signs_scale", lambda: weight_signs_scale(self.weight))
+
+    def _cached(self, what: str, compute):
+        """compute() in training mode; in eval mode computed once and kept until the weight's storage or
+        version counter changes or the module switches mode. (The version counter alone is not enough:
+        fused optimizers update parameters without bumping it, so training mode never caches.)"""
+        if self.training:
+            return compute()
+        key = (what, self.weight.data_ptr(), self.weight._version, self.weight.dtype)
+        cache = self.__dict__.setdefault("_binary_cache", {})
+        if cache.get(what, (None,))[0] != key:
+            cache[what] = (key, compute())
+        return cache[what][1]
+
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_binary_cache", None)
+        return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight(), self.bias)

@@ -201,3 +201,23 @@ def test_bit_linear_and_embedding(rng):
         BitLinear(4, 2, weight_bits=2)
     with pytest.raises(ValueError):
         ActQuantizer(3, True)
+
+
+@pytest.mark.parametrize("bits,signed", [(1, True), (1, False), (2, True), (4, False), (8, True)])
+def test_binary_linear_int8_forward_equals_float_path(bits, signed, rng):
+    """BinaryLinear (exact int8 forward) = F.linear(quantize(x), binarize_weight(W), b): values and every gradient."""
+    from model.quant import BinaryLinear, int8_codes
+    assert int8_codes(bits, signed) and not int8_codes(8, False)
+    x = torch.tensor(rng.normal(size=(3, 5, 40)), dtype=torch.float32, requires_grad=True)
+    alpha = torch.tensor(0.37, requires_grad=True)
+    beta = torch.tensor(0.1 * rng.normal(size=40), dtype=torch.float32)
+    w = torch.tensor(rng.normal(size=(7, 40)), dtype=torch.float32, requires_grad=True)
+    b = torch.tensor(rng.normal(size=7), dtype=torch.float32, requires_grad=True)
+    xq = quantize(x, alpha, beta, bits, signed)
+    ref = torch.nn.functional.linear(xq, binarize_weight(w), b)
+    out = BinaryLinear.apply(xq, alpha.detach(), w, b)
+    assert torch.allclose(out, ref, rtol=1e-6, atol=1e-5)
+    g = torch.tensor(rng.normal(size=ref.shape), dtype=torch.float32)
+    for a, c in zip(torch.autograd.grad(ref, (x, alpha, w, b), g, retain_graph=True),
+                    torch.autograd.grad(out, (x, alpha, w, b), g)):
+        assert torch.allclose(a, c, rtol=1e-5, atol=1e-5)
