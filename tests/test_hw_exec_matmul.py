@@ -21,7 +21,8 @@ from hw.encoder.regs import ERR_RANGE
 from hw.encoder.top import MAX_READ_BEATS
 from hw.params import HwParams
 from hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, Post, encode
-from tests.exec_harness import _steps_before, run_instruction
+from tests.exec_harness import _steps_before, _Wrapper, act_flat, run_instruction
+from tests.hwsim import run
 
 #: hidden 40 (K = 40, 56, 20, T: never a multiple of L = 16), 2 heads of 20, FFN 56.
 CFG = ModelConfig(vocab_size=50, hidden=40, layers=1, heads=2, ffn=56, max_position=8, type_vocab=2)
@@ -120,3 +121,91 @@ def test_out_of_range_instruction_stops_with_err_range(kind, fields):
     got = run_instruction(_unit(target), bad, pc, seed=1, expect_error=ERR_RANGE)
     before = _steps_before(bad, pc, np.random.default_rng(1 + 1))      # the harness's buffers (seed + 1)
     assert (got["act"] == before.act).all() and (got["res"] == before.res).all() and (got["scr"] == before.scr).all()
+
+
+def _run_back_to_back(target, prog, pcs: list[int], seed: int = 0) -> None:
+    """Run consecutive instructions `pcs` on ONE unit instance (as the sequencer does); compare with the executor.
+
+    The bench of tests/exec_harness.py for a sequence: buffers preloaded from the executor's
+    state before pcs[0], reads and trace served from the external image, every buffer word and
+    the external memory compared after the last instruction.
+    """
+    assert pcs == list(range(pcs[0], pcs[0] + len(pcs)))
+    rng = np.random.default_rng(seed)
+    params = target.params
+    machine = _steps_before(prog, pcs[0], np.random.default_rng(seed + 1))
+    ext_before = machine.ext.copy()
+    words = [bytes(machine.ext[machine.program_addr + pc * INSTR_BYTES:][:INSTR_BYTES]) for pc in pcs]
+    wrapper = _Wrapper(_unit(target)(params), machine, params)
+    for _ in pcs:
+        machine.step()
+        machine.pc += 1
+    u, ext, got = wrapper.unit, ext_before.copy(), {}
+
+    async def reader(ctx):
+        while True:
+            ctx.set(u.rd_cmd.ready, 1)
+            *_, valid, cmd = await ctx.tick().sample(u.rd_cmd.valid, u.rd_cmd.payload)
+            if not valid:
+                continue
+            ctx.set(u.rd_cmd.ready, 0)
+            addr, beats, b = int(cmd.addr), int(cmd.beats), 0
+            while b < beats:
+                offer = rng.random() >= 0.2
+                ctx.set(u.rd_data.payload.data, int.from_bytes(ext_before[addr + 8 * b:addr + 8 * b + 8].tobytes(),
+                                                               "little"))
+                ctx.set(u.rd_data.payload.last, int(b == beats - 1))
+                ctx.set(u.rd_data.valid, int(offer))
+                *_, ready = await ctx.tick().sample(u.rd_data.ready)
+                b += int(offer and ready)
+            ctx.set(u.rd_data.valid, 0)
+
+    async def tracer(ctx):
+        addr, left, i = 0, 0, 0
+        while True:
+            ctx.set(u.trace_start.ready, int(left == 0))
+            ready = left > 0 and rng.random() >= 0.2
+            ctx.set(u.trace_values.ready, int(ready))
+            *_, s_valid, start, valid, v = await ctx.tick().sample(u.trace_start.valid, u.trace_start.payload,
+                                                                   u.trace_values.valid, u.trace_values.payload.value)
+            if left == 0 and s_valid:
+                addr, left, i = int(start.addr), int(start.count), 0
+            elif ready and valid:
+                ext[addr + 4 * i:addr + 4 * i + 4] = np.frombuffer(int(v).to_bytes(4, "little", signed=True), np.uint8)
+                i, left = i + 1, left - 1
+
+    async def host(ctx):
+        ctx.set(u.base, 0)
+        for word in words:
+            ctx.set(u.ins.as_value(), int.from_bytes(word, "little"))
+            ctx.set(u.start, 1)
+            await ctx.tick()
+            ctx.set(u.start, 0)
+            while ctx.get(u.busy):
+                await ctx.tick()
+            assert ctx.get(u.error) == 0
+        for _ in range(4):
+            await ctx.tick()
+        got["res"] = np.array([ctx.get(wrapper.res.data[i]) for i in range(wrapper.res.depth)], dtype=np.int64)
+        got["act"] = act_flat([ctx.get(wrapper.act.data[i]) for i in range(wrapper.act.depth)], params.rows,
+                              params.lanes)
+        got["scr"] = np.array([ctx.get(wrapper.scr.data[i]) for i in range(wrapper.scr.depth)], dtype=np.int64)
+
+    run(wrapper, host, background=[reader, tracer], deadline_cycles=100_000)
+    for name, want in (("res", machine.res.astype(np.int64)), ("scr", machine.scr), ("act", machine.act)):
+        diff = np.argwhere(got[name] != want)
+        assert not diff.size, f"pcs {pcs}: {name} differs first at {tuple(diff[0])} ({len(diff)} differences)"
+    diff = np.flatnonzero(ext != machine.ext)
+    assert not diff.size, f"pcs {pcs}: external memory differs first at byte {diff[0]} ({len(diff)} bytes)"
+
+
+def test_back_to_back_instructions_on_one_unit():
+    """ffn1 (codes into act.f) then ffn2 (reads them, RESIDUAL), and v (TRANS) then scores: no state leaks."""
+    target, prog = _program("2x3x16", 2, 5, True)
+    kinds = [_kind(ins) if ins.op == Op.MATMUL else None for ins in prog.instructions]
+    pairs = [[pc, pc + 1] for pc in range(len(kinds) - 1) if kinds[pc] and kinds[pc + 1]]
+    chosen = [p for p in pairs if kinds[p[0]] == "REQUANT/ROWS" and kinds[p[1]] == "RESIDUAL"][:1] + \
+             [p for p in pairs if kinds[p[0]] == "REQUANT/TRANS" and kinds[p[1]] == "SCORES"][:1]
+    assert len(chosen) == 2, pairs
+    for pcs in chosen:
+        _run_back_to_back(target, prog, pcs, seed=pcs[0])
