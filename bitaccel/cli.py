@@ -182,7 +182,8 @@ def cmd_generate(args) -> int:
     check_output_folder(args.out, "--out")
     if args.lint:
         find_verilator()                    # a missing linter is reported before minutes of generation
-    d = generate(params, args.out, units)
+    d = generate(params, args.out, units,
+                 progress=lambda message: print(f"bitaccel generate: {message}", file=sys.stderr, flush=True))
     print(f"generated {len(d['units'])} units for a {params.rows}x{params.cols}x{params.lanes} array "
           f"({d['peak_macs_per_cycle']} binary MACs/cycle, {d['total_memory_bits']} memory bits) in "
           f"{d['generation_s']:.1f} s -> {args.out}")

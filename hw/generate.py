@@ -177,10 +177,11 @@ def _write_atomic(path: str, text: str) -> None:
         raise
 
 
-def generate(params: HwParams, out_dir, units=None) -> dict:
+def generate(params: HwParams, out_dir, units=None, progress=None) -> dict:
     """Generate the Verilog of `units` (default: all) for `params` into `out_dir`; return the description.
 
     Raises ValueError for invalid parameters or unknown units before building or writing anything.
+    `progress`: optional callable(str) told which unit is being generated (a large array takes minutes).
     """
     if not isinstance(params, HwParams):
         raise TypeError(f"params must be an HwParams, not {params!r}")
@@ -188,7 +189,9 @@ def generate(params: HwParams, out_dir, units=None) -> dict:
     names = resolve_units(units)
     t0 = time.perf_counter()
     texts, described = {}, {}
-    for name in names:
+    for k, name in enumerate(names):
+        if progress is not None:
+            progress(f"generating {name} ({k + 1}/{len(names)}, {time.perf_counter() - t0:.0f} s so far)")
         texts[name], described[name] = generate_unit(name, params)
     description = {
         "generator": f"bitaccel {__version__}, amaranth {amaranth.__version__}",

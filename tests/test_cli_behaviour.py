@@ -65,3 +65,11 @@ def test_artifact_written_with_the_users_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.safetensors").stat().st_mode) == 0o644
+
+
+def test_generate_reports_progress_per_unit(tmp_path, capsys):
+    assert main(["generate", "--rows", "2", "--cols", "2", "--lanes", "8", "--units", "threshold_unit,requant_unit",
+                 "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in err] == ["bitaccel generate: generating threshold_unit",
+                                                      "bitaccel generate: generating requant_unit"]
