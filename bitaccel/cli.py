@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -41,17 +40,6 @@ def _nonneg_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
     if v < 0 or v >= 2 ** 63:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^63), not {text}")
-    return v
-
-
-def _finite_float(text: str) -> float:
-    """argparse type: a finite floating-point number."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
     return v
 
 
