@@ -20,6 +20,11 @@
   BiT itself drops this term (Sec. 3.2, Table 2 row 5 vs. 4).
 
 The teacher runs in eval mode (no dropout) under torch.no_grad(): `teacher_forward`.
+
+Against the official BiT script (kd_learner_glue.py; docs/training.md): the same terms
+(logits at temperature 1 + representations, no attention term, no label loss); it averages
+the representation MSE over padding too and calls teacher_model.train() before its loop, so
+its teacher runs with dropout. Both are deliberate differences here (stated above).
 """
 from __future__ import annotations
 
