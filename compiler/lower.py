@@ -2,7 +2,7 @@
 
 `compile_program(artifact, target, ids, mask, types)` checks the artifact against the
 target's limits (CompileError naming the limit), allocates the on-chip buffer regions
-(`compiler.memory.plan_buffers`), lays out the external memory (program, model image,
+(`hw.spec.buffers.plan_buffers`), lays out the external memory (program, model image,
 input, output, trace) and emits one instruction per block of `compiler.blocks`, then END.
 With `trace=True` every instruction taps its results into the trace region in the hardware's
 order (docs/encoder.md §6), so every mapped golden intermediate (all but the softmax unit's

@@ -3,7 +3,7 @@
 `Target` joins `hw.params.HwParams` (array R x C x L, model-size limits, numerics) with the
 limits the compiler also needs and HwParams does not hold yet: on-chip buffer depths,
 the largest vocabulary and head count. Buffer depths default to what the largest model
-within HwParams's limits needs (`compiler.memory.buffer_words`).
+within HwParams's limits needs (`hw.spec.buffers.buffer_words`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from golden.config import site_names
 from golden.formats import NumericFormat
 from hw.params import HwParams
 
-from .memory import buffer_words
+from hw.spec.buffers import buffer_words
 
 __all__ = ["CompileError", "Target", "check_model"]
 

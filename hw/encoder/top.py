@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 from golden.version import __version__
 
 from ..params import HwParams
+from hw.spec.buffers import buffer_words
 from hw.spec.isa import Op
 
 from .axi import AxiLiteRegisters, AxiReader, AxiWriter, axi4_lite_signature, axi4_read_signature, axi4_write_signature
@@ -33,7 +34,7 @@ from .regs import BUSY_COUNTERS, MAGIC, REGISTERS
 from .sequencer import Sequencer
 from .trace import MAX_TRACE_VALUES, TraceWriter
 
-__all__ = ["Accelerator", "axi4_signature", "default_res_words"]
+__all__ = ["Accelerator", "axi4_signature"]
 
 #: Longest single read command (beats).
 MAX_READ_BEATS = 1 << 20
@@ -46,13 +47,6 @@ def axi4_signature(addr_width: int, data_width: int) -> wiring.Signature:
     members = dict(axi4_read_signature(addr_width, data_width).members.items())
     members.update(axi4_write_signature(addr_width, data_width).members.items())
     return wiring.Signature(members)
-
-
-def default_res_words(params: HwParams) -> int:
-    """Residual-buffer depth for the largest model within `params`: four T x H regions
-    (layer input, LayerNorm-1 output, requantized O/FFN2 output, sums); must equal
-    `compiler.memory.buffer_words(params)["res_words"]` (a test checks it)."""
-    return 4 * params.max_seq * params.max_hidden
 
 
 def _version_word() -> int:
@@ -69,11 +63,15 @@ class Accelerator(wiring.Component):
     addr_width : int
         AXI byte-address bits (32 or 64 typical).
     data_width : int
-        AXI data bits per beat (64 .. 1024; must divide the 256-bit instruction).
+        AXI data bits per beat (64 in this build).
+    buffers : dict, optional
+        Buffer depths ``act_words`` (flat L-bit words, a multiple of R), ``res_words``,
+        ``scr_words``; default `hw.spec.buffers.buffer_words(params)`, the largest model
+        within the limits (the compiler's `Target` default too).
     """
 
     def __init__(self, params: HwParams, addr_width: int = 32, data_width: int = BUS_BITS,
-                 res_words: int | None = None):
+                 buffers: dict | None = None):
         problem = None
         if not isinstance(params, HwParams):
             problem = TypeError(f"Accelerator needs an HwParams, not {params!r}")
@@ -89,7 +87,8 @@ class Accelerator(wiring.Component):
         self.params = params
         self.addr_width = addr_width
         self.data_width = data_width
-        self.res_words = default_res_words(params) if res_words is None else res_words
+        depths = buffer_words(params) if buffers is None else buffers
+        self.act_words, self.res_words, self.scr_words = (depths[k] for k in ("act_words", "res_words", "scr_words"))
         super().__init__({
             "s_axil": In(axi4_lite_signature(12)),
             "m_axi": Out(axi4_signature(addr_width, data_width)),
