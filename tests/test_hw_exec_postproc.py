@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from amaranth.hdl import Module
+from amaranth.hdl import Assert, Cat, Format, Module, Signal
 from amaranth.lib import memory
 
 from compiler import Machine, Target, compile_program
@@ -102,6 +102,29 @@ def executor_refuses(prog, pc: int) -> None:
 
 def quant_unit(target):
     return lambda p: QuantExec(p, 32, target.res_words, target.act_words, MAX_READ_BEATS)
+
+
+def counting(make_unit, ports: tuple[str, ...], expected: int):
+    """`make_unit` whose unit also asserts (in simulation) that its activity outputs `ports` were high
+    in exactly `expected` cycles between start and busy falling."""
+    def make(p):
+        unit = make_unit(p)
+        elaborate = unit.elaborate
+
+        def counted(platform):
+            m = elaborate(platform)
+            count, was_busy = Signal(32), Signal()
+            m.d.sync += was_busy.eq(unit.busy)
+            with m.If(unit.start):
+                m.d.sync += count.eq(0)
+            with m.Elif(Cat(*(getattr(unit, name) for name in ports)).any()):
+                m.d.sync += count.eq(count + sum(getattr(unit, name) for name in ports))
+            with m.If(was_busy & ~unit.busy):
+                m.d.comb += Assert(count == expected, Format("activity {} != " + str(expected), count))
+            return m
+        unit.elaborate = counted
+        return unit
+    return make
 
 
 # ---------------------------------------------------------------------------------------------- CodeWriter
@@ -295,3 +318,17 @@ def test_quant_refuses_a_destination_off_a_row_block():
     pc = pcs(prog, Op.QUANT)[0]
     dst = instructions(prog)[pc]["dst"]
     run_instruction(quant_unit(prog.target), with_instruction(prog, pc, dst=dst + 1), pc, expect_error=ERR_RANGE)
+
+
+def test_activity_outputs_count_elements():
+    """thr/req_element (QUANT), ln_element (LAYERNORM), sm/req_element (SOFTMAX): one per element."""
+    prog = program("2x3x16", 2, "padded")
+    ins = instructions(prog)
+    t = prog.seq_len
+    pc = pcs(prog, Op.QUANT)[0]
+    run_instruction(counting(quant_unit(prog.target), ("thr_element", "req_element"), t * CFG.hidden), prog, pc)
+    pc = pcs(prog, Op.LAYERNORM)[1]
+    run_instruction(counting(layernorm_unit(prog.target), ("ln_element",), t * CFG.hidden), prog, pc)
+    pc = pcs(prog, Op.SOFTMAX)[0]
+    assert ins[pc]["bits"] == 2
+    run_instruction(counting(softmax_unit(prog.target), ("sm_element", "req_element"), 2 * t * t), prog, pc)

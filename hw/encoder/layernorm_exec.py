@@ -50,6 +50,8 @@ class LayerNormExec(wiring.Component):
     res_r0_addr/_data : the ``src`` rows; res_r1_addr/_data : the ``res`` rows (``add``).
     res_w_addr, res_w_data, res_w_en : sums and normalized rows.
     trace_start, trace_values : with ``tap``, per row the sums (``add``) then the outputs.
+    ln_element : ``Out(1)`` high in each cycle an element enters the LayerNorm unit (activity
+        counts for the busy counters and the energy model).
     """
 
     def __init__(self, params: HwParams, addr_width: int, res_words: int, max_beats: int):
@@ -66,6 +68,7 @@ class LayerNormExec(wiring.Component):
             "res_r1_addr": Out(range(res_words)), "res_r1_data": In(signed(RESIDUAL_BITS)),
             "res_w_addr": Out(range(res_words)), "res_w_data": Out(signed(RESIDUAL_BITS)), "res_w_en": Out(1),
             **trace_signatures(addr_width),
+            "ln_element": Out(1),
         })
 
     def elaborate(self, platform):
@@ -111,6 +114,7 @@ class LayerNormExec(wiring.Component):
             unit.inp.valid.eq(cur_v & trace_ok),
             unit.inp.payload.y[0].eq(self.res_r0_data), unit.inp.payload.h[0].eq(self.res_r1_data),
             unit.inp.payload.last.eq(cur_i == H - 1),
+            self.ln_element.eq(unit.inp.valid & unit.inp.ready),
         ]
         with m.If(can_issue):
             m.d.sync += [iss_i.eq(iss_i + 1), cur_v.eq(1), cur_i.eq(iss_i)]

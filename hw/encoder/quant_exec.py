@@ -264,6 +264,8 @@ class QuantExec(wiring.Component):
     res_r0_addr, res_r0_data : the residual rows.
     act_w_addr, act_w_data, act_w_en : the codes.
     trace_start, trace_values : with ``tap``, the codes row-major.
+    thr_element, req_element : ``Out(1)`` high in each cycle an element enters the threshold /
+        requant unit (activity counts for the busy counters and the energy model).
 
     Thresholds are 64-bit words in the block; they are saturated to the table's 17 bits,
     which keeps ``x >= T`` exact for every 16-bit x.
@@ -284,6 +286,7 @@ class QuantExec(wiring.Component):
             "res_r0_addr": Out(range(res_words)), "res_r0_data": In(signed(RESIDUAL_BITS)),
             "act_w_addr": Out(range(act_words // R)), "act_w_data": Out(R * L), "act_w_en": Out(R * L),
             **trace_signatures(addr_width),
+            "thr_element": Out(1), "req_element": Out(1),
         })
 
     def elaborate(self, platform):
@@ -328,6 +331,8 @@ class QuantExec(wiring.Component):
             thr.inp.payload.channel.eq(feed_n), rq.inp.payload.channel.eq(feed_n),
             thr.inp.payload.last.eq(feed_n == ch - 1), rq.inp.payload.last.eq(feed_n == ch - 1),
         ]
+        m.d.comb += [self.thr_element.eq(thr.inp.valid & thr.inp.ready),
+                     self.req_element.eq(rq.inp.valid & rq.inp.ready)]
         with m.If(can_issue):
             m.d.sync += [issue_addr.eq(issue_addr + 1), issue_left.eq(issue_left - 1), cur_v.eq(1)]
         with m.Elif(consume):

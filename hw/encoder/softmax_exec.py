@@ -61,6 +61,9 @@ class SoftmaxExec(wiring.Component):
     mask : ``In(max_seq)`` the key mask.
     act_w_addr, act_w_data, act_w_en : the probability codes.
     trace_start, trace_values : with ``tap``, per key p (multi-bit) then the code.
+    sm_element, req_element : ``Out(1)`` high in each cycle a key enters the softmax unit / a
+        probability enters the requant unit (activity counts for the busy counters and the energy
+        model).
     """
 
     def __init__(self, params: HwParams, addr_width: int, scr_words: int, act_words: int, max_beats: int):
@@ -78,6 +81,7 @@ class SoftmaxExec(wiring.Component):
             "mask": In(params.max_seq),
             "act_w_addr": Out(range(act_words // R)), "act_w_data": Out(R * L), "act_w_en": Out(R * L),
             **trace_signatures(addr_width),
+            "sm_element": Out(1), "req_element": Out(1),
         })
 
     def elaborate(self, platform):
@@ -129,6 +133,8 @@ class SoftmaxExec(wiring.Component):
             unit.scores.payload.score[0].eq(self.scr_r_data),
             unit.scores.payload.valid.eq(self.mask.bit_select(feed_t, 1)),
             unit.scores.payload.last.eq(feed_t == keys - 1),
+            self.sm_element.eq(unit.scores.valid & unit.scores.ready),
+            self.req_element.eq(rq.inp.valid & rq.inp.ready),
         ]
         with m.If(can_issue):
             m.d.sync += [issue_addr.eq(issue_addr + 1), issue_left.eq(issue_left - 1), cur_v.eq(1)]
