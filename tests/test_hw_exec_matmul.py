@@ -113,6 +113,8 @@ def _patched(prog, pc: int, **fields):
     ("SCORES", {"b_bits": 4}),                        # above max_act_bits
     ("THRESHOLD/ROWS", {"out_bits": 2}),              # THRESHOLD writes 1-bit codes
     ("RESIDUAL", {"b_bits": 2}),                      # weights are 1-bit signed
+    ("SCORES", {"a": 1}),                             # A does not start a physical word (R = 2)
+    ("SCORES", {"dst_width": 1 << 12}),               # rows past the score buffer
 ])
 def test_out_of_range_instruction_stops_with_err_range(kind, fields):
     target, prog = _program("2x3x16", 1, 5, False)

@@ -206,6 +206,12 @@ class MatmulExec(wiring.Component):
             pe_need.eq(K * ((Const(1, 9) << ins.a_bits) - 1) * ((Const(1, 9) << ins.b_bits) - 1)),
             out_need.eq(K * code_max(ins.a_bits, ins.a_signed) * code_max(ins.b_bits, ins.b_signed)),
         ]
+        def starts_word(flat):
+            """A flat activation address that is the first slot of a physical word inside the buffer."""
+            return (_exact_div(flat, R, pbits) * R)[:len(flat)] == flat
+
+        last_elem = Signal(48)                 # SCORES / RESIDUAL: the highest buffer address written
+        m.d.comb += last_elem.eq(ins.dst + (M - 1) * ins.dst_width + ins.dst_col + N - 1)
         bad = Signal()
         m.d.comb += bad.eq(
             (M == 0) | (N == 0) | (K == 0) | (post > Post.EXT) | (ins.layout > Layout.TRANS)
@@ -217,6 +223,9 @@ class MatmulExec(wiring.Component):
             | ((post == Post.REQUANT) & ((ins.out_bits == 1) | ~bits_ok(ins.out_bits)))
             | ((post != Post.SCORES) & (post != Post.EXT) & (N > self.max_channels))
             | (is_codes & (ins.dst_width == 0))
+            | ~starts_word(ins.a) | ((ins.b_src == BSource.ACT) & ~starts_word(ins.b)) | (is_codes & ~starts_word(ins.dst))
+            | ((post == Post.SCORES) & (last_elem >= self.scr_words))
+            | ((post == Post.RESIDUAL) & (last_elem >= self.res_words))
         )
 
         # ------------------------------------------------------------------ shared read-command helper
