@@ -32,7 +32,12 @@ Per-channel constants (thresholds, or the requant block's header and channel pai
 loaded into the units' tables at the start, channel dst_col + n at table row n. With
 ``tap``, each element's accumulator then its post value (SCORES: the accumulator only) go
 to the trace (§6). Cycles: one beat per cycle in the array; post-processing one element per
-cycle without a trace, two with one, plus one per extra code plane.
+cycle without a trace, two with one (the trace port takes one value per cycle), plus one per
+extra code plane (one act write per plane). The tile load (weights: ceil((skip + tile bytes) /
+8) bus beats; ACT: C * b_bits * ceil(K/L) reads) and the issue of that tile's beats run one
+after the other; the drain and post-processing overlap both, and the array stalls (drain
+back-pressure) when post-processing falls behind, which it does whenever R*C elements take
+longer than a row block's plane pairs x K chunks beats.
 
 An instruction outside this unit's generated limits (K, code bits, channel count, widths)
 stops with ERR_RANGE before anything is written.
@@ -222,7 +227,7 @@ class MatmulExec(wiring.Component):
             | ((post == Post.THRESHOLD) & (ins.out_bits != 1))
             | ((post == Post.REQUANT) & ((ins.out_bits == 1) | ~bits_ok(ins.out_bits)))
             | ((post != Post.SCORES) & (post != Post.EXT) & (N > self.max_channels))
-            | (is_codes & (ins.dst_width == 0))
+            | (is_codes & ((ins.dst_width == 0) | (ins.dst_width > self.max_width)))
             | ~starts_word(ins.a) | ((ins.b_src == BSource.ACT) & ~starts_word(ins.b)) | (is_codes & ~starts_word(ins.dst))
             | ((post == Post.SCORES) & (last_elem >= self.scr_words))
             | ((post == Post.RESIDUAL) & (last_elem >= self.res_words))
