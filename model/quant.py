@@ -303,10 +303,11 @@ def quantized_linear(quantizer: "ActQuantizer", linear: "BitLinear", x: torch.Te
 
     exact=True (eval mode), with a quantizing site and binary weights: computed as golden
     folds it, v = (alpha * s) * acc + bias with acc = codes . signs an exact integer sum
-    (exact in float32 below 2^24), so a tie acc = 0 gives exactly the bias, as in the
-    integer model. Otherwise the fake-quant product (alpha * codes) . (s * signs), which
-    carries the STE gradients. The two differ only by floating-point rounding; the exact
-    form carries no gradient into the weights.
+    (an int8 matmul on the CPU when the codes fit int8, else float32, exact below 2^24), so a
+    tie acc = 0 gives exactly the bias, as in the integer model; no gradient into the weights.
+    exact=False (training): `BinaryLinear` on the CPU when the codes fit int8 (the same exact
+    forward, the STE gradients of the fake-quant product), else the fake-quant product
+    (alpha * codes) . (s * signs) itself. They differ only by floating-point rounding.
     """
     xq = quantizer(x)
     if quantizer.bits == 32 or linear.weight_bits != 1:
@@ -317,7 +318,13 @@ def quantized_linear(quantizer: "ActQuantizer", linear: "BitLinear", x: torch.Te
         return linear(xq)
     alpha = quantizer.effective_alpha().to(xq.dtype)
     signs, scale = linear.signs_scale()
-    acc = F.linear(torch.round(xq / alpha), signs.to(xq.dtype))
+    codes = torch.round(xq / alpha)
+    if xq.device.type == "cpu" and int8_codes(quantizer.bits, quantizer.signed):
+        int8_signs = linear._cached("int8_signs", lambda: signs.to(torch.int8))
+        acc = torch._int_mm(codes.to(torch.int8).reshape(-1, codes.shape[-1]), int8_signs.T)
+        acc = acc.to(xq.dtype).reshape(*codes.shape[:-1], signs.shape[0])
+    else:
+        acc = F.linear(codes, signs.to(xq.dtype))
     y = acc * (alpha * scale.to(xq.dtype))
     return y if linear.bias is None else y + linear.bias
 
