@@ -33,7 +33,7 @@ POPCOUNT_GROUP = 6
 #: Default first-level group of `XorPopcount`: 3 lanes = 6 inputs -> 2-bit count.
 XNOR_GROUP = 3
 
-__all__ = ["POPCOUNT_GROUP", "XNOR_GROUP", "Popcount", "XorPopcount", "tree_levels", "tree_latency"]
+__all__ = ["POPCOUNT_GROUP", "XNOR_GROUP", "Popcount", "XorPopcount", "tree_cost", "tree_levels", "tree_latency"]
 
 
 def _column_ops(height: int) -> tuple[list[int], int]:
@@ -85,6 +85,27 @@ def tree_levels(width: int, group: int) -> int:
         heights = _level_heights(heights)
         levels += 1
     return levels + (1 if max(heights) == 2 else 0)
+
+
+def tree_cost(width: int, group: int) -> tuple[int, int]:
+    """(full-adder equivalents, register bits) of the tree `tree_levels` plans (register after every level).
+
+    A counter of k inputs and m outputs is charged k - m full adders (each full adder removes
+    one bit), the final two-row adder one per bit; registers are the bits after each level.
+    """
+    heights = _first_heights(width, group)
+    fa = sum(min(group, width - s) - min(group, width - s).bit_length() for s in range(0, width, group))
+    regs = sum(heights)
+    while max(heights) > 2:
+        for h in heights:
+            counters, _ = _column_ops(h)
+            fa += sum(k - k.bit_length() for k in counters)
+        heights = _level_heights(heights)
+        regs += sum(heights)
+    if max(heights) == 2:
+        fa += len(heights)
+        regs += (width).bit_length()
+    return fa, regs
 
 
 def tree_latency(width: int, group: int, register_every: int = 1) -> int:

@@ -23,7 +23,7 @@ import math
 
 from golden.config import ModelConfig
 from golden.formats import GAMMA_BITS, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS, RSQRT_Q, acc_max_abs
-from hw.popcount import POPCOUNT_GROUP, XNOR_GROUP, tree_latency, tree_levels
+from hw.popcount import POPCOUNT_GROUP, XNOR_GROUP, tree_cost, tree_latency
 from hw.rsqrt import RsqrtUnit
 from hw.schedule import tile_grid
 
@@ -143,44 +143,9 @@ class Counts:
 
 
 # ----------------------------------------------------------------------------- structure costs
-def _csa_count(bits: int) -> tuple[int, int]:
-    """(full adders, half adders) of hw.popcount's carry-save count of `bits` single bits."""
-    columns = [bits]
-    fa = ha = 0
-    j = 0
-    while j < len(columns):
-        while columns[j] > 1:
-            if len(columns) == j + 1:
-                columns.append(0)
-            if columns[j] >= 3:
-                columns[j] -= 2
-                fa += 1
-            else:
-                columns[j] -= 1
-                ha += 1
-            columns[j + 1] += 1
-        j += 1
-    return fa, ha
-
-
 def popcount_cost(width: int, group: int) -> tuple[float, int]:
-    """(adder bits, register bits) of one hw.popcount tree of `width` inputs (register after every level).
-
-    Level 1 counts `group`-bit groups by carry-save (a half adder charged as 1/2 full-adder bit);
-    then a balanced binary tree whose level-j adders are as wide as their operands.
-    """
-    groups = -(-width // group)
-    fa, ha = _csa_count(group)
-    adder = groups * (fa + 0.5 * ha)
-    w = group.bit_length()
-    nodes = groups
-    regs = nodes * w
-    for _ in range(tree_levels(width, group) - 1):
-        adder += (nodes // 2) * w
-        nodes = nodes // 2 + nodes % 2
-        w += 1
-        regs += nodes * w
-    return adder, regs
+    """(full-adder bits, register bits) of one hw.popcount compressor tree of `width` inputs (hw.popcount.tree_cost)."""
+    return tree_cost(width, group)
 
 
 # ----------------------------------------------------------------------------- per stage counts
