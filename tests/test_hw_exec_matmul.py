@@ -82,7 +82,7 @@ def _matmuls(prog, later_heads: bool = False) -> list[int]:
 
 CASES = [
     # shape R x C x L, act bits, T, also the later heads' P.V
-    ("1x3x16", 1, 5, False),       # R = 1
+    ("1x1x8", 2, 3, False),        # R = 1, C = 1, L = 8: one-byte tile words (the gearbox holds the bus)
     ("2x3x16", 1, 8, False),       # T = max_seq, M = 8 rows in 4 blocks, N = 56 in 19 tiles of 3
     ("3x5x32", 2, 7, True),        # M, N, K not multiples of R, C, L; head 1 at dst_col = 20
     ("2x3x16", 4, 3, False),       # 4-bit codes (4 planes), signed offset binary
