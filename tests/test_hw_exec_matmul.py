@@ -2,9 +2,12 @@
 
 Every MATMUL kind of a compiled program (q/k/v linears into HEADS / TRANS codes, Q.K^T
 scores, P.V into o.in columns, o / ffn2 RESIDUAL, ffn1 codes, the pooler's EXT output),
-on arrays with R = 1 and R > 1, at act bits 1 and 2, with K, M and N not multiples of L,
-R and C, T = 1 and T = max_seq; buffers start from random contents, reads stall and the
-trace back-pressures at random.
+on arrays from 1x1x8 to 4x4x32 (interleaved activation words, docs/encoder.md §5), at act
+bits 1, 2, 4 and mixed widths, with K, M and N not multiples of L, R and C, T = 1 and
+T = max_seq; buffers start from random contents, reads stall and the trace back-pressures
+at random; every buffer word and the whole external memory (traces in drain order, §6, and
+the pooler output) must equal the executor's. Also: ERR_RANGE instructions write nothing, and
+consecutive instructions on one unit instance (no state carried over).
 """
 from __future__ import annotations
 
