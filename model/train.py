@@ -1,5 +1,10 @@
 """Training BiT models: teacher fine-tuning and multi-distillation along a quantization schedule.
 
+Modules: model/plan.py (schedule, methods, stages, options), model/run_folder.py (the run
+folder's files), model/evaluate.py (predictions, `evaluate_run`, `export_run`); this one
+runs the stages (optimizer, distributed context, the loop, resume). Their public names are
+re-exported here.
+
 `train(task, model_path, schedule, out_dir, ...)` runs BiT's Algorithm 1. The schedule
 string lists weight_bits/act_bits pairs, e.g. ``"32/32,1/2,1/1"``; the first entry must be
 32/32, the full-precision teacher. Stage 0 fine-tunes it on the labels (cross-entropy, or
@@ -92,16 +97,22 @@ gathered and recorded (``replica_digests`` in result.json).
 """
 from __future__ import annotations
 
+__all__ = [  # the training API; the plan, the run folder and evaluation live in their own modules
+    "ALPHA_LR", "INT_EPOCHS", "METHODS", "Method", "Options", "Stage", "has_integer_stage", "parse_schedule",
+    "plan_stages", "read_metrics", "load_run", "run_stages", "stage_result", "evaluate", "evaluate_run",
+    "export_run", "final_stage", "load_split", "load_stage_model", "predict", "tokenizer_reference",
+    "build_stage_models", "freeze_unused_sites", "integer_stage_format", "make_optimizer", "make_scheduler",
+    "param_digest", "train",
+]
+
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -112,194 +123,15 @@ from .bit_bert import META_FILE, BitBertForSequenceClassification
 from .checkpoint import (load_checkpoint, rng_state, save_checkpoint, save_model_atomic, seed_everything,
                          set_rng_state)
 from .cpu_memory import keep_freed_memory
-from .data import TensorBatchDataset, encode, get_task, load_tokenizer
+from .data import TensorBatchDataset, get_task, load_tokenizer
 from .distill import distillation_loss, teacher_forward
-from .metrics import glue_metrics
-from .quant import ACT_BITS, WEIGHT_BITS
-
-#: Learning rate of every alpha (official BiT code: --clip_lr 1e-4, weight decay 0, its own group).
-ALPHA_LR = 1e-4
-#: Epochs of the final integer fine-tune when the run sets none (capped by max_steps like every stage).
-INT_EPOCHS = 1
-
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_FILE = "checkpoint.pt"
-RESULT_FILE = "result.json"
-
-
-# ----------------------------------------------------------------------------- schedule and methods
-INT_ENTRY = "int"
-
-
-def parse_schedule(text: str) -> list[tuple[int, int]]:
-    """"32/32,1/2,1/1" -> [(32, 32), (1, 2), (1, 1)] (weight_bits, act_bits); ValueError if malformed.
-
-    The first entry must be 32/32 (the full-precision teacher). Each later entry must be
-    strictly lower than the one before it (BiT Sec. 4: neither width grows, at least one shrinks).
-    A final ``int`` entry (`has_integer_stage`) is not a precision and is not returned.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"schedule must be a string like '32/32,1/2,1/1', not {text!r}")
-    out = []
-    items = text.replace(" ", "").split(",")
-    if has_integer_stage(text):
-        items = items[:-1]
-    for item in items:
-        if item == INT_ENTRY:
-            raise ValueError(f"schedule {text!r}: 'int' (the integer fine-tune) can only be the last entry")
-        parts = item.split("/")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"bad schedule entry {item!r} in {text!r}: expected weight_bits/act_bits, e.g. 1/2")
-        wb, ab = int(parts[0]), int(parts[1])
-        if wb not in WEIGHT_BITS:
-            raise ValueError(f"schedule entry {item!r}: weight bits must be one of {WEIGHT_BITS}")
-        if ab not in ACT_BITS:
-            raise ValueError(f"schedule entry {item!r}: activation bits must be one of {ACT_BITS}")
-        out.append((wb, ab))
-    if out[0] != (32, 32):
-        raise ValueError(f"schedule {text!r} must start with 32/32 (the full-precision teacher)")
-    for (w0, a0), (w1, a1) in zip(out, out[1:]):
-        if w1 > w0 or a1 > a0 or (w1, a1) == (w0, a0):
-            raise ValueError(f"schedule {text!r}: {w1}/{a1} after {w0}/{a0} is not a lower precision "
-                             "(each step must lower the weight or activation bits and raise neither)")
-    return out
-
-
-def has_integer_stage(text: str) -> bool:
-    """Whether a schedule ends with ``int``: a final integer fine-tune of the last precision
-    through the integer-exact path (model/integer_path.py) at a frozen numeric format."""
-    return isinstance(text, str) and text.replace(" ", "").split(",")[-1] == INT_ENTRY
-
-
-@dataclass(frozen=True)
-class Method:
-    """A preset of BiT's ablation ladder (see the module doc)."""
-    name: str
-    two_set: bool
-    learn_alpha: bool
-    learn_beta: bool
-    attention_loss: bool
-    multi_step: bool
-
-
-METHODS = {m.name: m for m in (
-    Method("binarybert", two_set=False, learn_alpha=False, learn_beta=False, attention_loss=True, multi_step=False),
-    Method("kd", two_set=False, learn_alpha=False, learn_beta=False, attention_loss=False, multi_step=False),
-    Method("two-set", two_set=True, learn_alpha=False, learn_beta=False, attention_loss=False, multi_step=False),
-    Method("scale", two_set=True, learn_alpha=True, learn_beta=False, attention_loss=False, multi_step=False),
-    Method("scale-bias", two_set=True, learn_alpha=True, learn_beta=True, attention_loss=False, multi_step=False),
-    Method("bit-onestep", two_set=True, learn_alpha=True, learn_beta=True, attention_loss=False, multi_step=False),
-    Method("bit", two_set=True, learn_alpha=True, learn_beta=True, attention_loss=False, multi_step=True),
-)}
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the schedule: `init` is the stage whose best model initializes it, `teacher` the
-    stage it is distilled from (both None for stage 0, the teacher, from the --model checkpoint)."""
-    index: int
-    weight_bits: int
-    act_bits: int
-    teacher: int | None
-    init: int | None
-    integer: bool = False       # the integer fine-tune: forward = the hardware's integers (integer_path)
-
-    @property
-    def precision(self) -> str:
-        return f"W{self.weight_bits}A{self.act_bits}" + ("-int" if self.integer else "")
-
-    @property
-    def name(self) -> str:
-        return f"{self.index}-w{self.weight_bits}a{self.act_bits}" + ("-int" if self.integer else "")
-
-
-def plan_stages(schedule: str, method: str = "bit", progressive: bool = False) -> list[Stage]:
-    """The stages of a run (see the module doc): Algorithm 1, or progressive, or one step."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    steps = parse_schedule(schedule)
-    if not METHODS[method].multi_step and len(steps) > 2:
-        steps = [steps[0], steps[-1]]
-    if progressive and not METHODS[method].multi_step:
-        raise ValueError(f"progressive distillation needs the multi-step method 'bit', not {method!r}")
-    stages = [Stage(0, 32, 32, None, None)]
-    for i, (wb, ab) in enumerate(steps[1:], 1):
-        stages.append(Stage(i, wb, ab, teacher=0 if progressive else i - 1, init=i - 1))
-    if has_integer_stage(schedule):
-        last, m = stages[-1], METHODS[method]
-        if last.index == 0 or last.weight_bits != 1:
-            raise ValueError(f"schedule {schedule!r}: 'int' fine-tunes a binary-weight student (W1Ax), "
-                             f"not {last.precision}")
-        if not m.two_set:
-            raise ValueError(f"schedule {schedule!r}: 'int' needs the two-set activations of the hardware; "
-                             f"method {method!r} uses signed activations everywhere")
-        stages.append(Stage(last.index + 1, last.weight_bits, last.act_bits, teacher=last.teacher,
-                            init=last.index, integer=True))
-    return stages
-
-
-# ----------------------------------------------------------------------------- options
-@dataclass
-class Options:
-    """Everything that defines a run (stored in run.json; None = the task's default)."""
-    task: str
-    model: str
-    schedule: str
-    method: str = "bit"
-    progressive: bool = False
-    bi_attention: bool = False
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    alpha_lr: float | None = None
-    max_len: int | None = None
-    max_steps: int | None = None
-    eval_every: int | None = None
-    save_every: int = 100
-    seed: int = 0
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    clip: float = 1.0
-    eval_batch_size: int = 64
-    glue_dir: str | None = None
-    finetuned: bool = False
-    int_epochs: int | None = None
-
-    def resolve(self) -> "Options":
-        """A copy with task defaults filled in and every value checked (ValueError)."""
-        spec = get_task(self.task)
-        o = dataclasses.replace(self, task=spec.name)
-        o.epochs = spec.epochs if o.epochs is None else o.epochs
-        o.batch_size = spec.batch_size if o.batch_size is None else o.batch_size
-        o.lr = spec.learning_rate if o.lr is None else float(o.lr)
-        o.alpha_lr = ALPHA_LR if o.alpha_lr is None else float(o.alpha_lr)
-        o.max_len = spec.max_len if o.max_len is None else o.max_len
-        plan_stages(o.schedule, o.method, o.progressive)
-        for name in ("epochs", "batch_size", "max_len", "eval_batch_size"):
-            v = getattr(o, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, not {v!r}")
-        if has_integer_stage(o.schedule) and o.bi_attention:
-            raise ValueError("the 'int' stage runs the hardware's softmax: it cannot follow Bi-Attention students")
-        for name in ("max_steps", "eval_every", "int_epochs"):
-            v = getattr(o, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive integer, not {v!r}")
-        if not isinstance(o.save_every, int) or o.save_every < 0:
-            raise ValueError(f"save_every must be an integer >= 0 (0: only at evaluations), not {o.save_every!r}")
-        if o.max_len < 2:
-            raise ValueError(f"max_len must be >= 2, not {o.max_len}")
-        if not (o.lr > 0 and o.alpha_lr > 0):
-            raise ValueError(f"learning rates must be > 0, not lr={o.lr} alpha_lr={o.alpha_lr}")
-        if not 0 <= o.warmup < 1:
-            raise ValueError(f"warmup must be a fraction in [0, 1), not {o.warmup}")
-        if o.clip < 0 or o.weight_decay < 0:
-            raise ValueError(f"clip and weight_decay must be >= 0, not {o.clip}, {o.weight_decay}")
-        o.model = os.path.abspath(os.fspath(o.model))
-        o.glue_dir = None if o.glue_dir is None else os.path.abspath(os.fspath(o.glue_dir))
-        return o
-
+from .evaluate import (evaluate, evaluate_run, export_run, final_stage, load_split, load_stage_model,
+                       predict, tokenizer_reference, trim_batch)
+from .plan import (ALPHA_LR, INT_EPOCHS, METHODS, Method, Options, Stage, has_integer_stage,
+                   parse_schedule, plan_stages)
+from .run_folder import (CHECKPOINT_FILE, RESULT_FILE, RUN_FILE, dev_metrics_at,
+                         is_run, load_run, read_metrics, run_stages, stage_path, stage_result, truncate_metrics,
+                         write_json, write_metrics)
 
 # ----------------------------------------------------------------------------- distributed context
 @dataclass
@@ -332,50 +164,6 @@ def _init_distributed() -> _Dist:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
     return _Dist(dist.get_world_size(), rank, device, owns)
-
-
-# ----------------------------------------------------------------------------- data and evaluation
-def _trim(batch: dict) -> dict:
-    """Cut a batch to its longest sequence (trailing all-padding columns removed)."""
-    n = int(batch["attention_mask"].sum(dim=1).max())
-    return {k: (v[:, :max(n, 1)] if v.dim() == 2 else v) for k, v in batch.items()}
-
-
-def load_split(task: str, split: str, tokenizer, max_len: int, glue_dir: str | None) -> dict[str, torch.Tensor]:
-    """Encoded tensors of one split (ValueError / FileNotFoundError with the reason)."""
-    spec = get_task(task)
-    if split not in spec.splits:
-        raise ValueError(f"{spec.name} has no labeled split {split!r} (splits: {', '.join(spec.splits)})")
-    if spec.name != "mr" and glue_dir is None:
-        raise ValueError(f"{spec.name} is a GLUE task: pass the GLUE folder with --glue-dir")
-    examples = spec.load(split, glue_dir if spec.name != "mr" else None)
-    if not examples:
-        raise ValueError(f"{spec.name} {split}: no examples")
-    return encode(examples, tokenizer, max_len, regression=spec.is_regression)
-
-
-@torch.no_grad()
-def predict(model: BitBertForSequenceClassification, tensors: dict, batch_size: int = 64) -> np.ndarray:
-    """Eval-mode logits (n, num_labels) as float64; batches sorted by length and trimmed (same results)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    lengths = tensors["attention_mask"].sum(dim=1)
-    order = torch.argsort(lengths, descending=True, stable=True)
-    out = np.zeros((len(order), model.num_labels), dtype=np.float64)
-    for i in range(0, len(order), batch_size):
-        rows = order[i:i + batch_size]
-        b = _trim({k: tensors[k][rows] for k in ("input_ids", "attention_mask", "token_type_ids")})
-        b = {k: v.to(device) for k, v in b.items()}
-        logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).logits
-        out[rows.numpy()] = logits.double().cpu().numpy()
-    model.train(was_training)
-    return out
-
-
-def evaluate(model: BitBertForSequenceClassification, task: str, tensors: dict, batch_size: int = 64) -> dict:
-    """glue_metrics of the model's eval-mode predictions on encoded, labeled tensors."""
-    return glue_metrics(task, predict(model, tensors, batch_size), tensors["labels"].numpy())
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -435,77 +223,6 @@ def param_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-# ----------------------------------------------------------------------------- run folder
-def _stage_dir(run_dir: str, stage: Stage) -> str:
-    return os.path.join(run_dir, "stages", stage.name)
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_metrics(run_dir: str, record: dict) -> None:
-    """Append one JSON line to metrics.jsonl."""
-    with open(os.path.join(run_dir, METRICS_FILE), "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-def _truncate_metrics(run_dir: str, stage: int, step: int) -> None:
-    """Keep the lines up to (stage, step): what the checkpoint being resumed had seen."""
-    path = os.path.join(run_dir, METRICS_FILE)
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip()]
-    keep = [ln for ln in lines if (json.loads(ln)["stage"], json.loads(ln)["step"]) <= (stage, step)]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(keep)
-    os.replace(path + ".tmp", path)
-
-
-def read_metrics(run_dir: str) -> list[dict]:
-    """The records of a run's metrics.jsonl."""
-    with open(os.path.join(run_dir, METRICS_FILE)) as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
-
-
-def load_run(run_dir: str | os.PathLike) -> dict:
-    """run.json of a run folder (FileNotFoundError / ValueError with the reason)."""
-    run_dir = os.fspath(run_dir)
-    if not os.path.isdir(run_dir):
-        raise FileNotFoundError(f"{run_dir}: no such run folder")
-    path = os.path.join(run_dir, RUN_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{run_dir}: not a bitaccel run folder (no {RUN_FILE})")
-    with open(path) as f:
-        run = json.load(f)
-    if run.get("format") != "bitaccel-run" or run.get("version") != 1:
-        raise ValueError(f"{path}: not a bitaccel run (format {run.get('format')!r}, version {run.get('version')!r})")
-    return run
-
-
-def run_stages(run: dict) -> list[Stage]:
-    return [Stage(**s) for s in run["stages"]]
-
-
-def stage_result(run_dir: str, stage: Stage) -> dict | None:
-    path = os.path.join(_stage_dir(run_dir, stage), RESULT_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _is_run(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, RUN_FILE))
-
-
 # ----------------------------------------------------------------------------- building the models
 def _load_teacher_source(opts: Options, num_labels: int):
     """(model, how, known metrics or None) for stage 0 when it needs no fine-tuning; (None, None, None) otherwise.
@@ -513,7 +230,7 @@ def _load_teacher_source(opts: Options, num_labels: int):
     A previous run's metrics are reused when it encoded the data the same way (task, max_len, GLUE folder).
     """
     path = opts.model
-    if _is_run(path):
+    if is_run(path):
         src = load_run(path)
         if get_task(src["task"]).name != opts.task:
             raise ValueError(f"{path} was trained on {src['task']!r}, not {opts.task!r}")
@@ -521,7 +238,7 @@ def _load_teacher_source(opts: Options, num_labels: int):
         result = stage_result(path, stage0)
         if result is None:
             raise ValueError(f"{path}: its full-precision stage did not finish")
-        model = BitBertForSequenceClassification.load(os.path.join(_stage_dir(path, stage0), "model"))
+        model = BitBertForSequenceClassification.load(os.path.join(stage_path(path, stage0), "model"))
         same = all(src["options"][k] == getattr(opts, k) for k in ("max_len", "glue_dir"))
         return model, f"run {path}", result["metrics"] if same else None
     if os.path.isfile(os.path.join(path, META_FILE)):
@@ -537,7 +254,7 @@ def _load_teacher_source(opts: Options, num_labels: int):
 
 
 def _tokenizer_source(model_path: str) -> str:
-    if _is_run(model_path):
+    if is_run(model_path):
         return os.path.join(model_path, "tokenizer")
     return model_path
 
@@ -553,7 +270,7 @@ def build_stage_models(run_dir: str, stage: Stage, opts: Options, calib: dict | 
         raise ValueError("stage 0 (the full-precision teacher) has no teacher")
     stages = run_stages(load_run(run_dir))
     m = METHODS[opts.method]
-    init = BitBertForSequenceClassification.load(os.path.join(_stage_dir(run_dir, stages[stage.init]), "model"))
+    init = BitBertForSequenceClassification.load(os.path.join(stage_path(run_dir, stages[stage.init]), "model"))
     if stage.integer:           # the same model (every alpha and beta), now through the integer-exact path
         student = init
     else:
@@ -562,7 +279,7 @@ def build_stage_models(run_dir: str, stage: Stage, opts: Options, calib: dict | 
             learn_beta=m.learn_beta, bi_attention=opts.bi_attention)
     if calib is not None and student.uninitialized_sites():
         student.calibrate(calib["input_ids"], calib["attention_mask"], calib["token_type_ids"])
-    teacher = BitBertForSequenceClassification.load(os.path.join(_stage_dir(run_dir, stages[stage.teacher]), "model"))
+    teacher = BitBertForSequenceClassification.load(os.path.join(stage_path(run_dir, stages[stage.teacher]), "model"))
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -576,7 +293,7 @@ def integer_stage_format(model: BitBertForSequenceClassification, opts: Options,
     from .export import choose_numerics, float_tensors
 
     device = next(model.parameters()).device
-    sample = _trim({k: dev[k][:sample_size] for k in ("input_ids", "attention_mask", "token_type_ids")})
+    sample = trim_batch({k: dev[k][:sample_size] for k in ("input_ids", "attention_mask", "token_type_ids")})
     sample = {k: v.to(device) for k, v in sample.items()}
     return choose_numerics(model, float_tensors(model, word_bits=False), sample)
 
@@ -600,7 +317,7 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
     n = len(train_t["input_ids"])
     seed_everything(opts.seed * 1000 + stage.index * 10 + dctx.rank)
     calib_rows = torch.randperm(n, generator=torch.Generator().manual_seed(opts.seed * 1000 + stage.index))
-    calib = _trim({k: v[calib_rows[:opts.batch_size]] for k, v in train_t.items()})
+    calib = trim_batch({k: v[calib_rows[:opts.batch_size]] for k, v in train_t.items()})
 
     if stage.index == 0:
         model = BitBertForSequenceClassification.from_pretrained(
@@ -642,7 +359,7 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
     ddp = model
     if dctx.world > 1:
         ddp = DistributedDataParallel(model, device_ids=[dctx.device.index] if dctx.device.type == "cuda" else None)
-    stage_dir = _stage_dir(run_dir, stage)
+    stage_dir = stage_path(run_dir, stage)
     task = opts.task
     t_start = time.perf_counter() - elapsed
     bar = tqdm(total=total, initial=step, desc=f"stage {stage.index} {stage.precision}", file=sys.stderr,
@@ -657,7 +374,7 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
         if improved:
             best, best_step = metrics["main"], step
             save_model_atomic(model, os.path.join(stage_dir, "model"))
-        _write_metrics(run_dir, {"kind": "eval", "stage": stage.index, "precision": stage.precision, "step": step,
+        write_metrics(run_dir, {"kind": "eval", "stage": stage.index, "precision": stage.precision, "step": step,
                                  "epoch": ep, "split": "dev", "metrics": metrics, "best": improved})
         _log(dctx, quiet, bar, f"stage {stage.index} {stage.precision} step {step}/{total}: dev "
              + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "main") + (" (best)" if improved else ""))
@@ -684,7 +401,7 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
         sampler.set_epoch(ep)
         batches = list(BatchSampler(sampler, local_bs, drop_last=False))
         for rows in batches[batch_pos:]:
-            batch = _trim({k: v[torch.as_tensor(rows)] for k, v in train_t.items()})
+            batch = trim_batch({k: v[torch.as_tensor(rows)] for k, v in train_t.items()})
             batch = {k: v.to(dctx.device) for k, v in batch.items()}
             if teacher is None:
                 out = ddp(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"])
@@ -715,7 +432,7 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
                        "epoch": ep, "lr": lr, "grad_norm": float(grad_norm),
                        "elapsed_s": round(time.perf_counter() - t_start, 3)}
                 rec.update({k: float(v) for k, v in zip(names, values)})
-                _write_metrics(run_dir, rec)
+                write_metrics(run_dir, rec)
                 bar.update(1)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
             do_eval = epoch_end or step >= total or bool(opts.eval_every and step % opts.eval_every == 0)
@@ -749,32 +466,22 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
                   "init": stage.init, "source": "fine-tuned from --model" if stage.index == 0 else "distilled",
                   "steps": step, "epochs_run": round(step / steps_per_epoch, 3), "steps_per_epoch": steps_per_epoch,
                   "best_step": best_step, "best_dev": None if best == -math.inf else best,
-                  "metrics": {"dev": _dev_metrics_at(run_dir, stage, best_step), **splits},
+                  "metrics": {"dev": dev_metrics_at(run_dir, stage, best_step), **splits},
                   "train_wall_s": round(wall, 1), "eval_wall_s": round(t_eval, 1), "replica_digests": digests,
                   "world_size": dctx.world}
         if stage.integer:
             result["integer_format"] = model.integer_format.to_dict()
-        _write_json(os.path.join(stage_dir, RESULT_FILE), result)
-        _write_metrics(run_dir, {"kind": "stage_end", "stage": stage.index, "precision": stage.precision,
+        write_json(os.path.join(stage_dir, RESULT_FILE), result)
+        write_metrics(run_dir, {"kind": "stage_end", "stage": stage.index, "precision": stage.precision,
                                  "step": step, "best_step": best_step, "best_dev": result["best_dev"],
                                  "train_wall_s": result["train_wall_s"]})
     return result
 
 
-def _dev_metrics_at(run_dir: str, stage: Stage, step: int | None) -> dict | None:
-    """The dev metrics logged for `stage` at `step` (the best model's)."""
-    if step is None:
-        return None
-    for rec in read_metrics(run_dir):
-        if rec["kind"] == "eval" and rec["stage"] == stage.index and rec["step"] == step:
-            return rec["metrics"]
-    return None
-
-
 def _reuse_teacher(run_dir: str, opts: Options, model, how: str, data: dict, known: dict | None) -> dict:
     """Stage 0 from an already fine-tuned teacher: copy it into the run and score it (or take `known` metrics)."""
     stage = Stage(0, 32, 32, None, None)
-    stage_dir = _stage_dir(run_dir, stage)
+    stage_dir = stage_path(run_dir, stage)
     save_model_atomic(model, os.path.join(stage_dir, "model"))
     t0 = time.perf_counter()
     metrics = known or {split: evaluate(model, opts.task, tensors, opts.eval_batch_size)
@@ -783,8 +490,8 @@ def _reuse_teacher(run_dir: str, opts: Options, model, how: str, data: dict, kno
               "teacher": None, "init": None, "source": how, "steps": 0, "best_step": None,
               "best_dev": metrics["dev"]["main"], "metrics": metrics, "train_wall_s": 0.0,
               "eval_wall_s": round(time.perf_counter() - t0, 1)}
-    _write_json(os.path.join(stage_dir, RESULT_FILE), result)
-    _write_metrics(run_dir, {"kind": "stage_end", "stage": 0, "precision": stage.precision, "step": 0,
+    write_json(os.path.join(stage_dir, RESULT_FILE), result)
+    write_metrics(run_dir, {"kind": "stage_end", "stage": 0, "precision": stage.precision, "step": 0,
                              "best_step": None, "best_dev": result["best_dev"], "train_wall_s": 0.0, "source": how})
     return result
 
@@ -853,7 +560,7 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
         if dctx.main and not exists:
             os.makedirs(run_dir, exist_ok=True)
             tokenizer.save_pretrained(os.path.join(run_dir, "tokenizer"))
-            _write_json(os.path.join(run_dir, RUN_FILE), {
+            write_json(os.path.join(run_dir, RUN_FILE), {
                 "format": "bitaccel-run", "version": 1, "task": opts.task, "options": dataclasses.asdict(opts),
                 "stages": [dataclasses.asdict(s) for s in stages], "tokenizer_source": os.path.abspath(tok_src),
                 "world_size": dctx.world, "versions": _versions(), "examples": {k: len(v["input_ids"])
@@ -876,7 +583,7 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
                                          f"{dctx.world}: the data order would differ")
                     state = ckpt
             if dctx.main:
-                _truncate_metrics(run_dir, stage.index, state["step"] if state else 0)
+                truncate_metrics(run_dir, stage.index, state["step"] if state else 0)
             dctx.barrier()
             if stage.index == 0:
                 model, how, known = _load_teacher_source(opts, spec.num_labels)
@@ -891,105 +598,3 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
         if dctx.owns_group and dist.is_initialized():
             dist.destroy_process_group()
     return {"run_dir": run_dir, "stages": results if dctx.main else []}
-
-
-# ----------------------------------------------------------------------------- using a finished run
-def final_stage(run_dir: str, stage: int | None = None) -> tuple[Stage, dict]:
-    """(stage, result) of the last finished stage of a run (or of `stage`); ValueError if unfinished."""
-    run = load_run(run_dir)
-    stages = run_stages(run)
-    if stage is not None:
-        if not 0 <= stage < len(stages):
-            raise ValueError(f"{run_dir} has stages 0..{len(stages) - 1}, not {stage}")
-        chosen = stages[stage]
-    else:
-        chosen = stages[-1]
-    result = stage_result(run_dir, chosen)
-    if result is None:
-        raise ValueError(f"{run_dir}: stage {chosen.name} has not finished (resume the run with --resume)")
-    return chosen, result
-
-
-def load_stage_model(run_dir: str, stage: int | None = None) -> BitBertForSequenceClassification:
-    """The best model of the run's final stage (or of `stage`), in eval mode."""
-    chosen, _ = final_stage(run_dir, stage)
-    return BitBertForSequenceClassification.load(os.path.join(_stage_dir(run_dir, chosen), "model")).eval()
-
-
-def _integer_logits(art, tensors: dict, batch_size: int = 64) -> np.ndarray:
-    from golden.model import IntegerModel
-
-    model = IntegerModel(art)
-    n = len(tensors["input_ids"])
-    out = np.zeros((n, art.config.num_labels), dtype=np.float64)
-    for i in range(0, n, batch_size):
-        b = _trim({k: tensors[k][i:i + batch_size] for k in ("input_ids", "attention_mask", "token_type_ids")})
-        out[i:i + batch_size] = model.forward(b["input_ids"].numpy(), b["attention_mask"].numpy(),
-                                              b["token_type_ids"].numpy())["logits"]
-    return out
-
-
-def evaluate_run(run_dir: str | os.PathLike, split: str = "dev", integer: str | os.PathLike | None = None,
-                 stage: int | None = None, glue_dir: str | os.PathLike | None = None) -> dict:
-    """Metrics of a run's final (or given) stage on a split; with `integer` (an artifact path) also
-    the golden IntegerModel's metrics and its agreement with the PyTorch model."""
-    run_dir = os.fspath(run_dir)
-    run = load_run(run_dir)
-    opts = run["options"]
-    chosen, _ = final_stage(run_dir, stage)
-    model = load_stage_model(run_dir, chosen.index)
-    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
-    gdir = os.fspath(glue_dir) if glue_dir is not None else opts["glue_dir"]
-    tensors = load_split(run["task"], split, tokenizer, opts["max_len"], gdir)
-    logits = predict(model, tensors, opts["eval_batch_size"])
-    labels = tensors["labels"].numpy()
-    out = {"run": os.path.abspath(run_dir), "task": run["task"], "split": split, "stage": chosen.name,
-           "precision": chosen.precision, "examples": int(len(labels)),
-           "metrics": glue_metrics(run["task"], logits, labels)}
-    if integer is not None:
-        from golden.artifact import load_artifact
-
-        art = load_artifact(integer)
-        if art.config.num_labels != model.num_labels or art.config.hidden != model.config.hidden_size:
-            raise ValueError(f"{integer} does not hold this run's model (num_labels {art.config.num_labels}, "
-                             f"hidden {art.config.hidden})")
-        ilogits = _integer_logits(art, tensors, opts["eval_batch_size"])
-        diff = np.abs(ilogits - logits)
-        out["integer"] = {"artifact": os.path.abspath(os.fspath(integer)),
-                          "metrics": glue_metrics(run["task"], ilogits, labels),
-                          "max_logit_diff": float(diff.max()), "mean_logit_diff": float(diff.mean())}
-        if model.num_labels > 1:
-            out["integer"]["agreement"] = float(np.mean(ilogits.argmax(1) == logits.argmax(1)))
-    return out
-
-
-def tokenizer_reference(tokenizer, source: str, task: str, max_len: int) -> dict:
-    """The artifact manifest's tokenizer reference: what to tokenize inputs with (and a vocabulary hash)."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    digest = hashlib.sha256("\n".join(w for w, _ in vocab).encode()).hexdigest()
-    spec = get_task(task)
-    return {"kind": "huggingface", "class": type(tokenizer).__name__, "source": source,
-            "vocab_size": len(vocab), "vocab_sha256": digest,
-            "do_lower_case": bool(getattr(tokenizer, "do_lower_case", False)), "max_len": max_len,
-            "task": spec.name, "labels": list(spec.labels) if spec.labels else None}
-
-
-def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, stage: int | None = None,
-               sample_size: int = 64):
-    """Export the run's final (or given) stage best model to an artifact; numerics chosen on a dev sample."""
-    from golden.version import __version__
-
-    from .export import export
-
-    run_dir = os.fspath(run_dir)
-    run = load_run(run_dir)
-    opts = run["options"]
-    chosen, _ = final_stage(run_dir, stage)
-    model = load_stage_model(run_dir, chosen.index)
-    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
-    dev = load_split(run["task"], "dev", tokenizer, opts["max_len"], opts["glue_dir"])
-    sample = _trim({k: dev[k][:sample_size] for k in ("input_ids", "attention_mask", "token_type_ids")})
-    ref = tokenizer_reference(tokenizer, run.get("tokenizer_source", ""), run["task"], opts["max_len"])
-    return export(model, out_path, tokenizer_ref=ref, sample=sample,
-                  producer=f"bitaccel {__version__} train run {os.path.basename(os.path.abspath(run_dir))} "
-                           f"stage {chosen.name} ({opts['method']}, schedule {opts['schedule']})")

@@ -213,14 +213,14 @@ def test_resume_reproduces_uninterrupted_run(setup, tmp_path, monkeypatch):
     opts = dict(glue_dir=glue, max_steps=12, save_every=4, eval_every=6, **FAST)
     train("sst2", model, "32/32,1/1", tmp_path / "a", **opts)
 
-    real_write = train_mod._write_metrics
+    real_write = train_mod.write_metrics
 
     def crash_at_step_7(run_dir, record):
         if record["kind"] == "train" and record["stage"] == 1 and record["step"] == 7:
             raise KeyboardInterrupt("simulated crash")
         real_write(run_dir, record)
 
-    monkeypatch.setattr(train_mod, "_write_metrics", crash_at_step_7)
+    monkeypatch.setattr(train_mod, "write_metrics", crash_at_step_7)
     with pytest.raises(KeyboardInterrupt):
         train("sst2", model, "32/32,1/1", tmp_path / "b", **opts)
     monkeypatch.undo()
