@@ -111,7 +111,8 @@ class _Lowering:
         """Allocate a trace of interleaved rows x cols streams `names` -> (tap, offset in the trace); records pieces.
 
         The hardware's order (docs/encoder.md §6): `unit` values of each stream in turn, the
-        values in `compiler.memory.drain_order(rows, cols, tile_cols)`.
+        values in `compiler.memory.drain_order(rows, cols, tile_cols)`. Every trace starts on a
+        `compiler.memory.ALIGN`-byte boundary (bus words).
         """
         if not self.trace:
             return 0, 0
@@ -119,7 +120,9 @@ class _Lowering:
         for s, name in enumerate(names):   # addresses are fixed up once the trace region is placed
             self.point(name, "trace", View("ext", offset, rows, cols, cols, streams=len(names), stream=s, unit=unit,
                                            tile_cols=tile_cols), lead, col0)
-        self.trace_allocs.append(4 * len(names) * rows * cols)
+        # each trace starts on an ALIGN boundary: the hardware writes whole bus words (a partial
+        # last word is zero-padded), so a trace must start on one and own the whole of its last
+        self.trace_allocs.append(-(-4 * len(names) * rows * cols // mem.ALIGN) * mem.ALIGN)
         return 1, offset
 
     def emit(self, op: Op, **fields) -> None:

@@ -151,6 +151,7 @@ def run_instruction(make_unit, program, pc: int, *, seed: int = 0, random_buffer
         while True:
             start = await take(ctx, u.trace_start)
             addr, i = int(start.addr), 0
+            assert addr % 8 == 0, f"trace at {addr}: not on a 64-bit bus word (the AXI writer refuses it)"
             while i < int(start.count):
                 ready = rng.random() >= stall
                 ctx.set(u.trace_values.ready, int(ready))

@@ -155,10 +155,10 @@ class Sequencer(wiring.Component):
                 m.d.comb += self.exec_start.eq(1)
                 m.next = "EXEC"
             with m.State("EXEC"):
-                with m.If(~self.exec_busy):
-                    with m.If(self.fetch_error):              # a read of the instruction's data failed
-                        stop(ERR_FETCH)
-                    with m.Elif(self.exec_error != 0):
+                with m.If(self.fetch_error):                  # a bus error or misaligned transfer: stop now
+                    stop(ERR_FETCH)                           # (the unit may wait forever; reset before a rerun)
+                with m.Elif(~self.exec_busy):
+                    with m.If(self.exec_error != 0):
                         stop(self.exec_error)
                     with m.Else():
                         m.d.sync += [self.pc.eq(self.pc + 1), self.retired.eq(self.retired + 1)]

@@ -12,9 +12,9 @@ Inside: the `Sequencer` (fetch, decode, dispatch), one `AxiReader` shared by the
 the execute unit that runs, one `AxiWriter` fed by the `TraceWriter`, the residual buffer
 (`res_words` signed 16-bit words) and the execute units.
 
-Partial: this build executes EMBED and END; LAYERNORM, QUANT, MATMUL and SOFTMAX stop with
-ERROR / ERR_UNSUPPORTED until their execute units are connected (docs/encoder.md). The
-AXI data width is 64 bits (the EMBED unit reads four int16 per word).
+Every opcode has its execute unit (EMBED, LAYERNORM, QUANT, MATMUL, SOFTMAX; docs/encoder.md
+§4). The AXI data width is 64 bits (EMBED reads four int16 per word). Post-processing runs
+one element per cycle in this first version (docs/RESULTS.md has the cycles).
 """
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ from hw.spec.isa import Op
 
 from .axi import AxiLiteRegisters, AxiReader, AxiWriter, axi4_lite_signature, axi4_read_signature, axi4_write_signature
 from .embed import BUS_BITS, EmbedExec
+from .layernorm_exec import LayerNormExec
+from .matmul_exec import MatmulExec
+from .quant_exec import QuantExec
+from .softmax_exec import SoftmaxExec
 from .regs import BUSY_COUNTERS, MAGIC, REGISTERS
 from .sequencer import Sequencer
 from .trace import MAX_TRACE_VALUES, TraceWriter
@@ -96,9 +100,14 @@ class Accelerator(wiring.Component):
         })
 
     def _units(self, p: HwParams) -> dict:
-        """Opcode -> its execute unit (docs/encoder.md §4); opcodes absent here stop with ERR_UNSUPPORTED."""
+        """Opcode -> its execute unit (docs/encoder.md §4)."""
+        aw, beats = self.addr_width, MAX_READ_BEATS
         return {
-            Op.EMBED: EmbedExec(self.addr_width, p.max_seq, p.max_hidden, self.res_words, MAX_READ_BEATS),
+            Op.EMBED: EmbedExec(aw, p.max_seq, p.max_hidden, self.res_words, beats),
+            Op.LAYERNORM: LayerNormExec(p, aw, self.res_words, beats),
+            Op.QUANT: QuantExec(p, aw, self.res_words, self.act_words, beats),
+            Op.MATMUL: MatmulExec(p, aw, self.act_words, self.res_words, self.scr_words, beats),
+            Op.SOFTMAX: SoftmaxExec(p, aw, self.scr_words, self.act_words, beats),
         }
 
     def elaborate(self, platform):
@@ -114,7 +123,9 @@ class Accelerator(wiring.Component):
         for op, unit in units.items():
             m.submodules[f"exec_{op.name.lower()}"] = unit
         m.submodules.res = res = memory.Memory(shape=signed(16), depth=self.res_words, init=[])
-        buffers = {"res": res}
+        m.submodules.act = act = memory.Memory(shape=p.rows * p.lanes, depth=self.act_words // p.rows, init=[])
+        m.submodules.scr = scr = memory.Memory(shape=signed(p.acc_width), depth=self.scr_words, init=[])
+        buffers = {"res": res, "act": act, "scr": scr}
         wiring.connect(m, wiring.flipped(self.s_axil), regs.bus)
 
         # the one AXI master port: the reader's and the writer's channels
@@ -151,13 +162,16 @@ class Accelerator(wiring.Component):
             self.irq.eq(regs.irq_enable[0] & (seq.done | seq.error)),
         ]
 
-        # busy counters: cleared at START, count while their unit works, saturate
-        active = {"fetch": seq.fetching, "axi_read": ~reader.idle, "axi_write": ~writer.idle | tracer.busy}
+        # busy counters: cleared at START, count the cycles their unit works, saturate
+        def activity(port: str):
+            return _any(getattr(u, port) for u in units.values() if port in u.signature.members)
+
+        active = {"fetch": seq.fetching, "mac_array": activity("array_beat"), "threshold_unit": activity("thr_element"),
+                  "requant_unit": activity("req_element"), "softmax_unit": activity("sm_element"),
+                  "layernorm_unit": activity("ln_element"), "axi_read": ~reader.idle,
+                  "axi_write": ~writer.idle | tracer.busy}
         for name in BUSY_COUNTERS:
             counter = getattr(regs, f"busy_{name}")
-            if name not in active:          # units not connected in this build read 0
-                m.d.comb += counter.eq(0)
-                continue
             value = Signal(32, name=f"busy_{name}")
             m.d.comb += counter.eq(value)
             with m.If(seq.start & ~seq.busy):
@@ -165,6 +179,14 @@ class Accelerator(wiring.Component):
             with m.Elif(seq.busy & active[name] & (value != _COUNTER_MAX)):
                 m.d.sync += value.eq(value + 1)
         return m
+
+
+def _any(signals):
+    """OR of signals (0 when there are none)."""
+    out = 0
+    for sig in signals:
+        out = out | sig
+    return out
 
 
 #: Buffer ports of the execute-unit convention: (buffer, port) -> kind.

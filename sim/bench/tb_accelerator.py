@@ -40,6 +40,7 @@ from hw.encoder import regs as R
 from hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, Op, decode, encode
 
 import json
+import logging
 import os
 
 from compiler import load_program
@@ -57,6 +58,10 @@ class Host:
         self.tb = tb
         self.regs = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=ram_bytes)
+        for model in (self.regs, self.ram):       # one log line per burst would dominate a long run
+            for part in (getattr(model, "read_if", None), getattr(model, "write_if", None), model):
+                if part is not None and hasattr(part, "log"):
+                    part.log.setLevel(logging.WARNING)
 
     async def read(self, name: str) -> int:
         return await self.regs.read_dword(R.offset(name))
