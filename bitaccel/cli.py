@@ -383,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sim.commands import add_commands  # `simulate` and `report`
 
     add_commands(sub)
+    from sim.run_command import add_command as add_run_command  # `run`
+
+    add_run_command(sub)
     return p
 
 

@@ -31,7 +31,8 @@ from .cycles import CycleModel, params_for
 from .workload import Block, LayerNorm, Matmul, PostProc, Softmax, inference_blocks
 
 __all__ = ["EnergyRow", "ENERGY_TABLE", "ENERGY", "CATEGORIES", "Counts", "popcount_cost", "block_counts",
-           "param_bits", "dram_plan", "design_memory_bits", "inference_energy", "unit_energy", "energy_table_rows"]
+           "param_bits", "dram_plan", "design_memory_bits", "inference_energy", "unit_energy", "energy_table_rows",
+           "AXI_BEAT_BITS", "measured_counts", "measured_energy"]
 
 HOROWITZ = "M. Horowitz, 'Computing's energy problem (and what we can do about it)', IEEE ISSCC 2014 (45 nm table)"
 NODE = "45 nm"
@@ -88,7 +89,8 @@ ENERGY = {row.name: row for row in ENERGY_TABLE}
 
 #: Categories of the breakdown, in report order.
 CATEGORIES = ("xnor", "popcount", "accumulate", "registers", "threshold", "requant", "softmax", "layernorm",
-              "sram_weights", "sram_activations", "sram_scores", "sram_residual", "sram_tables", "dram_weights")
+              "sram_weights", "sram_activations", "sram_scores", "sram_residual", "sram_tables", "dram_weights",
+              "dram_reads", "dram_writes")
 
 
 def energy_table_rows() -> list[dict]:
@@ -149,10 +151,11 @@ def popcount_cost(width: int, group: int) -> tuple[float, int]:
 
 
 # ----------------------------------------------------------------------------- per stage counts
-def _matmul_counts(cm: CycleModel, st: Matmul, c: Counts, weights_from_dram: bool = False) -> None:
+def _array_beat_counts(cm: CycleModel, beats: float, c: Counts) -> None:
+    """Actions of `beats` MAC-array operand beats: xnor, popcount trees, Horner accumulates, pipeline
+    registers (every beat clocks all R x C x L lanes). Operand reads are the caller's."""
     p, arr = cm.params, cm.array
     R, C, L = p.rows, p.cols, p.lanes
-    beats = cm.matmul_beats(st.m, st.n, st.k, st.a_bits, st.b_bits)
     pe = R * C
     xadd, xregs = popcount_cost(L, XNOR_GROUP)
     padd, pregs = popcount_cost(L, POPCOUNT_GROUP)
@@ -168,6 +171,16 @@ def _matmul_counts(cm: CycleModel, st: Matmul, c: Counts, weights_from_dram: boo
     per_pe_regs = xregs + delay_bits + pw                      # tree levels, align delay, accumulator
     shared_regs = (R + C) * L + n_counts * (pregs + pw)        # input words, row/col trees and accumulators
     c.add("registers", "MAC array pipeline registers", beats, per_pe_regs * pe + shared_regs, "ff_bit")
+
+
+def _matmul_counts(cm: CycleModel, st: Matmul, c: Counts, weights_from_dram: bool = False) -> None:
+    p, arr = cm.params, cm.array
+    R, C, L = p.rows, p.cols, p.lanes
+    beats = cm.matmul_beats(st.m, st.n, st.k, st.a_bits, st.b_bits)
+    pe = R * C
+    pw = arr.pe_width
+    n_counts = (R if arr.row_counts else 0) + C
+    _array_beat_counts(cm, beats, c)
     tm, tn = tile_grid(st.m, st.n, R, C)
     tiles = tm * tn
     dw = arr.out_width + 1
@@ -214,9 +227,18 @@ def _softmax_counts(cm: CycleModel, st: Softmax, c: Counts) -> None:
     u, C = cm.softmax, cm.params.cols
     beats = u.beats(st.seq_len)
     lanes = st.rows * beats * C
-    sw, ew = u.score_width, u.exp_width
     # scores arrive from the Q.K^T tiles through a row-block reorder buffer
-    c.add("sram_scores", "Q.K^T score reorder write+read", 2 * st.rows * st.seq_len, sw, "sram_bit")
+    c.add("sram_scores", "Q.K^T score reorder write+read", 2 * st.rows * st.seq_len, u.score_width, "sram_bit")
+    _softmax_lane_counts(u, lanes, st.mode, c)
+    if st.mode == "binary":
+        c.add("softmax", "row threshold theta x sum", st.rows, u.theta_width * u.sum_width, "mult_pp_bit")
+    else:
+        c.add("softmax", "reciprocal division (restoring, per row)", st.rows * u.recip_width, u.sum_width + 1, "fa_bit")
+
+
+def _softmax_lane_counts(u, lanes: float, mode: str, c: Counts) -> None:
+    """Per-lane actions of the softmax unit `u` (hw.softmax.SoftmaxUnit) over `lanes` key lanes (3 passes)."""
+    sw, ew = u.score_width, u.exp_width
     c.add("softmax", "row max compares", lanes, sw, "fa_bit")
     c.add("sram_scores", "softmax row buffer write", lanes, sw + 1, "sram_bit")
     c.add("sram_scores", "softmax row buffer read (2 passes)", 2 * lanes, sw + 1, "sram_bit")
@@ -224,22 +246,25 @@ def _softmax_counts(cm: CycleModel, st: Softmax, c: Counts) -> None:
     c.add("sram_tables", "exp LUT read (2 passes)", 2 * lanes, ew, "sram_bit")
     c.add("softmax", "exp sum add", lanes, u.sum_width, "fa_bit")
     c.add("registers", "softmax pipeline registers (3 passes)", 3 * lanes, sw + 1 + ew, "ff_bit")
-    if st.mode == "binary":
+    if mode == "binary":
         c.add("softmax", "probability threshold compare", lanes, ew, "fa_bit")
-        c.add("softmax", "row threshold theta x sum", st.rows, u.theta_width * u.sum_width, "mult_pp_bit")
     else:
         c.add("softmax", "probability multiply e x R", lanes, ew * u.recip_width, "mult_pp_bit")
         c.add("softmax", "probability rounding add", lanes, ew + u.recip_width, "fa_bit")
-        c.add("softmax", "reciprocal division (restoring, per row)", st.rows * u.recip_width, u.sum_width + 1, "fa_bit")
 
 
 def _layernorm_counts(cm: CycleModel, st: LayerNorm, c: Counts) -> None:
     u = cm.layernorm
-    n = st.rows * st.hidden
+    _layernorm_element_counts(u, st.rows * st.hidden, st.add, c)
+    _layernorm_row_counts(u, st.rows, c)
+
+
+def _layernorm_element_counts(u, n: float, add: bool, c: Counts) -> None:
+    """Per-element actions of the LayerNorm unit `u` (hw.layernorm.LayerNormUnit) over `n` elements."""
     r16 = RESIDUAL_BITS
     rw = RsqrtUnit(u.var_width)
     rw._MustUse__silence = True
-    if st.add:
+    if add:
         c.add("layernorm", "residual add + saturation", n, 3 * r16, "fa_bit")
         c.add("sram_residual", "residual h read", n, r16, "sram_bit")
     c.add("layernorm", "x^2 multiply", n, r16 * r16, "mult_pp_bit")
@@ -254,12 +279,16 @@ def _layernorm_counts(cm: CycleModel, st: LayerNorm, c: Counts) -> None:
     c.add("sram_tables", "gamma and beta read", n, GAMMA_BITS + r16, "sram_bit")
     c.add("registers", "LayerNorm pipeline registers", n,
           r16 + u.d_width + u.prod_width + u.n_width + (u.n_width + GAMMA_BITS) + r16, "ff_bit")
-    c.add("layernorm", "H*S2 and S1^2 multiplies (per row)", st.rows,
-          u.hidden_width * u.s2_width + u.s1_width * u.s1_width, "mult_pp_bit")
-    c.add("layernorm", "variance adds (per row)", st.rows * 2, u.var_width, "fa_bit")
-    c.add("layernorm", "rsqrt iterations (3 adds per result bit, per row)", st.rows * 3 * (RSQRT_Q + 1),
-          2 * RSQRT_Q + 1, "fa_bit")
     c.add("sram_residual", "LayerNorm output write (residual stream)", n, r16, "sram_bit")
+
+
+def _layernorm_row_counts(u, rows: float, c: Counts) -> None:
+    """Per-row actions of the LayerNorm unit `u` (variance, rsqrt) over `rows` rows."""
+    c.add("layernorm", "H*S2 and S1^2 multiplies (per row)", rows,
+          u.hidden_width * u.s2_width + u.s1_width * u.s1_width, "mult_pp_bit")
+    c.add("layernorm", "variance adds (per row)", rows * 2, u.var_width, "fa_bit")
+    c.add("layernorm", "rsqrt iterations (3 adds per result bit, per row)", rows * 3 * (RSQRT_Q + 1),
+          2 * RSQRT_Q + 1, "fa_bit")
 
 
 def stage_counts(cm: CycleModel, st, dram_streamed: frozenset = frozenset()) -> Counts:
@@ -449,3 +478,61 @@ def _summary(counts: Counts, macs: int, memory: dict | None, cycles: dict | None
     if cycles is not None and cycles.get("cycles"):
         out["pj_per_cycle"] = total / cycles["cycles"]
     return out
+
+
+# ----------------------------------------------------------------------------- measured activity
+#: Bits of one AXI data beat of the accelerator's master port (hw.encoder.top: 64-bit data).
+AXI_BEAT_BITS = 64
+
+
+def measured_counts(params, counters: dict) -> Counts:
+    """Actions of one run on the RTL from its activity counters (docs/sim.md, "Measured energy").
+
+    `params`: the run's hw.params.HwParams. `counters`: `sim.inference.run_program`'s result or
+    the same keys: ``busy`` {mac_array: array beats, threshold_unit / requant_unit / softmax_unit
+    / layernorm_unit: elements entering the unit} and ``beats`` {axi_read_beats, axi_write_beats}
+    (64-bit AXI data beats). Per count, the per-action rows of the schedule model are reused:
+    array beats -> `_array_beat_counts` plus the operand reads (A: R*L bits from the activation
+    buffer, B: C*L bits from the tile buffer); elements -> the width-1 units' per-element actions.
+    """
+    busy, beats = counters["busy"], counters["beats"]
+    for name, v in list(busy.items()) + list(beats.items()):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"activity counter {name} must be a non-negative integer, not {v!r}")
+    cm = CycleModel(params)
+    cm1 = CycleModel(dataclasses.replace(params, cols=1))       # the RTL's post-processing units are 1 wide
+    R, C, L = params.rows, params.cols, params.lanes
+    c = Counts()
+    n = busy.get("mac_array", 0)
+    _array_beat_counts(cm, n, c)
+    c.add("sram_activations", "A operand read (activation buffer)", n * R, L, "sram_bit")
+    c.add("sram_weights", "B operand read (tile buffer)", n * C, L, "sram_bit")
+    n = busy.get("threshold_unit", 0)
+    if n:
+        _post_counts(cm1, PostProc("measured", "threshold", n, 1, cm.array.acc_width, params.max_act_bits,
+                                   "array", "activations"), c)
+    n = busy.get("requant_unit", 0)
+    if n:   # every output charged as a 16-bit residual write (the widest destination: an upper bound)
+        _post_counts(cm1, PostProc("measured", "requant", n, 1, cm.array.acc_width, RESIDUAL_BITS,
+                                   "layernorm", "layernorm"), c)
+        c.add("sram_residual", "requant output write (16-bit, upper bound)", n, RESIDUAL_BITS, "sram_bit")
+    n = busy.get("softmax_unit", 0)
+    if n:
+        u = cm1.softmax
+        c.add("sram_scores", "score write (drain) + read (softmax)", 2 * n, u.score_width, "sram_bit")
+        _softmax_lane_counts(u, n, "binary" if params.max_act_bits == 1 else "multibit", c)
+    n = busy.get("layernorm_unit", 0)
+    if n:
+        _layernorm_element_counts(cm1.layernorm, n, True, c)
+    c.add("dram_reads", "AXI read data beats (program, weights, constants, tokens, embeddings)",
+          beats.get("axi_read_beats", 0), AXI_BEAT_BITS, "dram_bit")
+    c.add("dram_writes", "AXI write data beats (traces, pooler output; charged like reads)",
+          beats.get("axi_write_beats", 0), AXI_BEAT_BITS, "dram_bit")
+    return c
+
+
+def measured_energy(params, counters: dict) -> dict:
+    """Energy of one run from its measured activity: {energy_pj, breakdown_pj (by category), actions}."""
+    c = measured_counts(params, counters)
+    by_cat = c.by_category()
+    return {"energy_pj": sum(by_cat.values()), "breakdown_pj": by_cat, "actions": c.table()}

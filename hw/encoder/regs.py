@@ -9,7 +9,7 @@ from .axi import Register
 
 __all__ = ["REGISTERS", "MAGIC", "CTRL_START", "CTRL_CLEAR", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
            "ERR_NONE", "ERR_OPCODE", "ERR_FETCH", "ERR_UNSUPPORTED", "ERR_TOKEN", "ERR_MASKED_ROW",
-           "ERR_LENGTH", "ERR_FRAMING", "ERR_RANGE", "BUSY_COUNTERS", "offset"]
+           "ERR_LENGTH", "ERR_FRAMING", "ERR_RANGE", "BUSY_COUNTERS", "BEAT_COUNTERS", "offset"]
 
 #: ID register value: ASCII "BITA".
 MAGIC = 0x42495441
@@ -35,6 +35,9 @@ ERR_RANGE = 8           #: a value outside the range its destination holds (neve
 #: Units whose busy cycles are counted (one read-only register each, saturating at 2**32 - 1).
 BUSY_COUNTERS = ("fetch", "mac_array", "threshold_unit", "requant_unit", "softmax_unit", "layernorm_unit",
                  "axi_read", "axi_write")
+#: AXI data beats counted for the energy model (one read-only register each, 64-bit beats, saturating):
+#: R handshakes of the read master (rvalid & rready) and W handshakes of the write master (wvalid & wready).
+BEAT_COUNTERS = ("axi_read_beats", "axi_write_beats")
 
 REGISTERS = (
     Register("id", 0x00, "ro", doc="MAGIC (\"BITA\")"),
@@ -52,7 +55,9 @@ REGISTERS = (
     Register("retired", 0x38, "ro", doc="instructions completed in the last run"),
     Register("pc", 0x3C, "ro", doc="index of the instruction executing (or that stopped the run)"),
 ) + tuple(Register(f"busy_{name}", 0x40 + 4 * i, "ro", doc=f"cycles the {name} was busy in the last run")
-          for i, name in enumerate(BUSY_COUNTERS))
+          for i, name in enumerate(BUSY_COUNTERS)) + tuple(
+    Register(name, 0x40 + 4 * (len(BUSY_COUNTERS) + i), "ro", doc=f"AXI {kind} data beats in the last run")
+    for i, (name, kind) in enumerate(zip(BEAT_COUNTERS, ("read (R)", "write (W)"))))
 
 
 def offset(name: str) -> int:

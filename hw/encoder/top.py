@@ -34,7 +34,7 @@ from .layernorm_exec import LayerNormExec
 from .matmul_exec import MatmulExec
 from .quant_exec import QuantExec
 from .softmax_exec import SoftmaxExec
-from .regs import BUSY_COUNTERS, MAGIC, REGISTERS
+from .regs import BEAT_COUNTERS, BUSY_COUNTERS, MAGIC, REGISTERS
 from .sequencer import Sequencer
 from .trace import MAX_TRACE_VALUES, TraceWriter
 
@@ -162,17 +162,20 @@ class Accelerator(wiring.Component):
             self.irq.eq(regs.irq_enable[0] & (seq.done | seq.error)),
         ]
 
-        # busy counters: cleared at START, count the cycles their unit works, saturate
+        # busy and beat counters: cleared at START, count the cycles their unit works (or AXI beats), saturate
         def activity(port: str):
             return _any(getattr(u, port) for u in units.values() if port in u.signature.members)
 
         active = {"fetch": seq.fetching, "mac_array": activity("array_beat"), "threshold_unit": activity("thr_element"),
                   "requant_unit": activity("req_element"), "softmax_unit": activity("sm_element"),
                   "layernorm_unit": activity("ln_element"), "axi_read": ~reader.idle,
-                  "axi_write": ~writer.idle | tracer.busy}
-        for name in BUSY_COUNTERS:
-            counter = getattr(regs, f"busy_{name}")
-            value = Signal(32, name=f"busy_{name}")
+                  "axi_write": ~writer.idle | tracer.busy,
+                  # activity for the energy model: AXI data beats (R and W handshakes)
+                  "axi_read_beats": self.m_axi.rvalid & self.m_axi.rready,
+                  "axi_write_beats": self.m_axi.wvalid & self.m_axi.wready}
+        for reg_name, name in [(f"busy_{n}", n) for n in BUSY_COUNTERS] + [(n, n) for n in BEAT_COUNTERS]:
+            counter = getattr(regs, reg_name)
+            value = Signal(32, name=reg_name)
             m.d.comb += counter.eq(value)
             with m.If(seq.start & ~seq.busy):
                 m.d.sync += value.eq(0)

