@@ -114,17 +114,17 @@ def bench(config, ecp5: bool, pnr: bool, asic: bool, trees: dict) -> dict:
     print(f"{name(config)}: xilinx {lut_sites(x)} LUT sites ({lut_sites(x) / row['lane_bits']:.2f}/lane-bit), "
           f"{x['ffs']} FFs, "
           f"{x['carry']} CARRY4, {x['synth_s']:.0f} s", file=sys.stderr, flush=True)
+    if asic:
+        row["asic"] = asic_estimate(p, "mac_array")
+        a = row["asic"]
+        print(f"{name(config)}: asic {a['logic_transistors']} logic transistors, {a['ffs']} FFs, "
+              f"{a['area_um2']} um2", file=sys.stderr, flush=True)
     if ecp5 or pnr:
         e = synthesize(p, "mac_array", "ecp5", pnr=pnr)
         row["ecp5"] = e
         print(f"{name(config)}: ecp5 {e['luts']} LUT4 + {e['carry']} CCU2C, {e['ffs']} FFs"
               + (f", Fmax {e['pnr']['fmax_mhz']} MHz on {e['pnr']['device']}" if pnr else ""),
               file=sys.stderr, flush=True)
-    if asic:
-        row["asic"] = asic_estimate(p, "mac_array")
-        a = row["asic"]
-        print(f"{name(config)}: asic {a['logic_transistors']} logic transistors, {a['ffs']} FFs, "
-              f"{a['area_um2']} um2", file=sys.stderr, flush=True)
     return row
 
 

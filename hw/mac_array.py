@@ -8,30 +8,32 @@ row of A (``a``) and per column of B (``w``), zero padded past K, and
   (Horner over plane pairs issued in falling weight: no shifter, no negation, no mask);
 * R row accumulators ``P[r]`` and C column accumulators ``Q[c]`` do the same with
   ``popcount(a[r])`` (when ``row_en``) and ``popcount(w[c])`` (when ``col_en``);
-* on a tile's ``last`` beat the accumulators are copied into the drain registers (a clock
-  enable, no multiplexer) and restart with the next tile (double buffer);
+* on a tile's ``last`` beat the accumulators are copied into one of two drain banks (a
+  clock enable per bank, no multiplexer) and restart with the next tile;
 * the drain emits R result beats, row r = 0 .. R-1, each C values computed by C shared
   adder pairs: ``out[c] = offset + (rho[r] + kappa[c] - (H[r][c] << (a_pm1 + b_pm1))) / 2``
   with ``rho = +-(P[r] << a_pm1)``, ``kappa = +-(Q[c] << b_pm1)`` (signs row_neg, col_neg).
-  Row r of the drain registers reaches the adders through an R:1 multiplexer per column.
+  Row r of the bank being read reaches the adders through a 2R:1 multiplexer per column.
 
 Arithmetic: H, P, Q are unsigned `pe_width`-bit counts (wrap-free inside the limits that
 hw.schedule.check_fits enforces); the drain computes modulo 2**(out_width + 1), exact
 because the final value fits `out_width` signed bits.
 
-Timing (cycles; "edge t" = the clock edge a register captures at): a beat accepted at
-edge t accumulates at edge t + `pipe` (input register, then the popcount trees, aligned);
-a tile whose last beat accumulates at edge e loads the drain at e, its row r is read at
-edge e + 1 + r and leaves (transfers on `results`, results always ready) at edge
-e + `drain` + r. Loads must be at least R edges apart: when a last beat reaches the
-accumulators before the drain has read every row of the previous tile, every register of
-the compute pipeline holds (one enable, ``operands.ready`` low) until it has. Result
-back-pressure stalls the drain only; the compute pipeline keeps running until it needs
-the drain. `hw.schedule.array_cycles` is the exact cycle formula.
+Flow control (no global enable): the compute pipeline never stalls. ``operands.ready`` is
+low only for a tile's last beat while two tiles already hold, or are about to hold, a drain
+bank (their last beat accepted, their rows not all read), so every last beat reaching the
+accumulators finds a free bank. Result back-pressure stalls only the drain (and, through
+the two banks, eventually the next tiles' last beats).
+
+Timing (edges numbered from a beat's acceptance): a beat accepted at edge t accumulates at
+edge t + `pipe` (input register, then the popcount trees); a tile loaded at edge e has its
+rows read at consecutive edges from e + 1 (after the previous tile's rows), and a row read
+at edge s transfers on `results` at s + `drain` - 1 (results always ready).
+`hw.schedule.array_cycles` is the exact cycle formula.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -42,7 +44,7 @@ from .spec.validate import require_int
 
 __all__ = ["BinaryMacArray"]
 
-#: Drain pipeline: row multiplexer, row term, base add, subtract and output register.
+#: Drain pipeline: row multiplexer, row term, base add, subtract and output register (+1).
 DRAIN_LATENCY = 5
 
 
@@ -126,7 +128,7 @@ class BinaryMacArray(wiring.Component):
 
     @property
     def drain(self) -> int:
-        """Edges from the drain load to the transfer of result row 0 (results always ready)."""
+        """Edges from a lone tile's drain load to the transfer of its result row 0 (results always ready)."""
         return DRAIN_LATENCY
 
     @property
@@ -161,15 +163,21 @@ class BinaryMacArray(wiring.Component):
     # ------------------------------------------------------------------ hardware
     def elaborate(self, platform):
         m = Module()          # the drain, outside the compute enable
-        cm = Module()         # the compute pipeline, every register under one enable
+        cm = Module()         # the compute pipeline (never stalls)
         R, C, L = self._rows, self._cols, self._lanes
         pw, ow = self._pe_width, self._out_width
         dw = ow + 1           # drain arithmetic width: 2 * (dot - offset) modulo 2**dw
         ops = self.operands.payload
         lat = max(self._lat_x, self._lat_p)
 
-        en = Signal()
-        m.d.comb += self.operands.ready.eq(en)
+        # ---- admission: a tile's last beat enters only while fewer than 2 tiles hold (or will hold) a
+        # drain bank, so a last beat always finds a free bank and the compute pipeline never stalls
+        pending = Signal(range(3))          # tiles whose last beat was accepted and whose drain is not read
+        accept_last = Signal()
+        m.d.comb += [
+            self.operands.ready.eq(~(ops.last & (pending == 2))),
+            accept_last.eq(self.operands.valid & self.operands.ready & ops.last),
+        ]
 
         # ---- control delay line: ctrl[k] holds the beat accepted k + 1 edges ago
         tile_layout = data.StructLayout({"a_pm1": 1, "b_pm1": 1, "row_neg": 1, "col_neg": 1, "offset": signed(ow)})
@@ -177,7 +185,7 @@ class BinaryMacArray(wiring.Component):
                                          "tile": tile_layout})
         ctrl = [Signal(ctrl_layout, name=f"ctrl{k}") for k in range(lat + 1)]
         cm.d.sync += [
-            ctrl[0].valid.eq(self.operands.valid),
+            ctrl[0].valid.eq(self.operands.valid & self.operands.ready),
             ctrl[0].first.eq(ops.first), ctrl[0].step.eq(ops.step), ctrl[0].row_en.eq(ops.row_en),
             ctrl[0].col_en.eq(ops.col_en), ctrl[0].last.eq(ops.last),
             ctrl[0].tile.a_pm1.eq(ops.a_pm1), ctrl[0].tile.b_pm1.eq(ops.b_pm1),
@@ -203,21 +211,22 @@ class BinaryMacArray(wiring.Component):
         for c in range(C):
             cm.d.sync += w0[c].eq(ops.w[c])
 
-        # ---- drain state (read by the compute enable)
-        busy = Signal()                     # drain registers hold a tile not yet fully read
+        # ---- drain state: two banks of drain registers, written alternately (wb), read in order (rb)
+        busy = Signal(2)                    # bank b holds a tile not yet fully read
+        wb = Signal()                       # bank the next load writes
+        rb = Signal()                       # bank the drain reads
         row_shape = range(max(R, 2))        # at least 1 bit (a zero-width signal exports as `[-1:0]`)
         drow = Signal(row_shape)            # next row the drain reads
         den = Signal()                      # drain pipeline advances
         reading = Signal()                  # a row is read at the coming edge
         finishing = Signal()                # the last row is read at the coming edge
-        load = Signal()                     # the accumulators move to the drain at the coming edge
+        load = Signal()                     # the accumulators move to bank wb at the coming edge
         m.d.comb += [
-            reading.eq(busy & den),
+            reading.eq(busy.bit_select(rb, 1) & den),
             finishing.eq(reading & (drow == R - 1)),
-            # hold only when a last beat reaches the accumulators while the drain is occupied
-            en.eq(~(ca.valid & ca.last) | ~busy | finishing),
-            load.eq(en & ca.valid & ca.last),
+            load.eq(ca.valid & ca.last),
         ]
+        m.d.sync += pending.eq(pending + accept_last - finishing)
 
         def horner(mod, acc, add, name):
             """acc <- (first ? 0 : step ? 2 acc : acc) + add, on a valid beat; returns the new value."""
@@ -229,8 +238,15 @@ class BinaryMacArray(wiring.Component):
             return total
 
         # ---- row / column accumulators and their drain registers
-        sh_p = [Signal(pw, name=f"sh_p{r}", reset_less=True) for r in range(R)]
-        sh_q = [Signal(pw, name=f"sh_q{c}", reset_less=True) for c in range(C)]
+        sh_p = [[Signal(pw, name=f"sh_p{b}_{r}", reset_less=True) for r in range(R)] for b in range(2)]
+        sh_q = [[Signal(pw, name=f"sh_q{b}_{c}", reset_less=True) for c in range(C)] for b in range(2)]
+
+        def to_bank(regs, total):
+            """Load `total` into regs[wb] on a tile's last beat (a clock enable per bank, no multiplexer)."""
+            for b in range(2):
+                with m.If(load & (wb == b)):
+                    m.d.sync += regs[b].eq(total)
+
         if self._row_counts:
             for r in range(R):
                 pc = Popcount(L, group=POPCOUNT_GROUP)
@@ -239,8 +255,7 @@ class BinaryMacArray(wiring.Component):
                 cnt = delay(cm, pc.count, lat - self._lat_p, f"pa{r}")
                 p_acc = Signal(pw, name=f"p_acc{r}", reset_less=True)
                 total = horner(cm, p_acc, Mux(ca.row_en, cnt, 0), f"p{r}")
-                with m.If(load):
-                    m.d.sync += sh_p[r].eq(total)
+                to_bank([sh_p[b][r] for b in range(2)], total)
         for c in range(C):
             pc = Popcount(L, group=POPCOUNT_GROUP)
             cm.submodules[f"col_pc{c}"] = pc
@@ -248,11 +263,11 @@ class BinaryMacArray(wiring.Component):
             cnt = delay(cm, pc.count, lat - self._lat_p, f"qw{c}")
             q_acc = Signal(pw, name=f"q_acc{c}", reset_less=True)
             total = horner(cm, q_acc, Mux(ca.col_en, cnt, 0), f"q{c}")
-            with m.If(load):
-                m.d.sync += sh_q[c].eq(total)
+            to_bank([sh_q[b][c] for b in range(2)], total)
 
         # ---- processing elements: count and accumulate
-        sh_h = [[Signal(pw, name=f"sh_h{r}_{c}", reset_less=True) for c in range(C)] for r in range(R)]
+        sh_h = [[[Signal(pw, name=f"sh_h{b}_{r}_{c}", reset_less=True) for c in range(C)] for r in range(R)]
+                for b in range(2)]
         for r in range(R):
             for c in range(C):
                 pe = XorPopcount(L, group=XNOR_GROUP)
@@ -261,22 +276,25 @@ class BinaryMacArray(wiring.Component):
                 cnt = delay(cm, pe.count, lat - self._lat_x, f"d{r}_{c}")
                 h_acc = Signal(pw, name=f"h_acc{r}_{c}", reset_less=True)
                 total = horner(cm, h_acc, cnt, f"h{r}_{c}")
-                with m.If(load):
-                    m.d.sync += sh_h[r][c].eq(total)
+                to_bank([sh_h[b][r][c] for b in range(2)], total)
 
-        sh_tile = Signal(tile_layout, name="sh_tile", reset_less=True)
+        sh_tile = [Signal(tile_layout, name=f"sh_tile{b}", reset_less=True) for b in range(2)]
+        to_bank(sh_tile, ca.tile)
         with m.If(load):
-            m.d.sync += sh_tile.eq(ca.tile)
-        with m.If(load):
-            m.d.sync += [busy.eq(1), drow.eq(0)]
-        with m.Elif(reading):
+            m.d.sync += wb.eq(~wb)
+        with m.If(reading):
             m.d.sync += drow.eq(drow + 1)
             with m.If(drow == R - 1):
-                m.d.sync += busy.eq(0)
+                m.d.sync += [drow.eq(0), rb.eq(~rb)]
+        for b in range(2):      # a load never targets the bank being finished (admission keeps them apart)
+            with m.If(load & (wb == b)):
+                m.d.sync += busy[b].eq(1)
+            with m.Elif(finishing & (rb == b)):
+                m.d.sync += busy[b].eq(0)
 
-        # ---- drain pipeline (all under den). d1 reads everything it needs from the drain registers
-        # (row r through an R:1 multiplexer per column, the column counts, the tile constants), so
-        # the next tile may load the drain registers as soon as the last row is read
+        # ---- drain pipeline (all under den). d1 reads everything it needs from bank rb (row r through
+        # a 2R:1 multiplexer per column, the column counts, the tile constants), so the bank is free
+        # for a new tile as soon as its last row is read
         v1, v2, v3, v4 = (Signal(name=f"dv{i}") for i in range(1, 5))
         row1, row2, row3 = (Signal(row_shape, name=f"drow{i}", reset_less=True) for i in range(1, 4))
         m.d.comb += den.eq(~v4 | self.results.ready)
@@ -294,14 +312,16 @@ class BinaryMacArray(wiring.Component):
         g = Cat(t1.a_pm1 ^ t1.b_pm1, t1.a_pm1 & t1.b_pm1)      # shift of H: a_pm1 + b_pm1 (0, 1 or 2)
         with m.If(den):
             m.d.sync += [v1.eq(reading), v2.eq(v1), v3.eq(v2), v4.eq(v3), row1.eq(drow), row2.eq(row1),
-                         row3.eq(row2), t1.eq(sh_tile), t2.eq(t1)]
-            m.d.sync += [q1[c].eq(sh_q[c]) for c in range(C)] + [q2[c].eq(q1[c]) for c in range(C)]
-            # d1: row r of the drain registers
-            with m.Switch(drow):
-                for r in range(R):
-                    with m.Case(r):
-                        m.d.sync += [h1[c].eq(sh_h[r][c]) for c in range(C)]
-                        m.d.sync += p1.eq(sh_p[r])
+                         row3.eq(row2), t1.eq(Mux(rb, sh_tile[1], sh_tile[0])), t2.eq(t1)]
+            m.d.sync += [q1[c].eq(Mux(rb, sh_q[1][c], sh_q[0][c])) for c in range(C)]
+            m.d.sync += [q2[c].eq(q1[c]) for c in range(C)]
+            # d1: row r of bank rb
+            with m.Switch(Cat(drow, rb)):
+                for b in range(2):
+                    for r in range(R):
+                        with m.Case(r + (b << len(drow))):
+                            m.d.sync += [h1[c].eq(sh_h[b][r][c]) for c in range(C)]
+                            m.d.sync += p1.eq(sh_p[b][r])
             # d2: rho = 2 offset +- (P << a_pm1) (one shared adder), H << g
             p_sh = Signal(dw, name="p_sh")
             off2 = Signal(dw, name="off2")
@@ -329,5 +349,5 @@ class BinaryMacArray(wiring.Component):
         ]
         for c in range(C):
             m.d.comb += self.results.payload.acc[c].eq(out[c])
-        m.submodules.compute = EnableInserter(en)(cm)
+        m.submodules.compute = cm
         return m

@@ -49,6 +49,7 @@ Results: R drain beats per tile (row r = 0 .. R-1), each C signed values (column
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -68,9 +69,8 @@ class ArraySpec:
     pe_width : unsigned bits of the PE, row and column accumulators (H, P, Q).
     out_width : signed bits of a result value (the dot product).
     row_counts : whether the array has the R row popcounts (needed when b is not +-1).
-    pipe : cycles from a beat's acceptance to its accumulation (the acceptance edge excluded,
-        the accumulation edge included); drain : cycles from the load of the drain to the
-        first result beat's valid (see `array_cycles`).
+    pipe : edges from a beat's acceptance to its accumulation; drain : edges from a result
+        row's read to its transfer, plus one (see `array_cycles`).
     """
 
     rows: int
@@ -272,30 +272,32 @@ def array_cycles(tile_beats: Iterable[int], rows: int, pipe: int, drain: int) ->
     """Exact cycles of back-to-back tiles on the array, operands offered every cycle, results always taken.
 
     Counted from the first operand beat's transfer to the last result beat's transfer, both
-    included. Rules of the hardware (hw/mac_array.py): a beat accepted at edge t accumulates
-    at edge t + pipe; a tile's last beat can accumulate (load the drain) only when the drain
-    has read every row of the previous tile (rows are read one per cycle starting the edge
-    after the load, so loads are at least `rows` edges apart); otherwise the whole pipeline
-    stalls. Result row r of a tile loaded at edge e transfers at edge e + drain + r.
+    included. Rules of the hardware (hw/mac_array.py), with edges numbered from the first
+    beat's transfer (edge 0): a beat accepted at edge t accumulates (the tile's last beat:
+    loads a drain bank) at edge t + pipe and never stalls there; the drain reads a tile's R
+    rows at consecutive edges, starting the edge after its load and after the previous tile's
+    last row; tile k's last beat is accepted only after tile k - 2's last row was read (two
+    drain banks), and the beats behind it wait with it. Result row r read at edge s
+    transfers at edge s + drain - 1.
     """
     _check_pos(rows=rows, pipe=pipe, drain=drain)
     edge = -1        # acceptance edge of the previous beat
-    load = None      # edge of the previous drain load
+    ends: list[int] = []     # edge at which each tile's last row is read
     for beats in tile_beats:
         _check_pos(beats=beats)
-        edge += beats                     # the tile's last beat, if no stall
-        acc_edge = edge + pipe
-        if load is not None and acc_edge < load + rows:
-            edge += load + rows - acc_edge    # every stage holds until the drain is free
-            acc_edge = load + rows
-        load = acc_edge
-    if load is None:
+        edge += beats
+        if len(ends) >= 2:
+            edge = max(edge, ends[-2] + 1)
+        start = edge + pipe + 1
+        if ends:
+            start = max(start, ends[-1] + 1)
+        ends.append(start + rows - 1)
+    if not ends:
         raise ValueError("array_cycles needs at least one tile")
-    return load + drain + rows - 1 + 1
+    return ends[-1] + drain
 
 
 def uniform_array_cycles(tiles: int, beats: int, rows: int, pipe: int, drain: int) -> int:
-    """`array_cycles` of `tiles` tiles of `beats` beats each, closed form:
-    ``beats - 1 + pipe + (tiles - 1) * max(beats, rows) + drain + rows``."""
+    """`array_cycles` of `tiles` tiles of `beats` beats each (``beats - 1 + pipe + drain + rows`` for one tile)."""
     _check_pos(tiles=tiles, beats=beats, rows=rows, pipe=pipe, drain=drain)
-    return beats - 1 + pipe + (tiles - 1) * max(beats, rows) + drain + rows
+    return array_cycles(itertools.repeat(beats, tiles), rows, pipe, drain)
