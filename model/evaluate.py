@@ -34,18 +34,23 @@ def load_split(task: str, split: str, tokenizer, max_len: int, glue_dir: str | N
     return encode(examples, tokenizer, max_len, regression=spec.is_regression)
 
 
+def eval_batches(tensors: dict, batch_size: int):
+    """(row indices, trimmed batch) over encoded tensors, longest sequences first: the order `predict` and the
+    integer evaluation share, so both see the same batches (golden's float64 head rounds alike)."""
+    order = torch.argsort(tensors["attention_mask"].sum(dim=1), descending=True, stable=True)
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        yield rows, trim_batch({k: tensors[k][rows] for k in ("input_ids", "attention_mask", "token_type_ids")})
+
+
 @torch.no_grad()
 def predict(model: BitBertForSequenceClassification, tensors: dict, batch_size: int = 64) -> np.ndarray:
     """Eval-mode logits (n, num_labels) as float64; batches sorted by length and trimmed (same results)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    lengths = tensors["attention_mask"].sum(dim=1)
-    order = torch.argsort(lengths, descending=True, stable=True)
-    out = np.zeros((len(order), model.num_labels), dtype=np.float64)
-    for i in range(0, len(order), batch_size):
-        rows = order[i:i + batch_size]
-        b = trim_batch({k: tensors[k][rows] for k in ("input_ids", "attention_mask", "token_type_ids")})
+    out = np.zeros((len(tensors["input_ids"]), model.num_labels), dtype=np.float64)
+    for rows, b in eval_batches(tensors, batch_size):
         b = {k: v.to(device) for k, v in b.items()}
         logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).logits
         out[rows.numpy()] = logits.double().cpu().numpy()
@@ -85,12 +90,10 @@ def _integer_logits(art, tensors: dict, batch_size: int = 64) -> np.ndarray:
     from golden.model import IntegerModel
 
     model = IntegerModel(art)
-    n = len(tensors["input_ids"])
-    out = np.zeros((n, art.config.num_labels), dtype=np.float64)
-    for i in range(0, n, batch_size):
-        b = trim_batch({k: tensors[k][i:i + batch_size] for k in ("input_ids", "attention_mask", "token_type_ids")})
-        out[i:i + batch_size] = model.forward(b["input_ids"].numpy(), b["attention_mask"].numpy(),
-                                              b["token_type_ids"].numpy())["logits"]
+    out = np.zeros((len(tensors["input_ids"]), art.config.num_labels), dtype=np.float64)
+    for rows, b in eval_batches(tensors, batch_size):
+        out[rows.numpy()] = model.forward(b["input_ids"].numpy(), b["attention_mask"].numpy(),
+                                          b["token_type_ids"].numpy())["logits"]
     return out
 
 
