@@ -4,9 +4,9 @@ Unit level (exact, checked against the Amaranth simulator in tests/test_sim_mode
 
 * matmul on the MAC array: ``hw.schedule.array_cycles`` of its tiles (each tile
   ``beats_count / tiles`` beats = plane pairs x ceil(K / L), one beat per cycle; a tile's
-  R-beat drain overlaps the next tile, which waits only if it is shorter than R beats),
-  from the first beat offered to the last drain beat taken, results always taken:
-  ``B - 1 + pipe + (T - 1) * max(B, R) + drain + R`` for T tiles of B beats;
+  R-beat drain overlaps the next tiles through two drain banks, so tiles shorter than R
+  beats are drain bound), from the first beat offered to the last drain beat taken,
+  results always taken (``B - 1 + pipe + drain + R`` for one tile of B beats);
 * threshold / requant: ``beats + latency`` (full throughput, one beat of `cols` values per cycle);
 * softmax: back-to-back rows, ``SoftmaxUnit.cycles`` for the first row plus
   ``SoftmaxUnit.interval`` for every further row;
@@ -138,7 +138,8 @@ class CycleModel:
         return uniform_array_cycles(tiles, per_tile, self.params.rows, self.array.pipe, self.array.drain)
 
     def matmul_busy(self, m: int, n: int, k: int, a_bits: int = 1, b_bits: int = 1) -> int:
-        """Cycles the array is occupied in steady state: tiles x max(beats per tile, R drain beats)."""
+        """Cycles the array is occupied in steady state: tiles x max(beats per tile, R drain beats) (its
+        fill, the rest of `matmul_cycles`, is the stage latency)."""
         tiles, per_tile = self.matmul_tiles(m, n, k, a_bits, b_bits)
         return tiles * max(per_tile, self.params.rows)
 
