@@ -161,7 +161,8 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
         "axi_write_bytes": r["beats"]["axi_write_beats"] * AXI_BEAT_BITS // 8,
         "sim": sim, "array": f"{rows}x{cols}x{lanes}", "tokens": int(tokens.size), "ids": tokens.tolist(),
         "instructions": len(program.instructions), "trace": bool(trace),
-        "build_s": r["run"]["build"]["build_s"], "rebuilt": r["run"]["build"]["rebuilt"],
+        "generate_s": r["run"]["build"].get("generate_s"), "build_s": r["run"]["build"]["build_s"],
+        "rebuilt": r["run"]["build"]["rebuilt"],
         "sim_wall_s": r["run"]["run_s"], "sim_cycles_per_s": cycles / r["run"]["run_s"] if r["run"]["run_s"] else None,
         "wall_s": round(wall, 3),
     }
@@ -189,6 +190,7 @@ def format_run(r: dict) -> str:
               for cat, pj in r["energy_breakdown_pj"].items() if pj]
     lines.append(f"simulation:  {r['sim_wall_s']:.1f} s wall, {r['sim_cycles_per_s'] or 0:.0f} cycles/s"
                  + (f"; {r['build_s']:.1f} s build" if r["rebuilt"] else "; cached build")
+                 + (f"; {r['generate_s']:.1f} s Verilog generation" if r.get("generate_s") else "")
                  + f"; {r['wall_s']:.1f} s in all")
     return "\n".join(lines)
 

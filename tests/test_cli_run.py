@@ -107,7 +107,8 @@ def test_run_tiny_encoder_on_verilator(tiny_artifact, capsys):
     assert r["latency_ms"] == pytest.approx(r["cycles"] / 200e3)
     assert r["energy_pj"] > 0 and math.isclose(sum(r["energy_breakdown_pj"].values()), r["energy_pj"], rel_tol=1e-9)
     weight_bytes = TINY["layers"] * (4 * 64 * 64 + 2 * 64 * 128) // 8         # every binary weight bit, once at least
-    assert r["axi_read_bytes"] >= weight_bytes and r["axi_write_bytes"] >= 4 * TINY["hidden"]
+    assert r["axi_read_bytes"] >= weight_bytes
+    assert r["axi_write_bytes"] == 4 * TINY["hidden"]          # no traces: only the int32 pooler output leaves
     assert (r["sim"], r["array"], r["tokens"]) == ("verilator", "2x3x16", len(ids))
     assert "simulating accelerator on verilator" in err                       # progress on stderr
 
