@@ -94,6 +94,9 @@ def _parse_ints(text: str, what: str) -> np.ndarray:
         raise ValueError(f"{what} must be comma-separated integers, e.g. 101,7592,102; got {text!r}") from None
     if not values:
         raise ValueError(f"{what} is empty")
+    big = [v for v in values if not -2 ** 63 <= v < 2 ** 63]
+    if big:
+        raise ValueError(f"{what}: {big[0]} is out of range")
     return np.array(values, dtype=np.int64)
 
 

@@ -131,6 +131,8 @@ BAD_INPUTS = [
     ("run/text-no-tokenizer", ["run", "--artifact", "{A}", "--text", "a fine film", "--array", "2x3x16"]),
     ("run/ids-too-long", ["run", "--artifact", "{A}", "--ids", ",".join(["7"] * 65), "--array", "2x3x16"]),
     ("run/ids-out-of-vocab", ["run", "--artifact", "{A}", "--ids", "1,1000", "--array", "2x3x16"]),
+    ("run/ids-overflow", ["run", "--artifact", "{A}", "--ids", "1,99999999999999999999999", "--array", "2x3x16"]),
+    ("run/mask-not-binary", ["run", "--artifact", "{A}", "--ids", "1,2", "--mask", "1,2", "--array", "2x3x16"]),
     ("run/mask-length", ["run", "--artifact", "{A}", "--ids", "1,2,3", "--mask", "1,1", "--array", "2x3x16"]),
     ("run/sim", ["run", "--artifact", "{A}", "--ids", "1,2", "--array", "2x3x16", "--sim", "modelsim"]),
     ("run/clock-zero", ["run", "--artifact", "{A}", "--ids", "1,2", "--array", "2x3x16", "--clock-mhz", "0"]),
