@@ -107,6 +107,7 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
     from compiler import Target, compile_program
     from golden.artifact import load_artifact
     from golden.model import IntegerModel
+    from hw.encoder.regs import STATUS_DONE
 
     from . import runner
     from .energy import AXI_BEAT_BITS, measured_energy
@@ -146,7 +147,7 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
     except RuntimeError as e:                     # SimulationError / SimulationTimeout: one line, exit 2
         raise RunFailed(str(e)) from None
     wall = time.perf_counter() - t0
-    if r["status"] != 2 or "pooler.acc" not in r["checkpoints"]:     # hw.encoder.regs.STATUS_DONE
+    if r["status"] != STATUS_DONE or "pooler.acc" not in r["checkpoints"]:
         raise RunFailed(f"the accelerator stopped with status {r['status']:#x} (error code {r['error_code']}, "
                         f"pc {r['pc']}); log: {r['run']['sim_log']}")
     logits = IntegerModel(art).head(r["checkpoints"]["pooler.acc"])
