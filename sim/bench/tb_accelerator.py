@@ -10,12 +10,12 @@ port (`hw.encoder.regs`), its `AxiRam` behind the AXI4 master port holding the p
   raises DONE and the interrupt; cycles = fetch busy cycles + 2 (decode, END's wait for
   pending writes); retired = 1.
 * ``stops_on_errors``: an unknown opcode and an END with a reserved bit set stop with
-  ERR_OPCODE, an opcode this build does not execute yet with ERR_UNSUPPORTED (pc names
-  the instruction), a misaligned program base with ERR_FETCH; CLEAR clears the flags.
+  ERR_OPCODE, a MATMUL with zero dimensions with ERR_RANGE (pc names the instruction), a
+  misaligned program base with ERR_FETCH; CLEAR clears the flags.
 * ``embed_program``: real programs compiled from a random tiny artifact (T = 1, a padded
   sequence, T = max_seq) at a data base that is not 4 KiB aligned: EMBED runs, its trace
-  (every embedding sum, int32) equals the compiler's executor (`compiler.Machine`) byte for
-  byte, and the run stops at the next, not yet executed opcode; a token id outside the
+  (every embedding sum, int32) of programs cut after EMBED equals the compiler's executor
+  (`compiler.Machine`) byte for byte; a token id outside the
   vocabulary stops EMBED with ERR_TOKEN before anything is written.
 * ``program_run`` (the run `sim.inference.run_program` asks for; the others are verification
   tests, skipped when it runs alone): loads the program file named by the workload
@@ -131,7 +131,7 @@ async def stops_on_errors(tb):
     cases = [
         ("unknown_opcode", 0x100, [unknown], R.ERR_OPCODE, 0),
         ("reserved_bits", 0x200, [bytes(reserved)], R.ERR_OPCODE, 0),
-        ("unsupported", 0x300, [encode(_zero_instruction(Op.MATMUL))], R.ERR_UNSUPPORTED, 0),
+        ("zero_dims", 0x300, [encode(_zero_instruction(Op.MATMUL))], R.ERR_RANGE, 0),
         ("misaligned", 0x404, [end], R.ERR_FETCH, 0),
     ]
     for name, base, words, code, pc in cases:
@@ -165,14 +165,17 @@ async def embed_program(tb):
         mask[t - t // 3:] = False
         types = rng.integers(0, cfg.type_vocab, t)
         prog = compile_program(art, Target(p), ids=ids, mask=mask, types=types)
-        host.ram.write(base, bytes(prog.image))
+        image = bytearray(prog.image)                      # the program cut after EMBED: END at pc 1
+        at = prog.regions["program"][0] + INSTR_BYTES
+        image[at:at + INSTR_BYTES] = encode(_zero_instruction(Op.END))
+        host.ram.write(base, bytes(image))
         machine = Machine(prog)
-        assert machine.step() and decode(bytes(prog.image[prog.regions["program"][0] + INSTR_BYTES:][:INSTR_BYTES])).op != Op.EMBED
-        embed = decode(bytes(prog.image[prog.regions["program"][0]:][:INSTR_BYTES]))
+        assert machine.step()
+        embed = decode(bytes(image[prog.regions["program"][0]:][:INSTR_BYTES]))
         await host.write("data_base_lo", base)
         status = await host.run(base + prog.regions["program"][0], budget_cycles=4000 + 40 * t * cfg.hidden)
-        tb.scoreboard.compare(f"{name}.status", [R.STATUS_ERROR | R.ERR_UNSUPPORTED << 8], [status])
-        tb.scoreboard.compare(f"{name}.pc_retired", [1, 1], [await host.read("pc"), await host.read("retired")])
+        tb.scoreboard.compare(f"{name}.status", [R.STATUS_DONE], [status])
+        tb.scoreboard.compare(f"{name}.pc_retired", [1, 2], [await host.read("pc"), await host.read("retired")])
         n = 4 * t * cfg.hidden
         got = np.frombuffer(host.ram.read(base + embed["trace"], n), dtype="<i4")
         want = np.frombuffer(bytes(machine.ext[embed["trace"]:embed["trace"] + n]), dtype="<i4")
