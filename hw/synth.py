@@ -186,8 +186,8 @@ def place_and_route_ecp5(net_json: str, cells: dict[str, int], work_dir: str) ->
     """nextpnr-ecp5 out of context on the smallest device that holds the cells; Fmax in MHz."""
     luts = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)  # a CCU2C occupies two LUT4 sites
     for flag, max_luts, max_bram, max_dsp in ECP5_DEVICES:
-        # ECP5_FILL: nextpnr adds pass-through LUTs when packing (an 8x8x64 MAC array at 85 % of the
-        # 25k's LUT4 sites by this count needed 105 % and could not be placed)
+        # ECP5_FILL: nextpnr adds pass-through LUTs when packing (the two-bank 8x8x64 MAC array
+        # needed 105 % of the 25k's LUT4 sites after packing and could not be placed)
         if (luts <= ECP5_FILL * max_luts and cells.get("DP16KD", 0) <= max_bram
                 and cells.get("MULT18X18D", 0) <= max_dsp and cells.get("TRELLIS_FF", 0) <= ECP5_FILL * max_luts):
             break
