@@ -13,7 +13,8 @@ row of A (``a``) and per column of B (``w``), zero padded past K, and
 * the drain emits R result beats, row r = 0 .. R-1, each C values computed by C shared
   adder pairs: ``out[c] = offset + (rho[r] + kappa[c] - (H[r][c] << (a_pm1 + b_pm1))) / 2``
   with ``rho = +-(P[r] << a_pm1)``, ``kappa = +-(Q[c] << b_pm1)`` (signs row_neg, col_neg).
-  Row r of the bank being read reaches the adders through a 2R:1 multiplexer per column.
+  Row r of the bank being read reaches the adders through a 2R:1 multiplexer per column;
+  results leave through a small FIFO.
 
 Arithmetic: H, P, Q are unsigned `pe_width`-bit counts (wrap-free inside the limits that
 hw.schedule.check_fits enforces); the drain computes modulo 2**(out_width + 1), exact
@@ -22,8 +23,10 @@ because the final value fits `out_width` signed bits.
 Flow control (no global enable): the compute pipeline never stalls. ``operands.ready`` is
 low only for a tile's last beat while two tiles already hold, or are about to hold, a drain
 bank (their last beat accepted, their rows not all read), so every last beat reaching the
-accumulators finds a free bank. Result back-pressure stalls only the drain (and, through
-the two banks, eventually the next tiles' last beats).
+accumulators finds a free bank. The drain pipeline never stalls either: it reads a row only
+when its output FIFO (`OUT_FIFO_DEPTH` rows) has room for every row in flight, so result
+back-pressure reaches only the FIFO, the row reads and, through the two banks, eventually
+the next tiles' last beats; no register waits on ``results.ready`` combinationally.
 
 Timing (edges numbered from a beat's acceptance): a beat accepted at edge t accumulates at
 edge t + `pipe` (input register, then the popcount trees); a tile loaded at edge e has its
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .params import HwParams
@@ -44,8 +48,10 @@ from .spec.validate import require_int
 
 __all__ = ["BinaryMacArray"]
 
-#: Drain pipeline: row multiplexer, row term, base add, subtract and output register (+1).
-DRAIN_LATENCY = 5
+#: Drain pipeline: row multiplexer, row term, base add, subtract, output FIFO (+1).
+DRAIN_LATENCY = 7
+#: Rows the output FIFO holds: the 4 drain stages in flight plus room to stream at full rate.
+OUT_FIFO_DEPTH = 8
 
 
 class BinaryMacArray(wiring.Component):
@@ -217,12 +223,12 @@ class BinaryMacArray(wiring.Component):
         rb = Signal()                       # bank the drain reads
         row_shape = range(max(R, 2))        # at least 1 bit (a zero-width signal exports as `[-1:0]`)
         drow = Signal(row_shape)            # next row the drain reads
-        den = Signal()                      # drain pipeline advances
+        room = Signal()                     # the output FIFO has room for one more row in flight
         reading = Signal()                  # a row is read at the coming edge
         finishing = Signal()                # the last row is read at the coming edge
         load = Signal()                     # the accumulators move to bank wb at the coming edge
         m.d.comb += [
-            reading.eq(busy.bit_select(rb, 1) & den),
+            reading.eq(busy.bit_select(rb, 1) & room),
             finishing.eq(reading & (drow == R - 1)),
             load.eq(ca.valid & ca.last),
         ]
@@ -292,12 +298,12 @@ class BinaryMacArray(wiring.Component):
             with m.Elif(finishing & (rb == b)):
                 m.d.sync += busy[b].eq(0)
 
-        # ---- drain pipeline (all under den). d1 reads everything it needs from bank rb (row r through
+        # ---- drain pipeline (never stalls: a row is read only when the output FIFO has room for every
+        # row in flight, so no register waits on results.ready). d1 reads everything it needs from bank rb (row r through
         # a 2R:1 multiplexer per column, the column counts, the tile constants), so the bank is free
         # for a new tile as soon as its last row is read
         v1, v2, v3, v4 = (Signal(name=f"dv{i}") for i in range(1, 5))
         row1, row2, row3 = (Signal(row_shape, name=f"drow{i}", reset_less=True) for i in range(1, 4))
-        m.d.comb += den.eq(~v4 | self.results.ready)
         h1 = [Signal(pw, name=f"h1_{c}", reset_less=True) for c in range(C)]
         q1 = [Signal(pw, name=f"q1_{c}", reset_less=True) for c in range(C)]
         p1 = Signal(pw, name="p1", reset_less=True)
@@ -310,44 +316,53 @@ class BinaryMacArray(wiring.Component):
         h3 = [Signal(dw, name=f"h3_{c}", reset_less=True) for c in range(C)]
         out = [Signal(signed(ow), name=f"out{c}", reset_less=True) for c in range(C)]
         g = Cat(t1.a_pm1 ^ t1.b_pm1, t1.a_pm1 & t1.b_pm1)      # shift of H: a_pm1 + b_pm1 (0, 1 or 2)
-        with m.If(den):
-            m.d.sync += [v1.eq(reading), v2.eq(v1), v3.eq(v2), v4.eq(v3), row1.eq(drow), row2.eq(row1),
-                         row3.eq(row2), t1.eq(Mux(rb, sh_tile[1], sh_tile[0])), t2.eq(t1)]
-            m.d.sync += [q1[c].eq(Mux(rb, sh_q[1][c], sh_q[0][c])) for c in range(C)]
-            m.d.sync += [q2[c].eq(q1[c]) for c in range(C)]
-            # d1: row r of bank rb
-            with m.Switch(Cat(drow, rb)):
-                for b in range(2):
-                    for r in range(R):
-                        with m.Case(r + (b << len(drow))):
-                            m.d.sync += [h1[c].eq(sh_h[b][r][c]) for c in range(C)]
-                            m.d.sync += p1.eq(sh_p[b][r])
-            # d2: rho = 2 offset +- (P << a_pm1) (one shared adder), H << g
-            p_sh = Signal(dw, name="p_sh")
-            off2 = Signal(dw, name="off2")
-            m.d.comb += [p_sh.eq(Mux(t1.a_pm1, Cat(Const(0, 1), p1), p1)), off2.eq(Cat(Const(0, 1), t1.offset))]
-            m.d.sync += rho2.eq(Mux(t1.row_neg, off2 - p_sh, off2 + p_sh))
-            for c in range(C):
-                m.d.sync += h2[c].eq(Mux(g[1], Cat(Const(0, 2), h1[c]), Mux(g[0], Cat(Const(0, 1), h1[c]), h1[c])))
-            # d3: base = rho +- (Q[c] << b_pm1)
-            for c in range(C):
-                q_sh = Signal(dw, name=f"q_sh{c}")
-                m.d.comb += q_sh.eq(Mux(t2.b_pm1, Cat(Const(0, 1), q2[c]), q2[c]))
-                m.d.sync += [base3[c].eq(Mux(t2.col_neg, rho2 - q_sh, rho2 + q_sh)), h3[c].eq(h2[c])]
-            # d4: (base - H << g) / 2 = dot
-            for c in range(C):
-                diff = Signal(dw, name=f"diff{c}")
-                m.d.comb += diff.eq(base3[c] - h3[c])
-                m.d.sync += out[c].eq(diff[1:])
+        m.d.sync += [v1.eq(reading), v2.eq(v1), v3.eq(v2), v4.eq(v3), row1.eq(drow), row2.eq(row1),
+                     row3.eq(row2), t1.eq(Mux(rb, sh_tile[1], sh_tile[0])), t2.eq(t1)]
+        m.d.sync += [q1[c].eq(Mux(rb, sh_q[1][c], sh_q[0][c])) for c in range(C)]
+        m.d.sync += [q2[c].eq(q1[c]) for c in range(C)]
+        # d1: row r of bank rb
+        with m.Switch(Cat(drow, rb)):
+            for b in range(2):
+                for r in range(R):
+                    with m.Case(r + (b << len(drow))):
+                        m.d.sync += [h1[c].eq(sh_h[b][r][c]) for c in range(C)]
+                        m.d.sync += p1.eq(sh_p[b][r])
+        # d2: rho = 2 offset +- (P << a_pm1) (one shared adder), H << g
+        p_sh = Signal(dw, name="p_sh")
+        off2 = Signal(dw, name="off2")
+        m.d.comb += [p_sh.eq(Mux(t1.a_pm1, Cat(Const(0, 1), p1), p1)), off2.eq(Cat(Const(0, 1), t1.offset))]
+        m.d.sync += rho2.eq(Mux(t1.row_neg, off2 - p_sh, off2 + p_sh))
+        for c in range(C):
+            m.d.sync += h2[c].eq(Mux(g[1], Cat(Const(0, 2), h1[c]), Mux(g[0], Cat(Const(0, 1), h1[c]), h1[c])))
+        # d3: base = rho +- (Q[c] << b_pm1)
+        for c in range(C):
+            q_sh = Signal(dw, name=f"q_sh{c}")
+            m.d.comb += q_sh.eq(Mux(t2.b_pm1, Cat(Const(0, 1), q2[c]), q2[c]))
+            m.d.sync += [base3[c].eq(Mux(t2.col_neg, rho2 - q_sh, rho2 + q_sh)), h3[c].eq(h2[c])]
+        # d4: (base - H << g) / 2 = dot
+        for c in range(C):
+            diff = Signal(dw, name=f"diff{c}")
+            m.d.comb += diff.eq(base3[c] - h3[c])
+            m.d.sync += out[c].eq(diff[1:])
         row4 = Signal(row_shape, name="drow4", reset_less=True)
-        with m.If(den):
-            m.d.sync += row4.eq(row3)
+        m.d.sync += row4.eq(row3)
+        # output FIFO: the drain's only point of back-pressure. `used` = rows read and not yet taken
+        # (in flight or in the FIFO), kept as a counter so the row-read decision is one compare
+        used = Signal(range(OUT_FIFO_DEPTH + 1))
+        taken = Signal()
+        m.d.comb += taken.eq(self.results.valid & self.results.ready)
+        m.d.sync += used.eq(used + reading - taken)
+        m.submodules.out_fifo = fifo = SyncFIFOBuffered(width=len(Cat(*out, row4)) + 1, depth=OUT_FIFO_DEPTH)
         m.d.comb += [
-            self.results.valid.eq(v4),
-            self.results.payload.row.eq(row4),
-            self.results.payload.last.eq(row4 == R - 1),
+            fifo.w_en.eq(v4),
+            fifo.w_data.eq(Cat(*out, row4, row4 == R - 1)),
+            room.eq(used < OUT_FIFO_DEPTH - 1),
+            self.results.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.results.ready),
         ]
         for c in range(C):
-            m.d.comb += self.results.payload.acc[c].eq(out[c])
+            m.d.comb += self.results.payload.acc[c].eq(fifo.r_data[c * ow:(c + 1) * ow])
+        m.d.comb += [self.results.payload.row.eq(fifo.r_data[C * ow:C * ow + len(row4)]),
+                     self.results.payload.last.eq(fifo.r_data[-1])]
         m.submodules.compute = cm
         return m
