@@ -53,7 +53,7 @@ CONFIGS = ["8x8x64", "8x4x128", "8x8x64a1", "16x16x64"]
 BEFORE = {"8x8x64": (16250, 16154, 2512, None), "4x4x64": (4463, 4778, 696, 144.1)}
 #: Xilinx cells that occupy a LUT6 site besides LUT1..LUT6 (shift registers Yosys infers from delay chains).
 SRL_CELLS = ("SRL16E", "SRLC32E")
-HEADER = ["config", "lane-bits", "PE acc bits", "row counts", "xilinx LUTs", "SRL16E", "LUT6 / lane-bit", "goal <= 1.5",
+HEADER = ["config", "design", "lane-bits", "PE acc bits", "row counts", "xilinx LUTs", "SRL16E", "LUT6 / lane-bit", "goal <= 1.5",
           "before: LUT6 / lane-bit", "FFs", "CARRY4", "MUXF7+F8", "tree alone LUT6 / lane-bit",
           "other LUTs per PE", "ECP5 LUT4", "ECP5 CCU2C", "ECP5 FFs", "yosys xilinx s"]
 
@@ -97,6 +97,13 @@ def popcount_tree(lanes: int) -> dict:
         return synthesize_verilog(path, "xor_popcount", "xilinx")
 
 
+def design() -> str:
+    """The commit the measured hw/ comes from (short hash, '+modified' when hw/ differs from it)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "hw"], cwd=ROOT).returncode != 0
+    return (head.stdout.strip() or "unknown") + ("+modified" if dirty else "")
+
+
 def lut_sites(x: dict) -> int:
     """LUT6 sites of a Xilinx result: LUT1..LUT6 plus the shift-register LUTs."""
     return x["luts"] + sum(x["cells"].get(c, 0) for c in SRL_CELLS)
@@ -108,7 +115,7 @@ def bench(config, ecp5: bool, pnr: bool, asic: bool, trees: dict) -> dict:
     x = synthesize(p, "mac_array", "xilinx")
     if lanes not in trees:
         trees[lanes] = popcount_tree(lanes)
-    row = {"config": config, "lane_bits": r * c * lanes, "pe_width": p.pe_acc_width, "row_counts": p.array_row_counts,
+    row = {"config": config, "design": design(), "lane_bits": r * c * lanes, "pe_width": p.pe_acc_width, "row_counts": p.array_row_counts,
            "xilinx": x, "tree_per_bit": lut_sites(trees[lanes]) / lanes,
            "other_per_pe": (lut_sites(x) - r * c * lut_sites(trees[lanes])) / (r * c)}
     print(f"{name(config)}: xilinx {lut_sites(x)} LUT sites ({lut_sites(x) / row['lane_bits']:.2f}/lane-bit), "
@@ -134,7 +141,7 @@ def table_rows(results: list[dict]) -> list[list[str]]:
         x, e = row["xilinx"], row.get("ecp5")
         per_bit = lut_sites(x) / row["lane_bits"]
         before = BEFORE.get(name(row["config"]))
-        rows.append([name(row["config"]), str(row["lane_bits"]), str(row["pe_width"]),
+        rows.append([name(row["config"]), row.get("design", "-"), str(row["lane_bits"]), str(row["pe_width"]),
                      "yes" if row["row_counts"] else "no", str(x["luts"]),
                      str(sum(x["cells"].get(c, 0) for c in SRL_CELLS)), f"{per_bit:.2f}",
                      "yes" if per_bit <= GOAL_LUT6_PER_LANE_BIT else "no",
@@ -157,7 +164,7 @@ def section(results: list[dict], command: str) -> str:
         f"Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}  ",
         f"Machine: {machine()}", "",
         "Unit `mac_array` (hw/mac_array.py: PEs that only count and accumulate, R row and C column counts, the "
-        "R-beat drain) generated with the default limits (max_hidden 768, max_ffn 3072, max_seq 128, max_head_dim "
+        "R-beat drain; 'design' = the commit of hw/ that was measured) generated with the default limits (max_hidden 768, max_ffn 3072, max_seq 128, max_head_dim "
         "64) and max_act_bits 8 unless the config ends in `a<bits>`; 'PE acc bits' = HwParams.pe_acc_width (23 for "
         "8-bit x 8-bit planes at 128 keys, 12 for W1A1 up to K = 3072). Xilinx: `synth_xilinx -flatten`, then "
         "`opt_merge -share_all; opt_clean`; 'xilinx LUTs' = LUT1..LUT6 of the whole unit, drain included; 'SRL16E' = "
