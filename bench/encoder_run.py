@@ -33,18 +33,11 @@ from hw.schedule import ideal_cycles  # noqa: E402
 from hw.spec.isa import BSource, Op  # noqa: E402
 from sim.inference import run_program  # noqa: E402
 from sim.run_command import hw_params_for  # noqa: E402
+from sim.workload import parse_arrays  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
 
 SECTION = "## Whole-encoder inference on the RTL (bench/encoder_run.py)"
-
-
-def parse_array(text: str) -> tuple[int, int, int]:
-    try:
-        r, c, lanes = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"array must look like 8x8x64 (R x C x L), not {text!r}") from None
-    return r, c, lanes
 
 
 def ideal_array_cycles(prog) -> tuple[float, int]:
@@ -62,7 +55,7 @@ def ideal_array_cycles(prog) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arrays", type=lambda s: [parse_array(a) for a in s.split(",")], default=[(8, 8, 64)],
+    ap.add_argument("--arrays", type=parse_arrays, default=[(8, 8, 64)],
                     help="comma-separated R x C x L (default 8x8x64)")
     ap.add_argument("--config", default="minilm", help="random_artifact preset (default minilm)")
     ap.add_argument("--tokens", type=int, default=16, help="sequence length T (default 16)")

@@ -12,24 +12,9 @@ import time
 
 import numpy as np
 
+from golden.inputs import parse_int_list
+
 from . import __version__
-
-
-_INT64 = 2 ** 63
-
-
-def _parse_ints(text: str, what: str) -> list[int]:
-    """'101,7592,102' -> [101, 7592, 102]; ValueError for non-integers, empty lists and values outside int64."""
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, e.g. 101,7592,102; got {text!r}") from None
-    if not values:
-        raise ValueError(f"{what} is empty")
-    big = [v for v in values if not -_INT64 <= v < _INT64]
-    if big:
-        raise ValueError(f"{what}: {big[0]} is out of range (token ids are small non-negative integers)")
-    return values
 
 
 def _nonneg_int(text: str) -> int:
@@ -90,8 +75,8 @@ def cmd_infer(args) -> int:
     from golden.artifact import load_artifact
     from golden.model import IntegerModel
 
-    ids = np.array(_parse_ints(args.ids, "--ids"), dtype=np.int64)
-    mask = None if args.mask is None else np.array(_parse_ints(args.mask, "--mask"), dtype=np.int64)
+    ids = np.array(parse_int_list(args.ids, "--ids"), dtype=np.int64)
+    mask = None if args.mask is None else np.array(parse_int_list(args.mask, "--mask"), dtype=np.int64)
     if mask is not None and mask.shape != ids.shape:
         raise ValueError(f"--mask has {mask.size} entries but --ids has {ids.size}")
     art = load_artifact(args.artifact)

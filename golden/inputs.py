@@ -5,6 +5,23 @@ import numpy as np
 
 from .config import ModelConfig
 
+_INT64 = 2 ** 63
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """'101,7592,102' -> [101, 7592, 102]; ValueError naming `what` for non-integers, empty lists and values
+    outside int64 (the command-line form of token ids and masks)."""
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, e.g. 101,7592,102; got {text!r}") from None
+    if not values:
+        raise ValueError(f"{what} is empty")
+    big = [v for v in values if not -_INT64 <= v < _INT64]
+    if big:
+        raise ValueError(f"{what}: {big[0]} is out of range (token ids are small non-negative integers)")
+    return values
+
 
 def check_inputs(config: ModelConfig, ids, mask=None, types=None):
     """Return (ids, mask, types) as 2-D int64 / bool arrays (B, S), or raise ValueError with the reason."""

@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from golden.inputs import parse_int_list
+
 __all__ = ["add_command", "hw_params_for", "tokenize", "run_sentence", "format_run"]
 
 
@@ -87,19 +89,6 @@ def tokenize(art, text: str) -> np.ndarray:
                      "available on this machine; give token ids with --ids")
 
 
-def _parse_ints(text: str, what: str) -> np.ndarray:
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, e.g. 101,7592,102; got {text!r}") from None
-    if not values:
-        raise ValueError(f"{what} is empty")
-    big = [v for v in values if not -2 ** 63 <= v < 2 ** 63]
-    if big:
-        raise ValueError(f"{what}: {big[0]} is out of range")
-    return np.array(values, dtype=np.int64)
-
-
 def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | None = None, ids: str | None = None,
                  mask: str | None = None, clock_mhz: float = 200.0, trace: bool = False,
                  build_dir: str = "sim_build", progress=None) -> dict:
@@ -124,11 +113,12 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
     if not os.path.isfile(artifact):
         raise ValueError(f"--artifact {artifact}: no such file")
     art = load_artifact(artifact)
-    tokens = tokenize(art, text) if text is not None else _parse_ints(ids, "--ids")
+    tokens = tokenize(art, text) if text is not None else np.array(parse_int_list(ids, "--ids"), dtype=np.int64)
     if tokens.size > art.config.max_position:
         raise ValueError(f"the input has {tokens.size} tokens, more than the model's max_position "
                          f"{art.config.max_position}")
-    valid = np.ones(tokens.size, dtype=bool) if mask is None else _parse_ints(mask, "--mask")
+    valid = (np.ones(tokens.size, dtype=bool) if mask is None
+             else np.array(parse_int_list(mask, "--mask"), dtype=np.int64))
     if valid.shape != tokens.shape:
         raise ValueError(f"--mask has {valid.size} entries but the input has {tokens.size} tokens")
     if not np.isin(valid, (0, 1)).all():

@@ -114,6 +114,31 @@ def _advance(m: Module, issued, busy, addr, left, burst, shift: int) -> None:
             m.d.sync += busy.eq(0)
 
 
+def _burst_master_init(self, addr_width: int, data_width: int, max_beats: int, max_burst: int, max_outstanding: int,
+                       bus_signature, data_member) -> None:
+    """Shared constructor of `AxiReader` and `AxiWriter`: checks the parameters, builds the signature."""
+    try:
+        self.addr_width = require_int("addr_width", addr_width, 12, 64)
+        self.data_width = data_width
+        self.max_beats = require_int("max_beats", max_beats, 1)
+        self.max_burst = require_int("max_burst", max_burst, 1, 256)
+        self.max_outstanding = require_int("max_outstanding", max_outstanding, 1, 64)
+        bus = bus_signature(addr_width, data_width)          # validates data_width
+    except (TypeError, ValueError):
+        self._MustUse__silence = True    # a rejected instance is not an "unused elaboratable"
+        raise
+    self.bytes_per_beat = data_width // 8
+    wiring.Component.__init__(self, {
+        "cmd": In(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
+        "data": data_member,
+        "bus": Out(bus),
+        "idle": Out(1),
+        "resp_error": Out(1),
+        "misaligned": Out(1),
+        "clear": In(1),
+    })
+
+
 class AxiReader(wiring.Component):
     """AXI4 read master: reads `beats` consecutive bus words from byte address `addr`.
 
@@ -151,26 +176,8 @@ class AxiReader(wiring.Component):
 
     def __init__(self, addr_width: int = 32, data_width: int = 64, max_beats: int = 1 << 20,
                  max_burst: int = 256, max_outstanding: int = 4):
-        try:
-            self.addr_width = require_int("addr_width", addr_width, 12, 64)
-            self.data_width = data_width
-            self.max_beats = require_int("max_beats", max_beats, 1)
-            self.max_burst = require_int("max_burst", max_burst, 1, 256)
-            self.max_outstanding = require_int("max_outstanding", max_outstanding, 1, 64)
-            bus = axi4_read_signature(addr_width, data_width)   # validates data_width
-        except (TypeError, ValueError):
-            self._MustUse__silence = True    # a rejected instance is not an "unused elaboratable"
-            raise
-        self.bytes_per_beat = data_width // 8
-        super().__init__({
-            "cmd": In(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
-            "data": Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))),
-            "bus": Out(bus),
-            "idle": Out(1),
-            "resp_error": Out(1),
-            "misaligned": Out(1),
-            "clear": In(1),
-        })
+        _burst_master_init(self, addr_width, data_width, max_beats, max_burst, max_outstanding,
+                           axi4_read_signature, Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))))
 
     def elaborate(self, platform):
         m = Module()
@@ -228,26 +235,8 @@ class AxiWriter(wiring.Component):
 
     def __init__(self, addr_width: int = 32, data_width: int = 64, max_beats: int = 1 << 20,
                  max_burst: int = 256, max_outstanding: int = 4):
-        try:
-            self.addr_width = require_int("addr_width", addr_width, 12, 64)
-            self.data_width = data_width
-            self.max_beats = require_int("max_beats", max_beats, 1)
-            self.max_burst = require_int("max_burst", max_burst, 1, 256)
-            self.max_outstanding = require_int("max_outstanding", max_outstanding, 1, 64)
-            bus = axi4_write_signature(addr_width, data_width)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True
-            raise
-        self.bytes_per_beat = data_width // 8
-        super().__init__({
-            "cmd": In(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
-            "data": In(stream.Signature(data.StructLayout({"data": data_width}))),
-            "bus": Out(bus),
-            "idle": Out(1),
-            "resp_error": Out(1),
-            "misaligned": Out(1),
-            "clear": In(1),
-        })
+        _burst_master_init(self, addr_width, data_width, max_beats, max_burst, max_outstanding,
+                           axi4_write_signature, In(stream.Signature(data.StructLayout({"data": data_width}))))
 
     def elaborate(self, platform):
         m = Module()
