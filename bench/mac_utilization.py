@@ -254,7 +254,7 @@ def write_results(args, rows_out, total_wall, argv) -> None:
             lines.append(f"| {model} | {r['name']} | {shape} | {r['beats']} / {r['beats_total']} | "
                          f"{r['ideal']:.1f} | {r['cycles']} | {100 * r['util']:.2f} % | {r['simulated']} |")
     lines += ["", "Goal ≥ 95 %: " + ", ".join(
-        f"{model} {'met' if all(r['util'] >= 0.95 for r in rs) else 'NOT met'} on every row" for model, rs in rows_out), ""]
+        f"{model} met on {sum(r['util'] >= 0.95 for r in rs)} of {len(rs)} rows" for model, rs in rows_out), ""]
     section = "\n".join(lines) + "\n"
 
     results_md.write_section(args.write_results, SECTION, section)
