@@ -18,7 +18,7 @@ import pytest
 
 from hw.params import HwParams
 from sim import runner
-from sim.runner import SIMULATORS, SimulatorUnavailable
+from sim.runner import SimulatorUnavailable
 
 pytestmark = pytest.mark.sim
 
@@ -29,9 +29,12 @@ BENCH_TESTS = {"registers", "end_program", "stops_on_errors", "embed_program", "
 TINY = dict(vocab_size=60, hidden=64, layers=2, heads=2, ffn=128, max_position=8)
 #: (act bits, T, padded tokens at the end): W1A1 and W1A2, T = max_seq with padding, T = 1.
 RUNS = [(1, 8, 3), (1, 1, 0), (2, 8, 2), (2, 1, 0)]
-#: Icarus is ~5x slower on the whole top level: it runs the T = max_seq cases on the non-square
-#: array (and must measure the same cycles as Verilator there); Verilator runs everything.
-ICARUS = {("2x3x16", 1, 8), ("2x3x16", 2, 8)}
+#: Icarus is ~5x slower on the whole top level: it runs the protocol tests and the T = max_seq cases
+#: on the non-square array only (where it must measure the same cycles as Verilator); Verilator runs
+#: every configuration and case.
+PROTOCOL_CASES = [("verilator", c) for c in CONFIGS] + [("icarus", "2x3x16")]
+ENCODER_CASES = ([("verilator", c, *run) for c in CONFIGS for run in RUNS]
+                 + [("icarus", "2x3x16", *run) for run in RUNS if run[1] == LIMITS["max_seq"]])
 _CYCLES: dict = {}
 
 
@@ -62,12 +65,9 @@ def _need(sim: str) -> None:
         pytest.skip(f"{sim} unavailable: {e}")
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("sim,config", PROTOCOL_CASES)
 def test_accelerator_protocol(sim, config, work_dir, tmp_path):
     """The bench's protocol tests (registers, END, errors, EMBED traces) and program_run on a tiny program."""
-    if sim == "icarus" and config != "2x3x16":
-        pytest.skip("Icarus runs the protocol tests on the non-square array only (suite time)")
     _need(sim)
     prog_file = tmp_path / "tiny.bitprog"
     _program(CONFIGS[config], 1, 3, 1)[0].save(prog_file)
@@ -79,16 +79,12 @@ def test_accelerator_protocol(sim, config, work_dir, tmp_path):
     assert r["compared"] > 0 and r["mismatches"] == 0, r["first_mismatch"]
 
 
-@pytest.mark.parametrize("act_bits,t,pad", RUNS)
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("sim,config,act_bits,t,pad", ENCODER_CASES)
 def test_whole_encoder_bit_exact(sim, config, act_bits, t, pad, work_dir):
     from golden.model import IntegerModel
     from hw.encoder import regs
     from sim.inference import run_program
 
-    if sim == "icarus" and (config, act_bits, t) not in ICARUS:
-        pytest.skip("Icarus runs the T = max_seq cases on the non-square array only (suite time)")
     _need(sim)
     prog, art, ids, mask = _program(CONFIGS[config], act_bits, t, pad)
     r = run_program(prog, sim, work_dir=work_dir)
