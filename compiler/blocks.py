@@ -2,7 +2,7 @@
 
 This is the order of `golden.model.IntegerModel.forward` (docs/numerics.md §7), lowered to
 the units of the accelerator. Each block names the artifact tensors it uses, the golden
-intermediates it produces and the buffer regions (roles of `compiler.memory.plan_buffers`)
+intermediates it produces and the buffer regions (roles of `hw.spec.buffers.plan_buffers`)
 it reads and writes; `compiler.lower` turns blocks into instructions with addresses.
 
     Embed                                   token words -> res.s                  embeddings.sum

@@ -18,6 +18,7 @@ import numpy as np
 from golden.artifact import Artifact
 from golden.config import site_signed
 from golden.inputs import check_inputs
+from hw.spec.buffers import pad_rows, plan_buffers
 from hw.spec.isa import INSTR_BYTES, BSource, Instruction, Layout, Op, Post, encode_program
 
 from . import memory as mem
@@ -52,7 +53,7 @@ class _Lowering:
         self.t = seq_len
         self.blocks = encoder_blocks(self.cfg)
         c = self.cfg
-        self.plan = mem.plan_buffers(seq_len, c.hidden, c.ffn, c.heads, c.head_dim, _role_bits(art), self.p.lanes,
+        self.plan = plan_buffers(seq_len, c.hidden, c.ffn, c.heads, c.head_dim, _role_bits(art), self.p.lanes,
                                        self.p.rows)
         for buf, limit in (("act", target.act_words), ("res", target.res_words), ("scr", target.scr_words)):
             need = self.plan[buf]["total"]
@@ -243,7 +244,7 @@ class _Lowering:
         HEADS (q, k): rows = T, width = head_dim; TRANS (vt): rows = head_dim, width = T. Each
         head's rows are padded to a multiple of R, so the slice starts a physical word.
         """
-        return self.base("act", role) + head * mem.pad_rows(rows, self.p.rows) * bits * _ceil(width, self.p.lanes)
+        return self.base("act", role) + head * pad_rows(rows, self.p.rows) * bits * _ceil(width, self.p.lanes)
 
     def scores(self, b: Scores) -> None:
         t, d, pre = self.t, self.cfg.head_dim, f"layers.{b.layer}"

@@ -23,11 +23,11 @@ from __future__ import annotations
 import numpy as np
 
 from golden.packing import n_words, unpack_bits
-from hw.spec.buffers import ACT_ROLES, RES_ROLES, act_tensor_words, buffer_words, pad_rows, plan_buffers
+from hw.spec.buffers import pad_rows
 from hw.spec.isa import Layout
 
-__all__ = ["ALIGN", "CONST_BYTES", "ExtImage", "pad_rows", "act_tensor_words", "act_address", "to_stored", "from_stored",
-           "buffer_words", "plan_buffers", "weight_block", "read_weight_block", "weight_block_bytes",
+__all__ = ["ALIGN", "CONST_BYTES", "ExtImage", "act_address", "to_stored", "from_stored",
+           "weight_block", "read_weight_block", "weight_block_bytes",
            "const_block", "read_consts", "requant_block", "read_requant", "REQUANT_HEADER",
            "layernorm_block", "read_layernorm", "softmax_block", "read_softmax", "SOFTMAX_HEADER",
            "word_table", "word_row_bytes", "read_word_rows", "int16_table", "read_int16_rows",

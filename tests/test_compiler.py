@@ -14,13 +14,13 @@ import pytest
 
 from compiler import CompileError, ExecError, Machine, ProgramError, Target, compile_program, execute, load_program
 from compiler import program as program_module
-from compiler.memory import (act_address, act_tensor_words, drain_order, from_stored, pad_rows, to_stored,
-                             trace_offsets, trace_words)
+from compiler.memory import act_address, drain_order, from_stored, to_stored, trace_offsets, trace_words
 from golden.config import ModelConfig, uniform_quant
 from golden.formats import NumericFormat
 from golden.model import IntegerModel
 from golden.random_artifact import random_artifact
 from hw.params import HwParams
+from hw.spec.buffers import act_tensor_words
 from hw.spec import isa
 from hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, IsaError, Layout, Op, decode, encode
 

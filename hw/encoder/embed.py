@@ -16,19 +16,17 @@ the compiler's word rows are whole 64-bit words). Rows are read with one burst c
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.spec.isa import Op
 
 from .layouts import instruction_layout
+from .ports import BUS_BITS, rd_signatures, request_read, trace_signatures
 from .regs import ERR_TOKEN
-from .trace import trace_start_layout
 
-__all__ = ["EmbedExec", "BUS_BITS"]
+__all__ = ["EmbedExec"]
 
-#: The bus width this unit reads (bits).
-BUS_BITS = 64
 _SAT_LO, _SAT_HI = -(1 << 15), (1 << 15) - 1
 
 
@@ -58,12 +56,10 @@ class EmbedExec(wiring.Component):
         super().__init__({
             "start": In(1), "ins": In(instruction_layout(Op.EMBED)), "base": In(addr_width),
             "busy": Out(1), "error": Out(8),
-            "rd_cmd": Out(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
-            "rd_data": In(stream.Signature(data.StructLayout({"data": BUS_BITS, "last": 1}))),
+            **rd_signatures(addr_width, max_beats),
             "res_w_addr": Out(range(res_words)), "res_w_data": Out(signed(16)), "res_w_en": Out(1),
             "mask": Out(max_seq),
-            "trace_start": Out(stream.Signature(trace_start_layout(addr_width))),
-            "trace_values": Out(stream.Signature(data.StructLayout({"value": signed(32)}))),
+            **trace_signatures(addr_width),
         })
 
     def elaborate(self, platform):
@@ -104,8 +100,7 @@ class EmbedExec(wiring.Component):
         sat = Mux(total < _SAT_LO, _SAT_LO, Mux(total > _SAT_HI, _SAT_HI, total))
 
         def read(addr, beats):
-            m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(addr),
-                         self.rd_cmd.payload.beats.eq(beats)]
+            request_read(m, self.rd_cmd, addr, beats)
 
         with m.FSM():
             with m.State("IDLE"):

@@ -21,10 +21,10 @@ from amaranth.lib.wiring import In, Out
 from golden.formats import GAMMA_BITS, RESIDUAL_BITS, layernorm_var_bits, residual_range
 from hw.layernorm import LayerNormUnit
 from hw.params import HwParams
-from hw.spec.isa import Op
+from hw.spec.isa import DIM_BITS, Op
 
 from .layouts import instruction_layout
-from .quant_exec import DIM_BITS, fits_signed, fits_unsigned, rd_signatures, trace_signatures
+from .ports import fits_signed, fits_unsigned, rd_signatures, request_read, trace_signatures
 from .regs import ERR_FRAMING, ERR_RANGE
 
 __all__ = ["LayerNormExec"]
@@ -87,8 +87,7 @@ class LayerNormExec(wiring.Component):
         m.d.comb += [unit.hidden.eq(H), unit.add.eq(add), unit.eps_q.eq(eps)]
 
         def read(addr, beats):
-            m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(addr),
-                         self.rd_cmd.payload.beats.eq(beats)]
+            request_read(m, self.rd_cmd, addr, beats)
 
         def fail_if(cond):
             with m.If(cond):

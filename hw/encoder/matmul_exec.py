@@ -45,7 +45,7 @@ stops with ERR_RANGE before anything is written.
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -57,13 +57,11 @@ from hw.spec.isa import BSource, Layout, Op, Post
 from hw.threshold import ThresholdUnit
 
 from .layouts import instruction_layout
+from .ports import rd_signatures, request_read, trace_signatures
 from .regs import ERR_RANGE
-from .trace import trace_start_layout
 
-__all__ = ["MatmulExec", "BUS_BITS"]
+__all__ = ["MatmulExec"]
 
-#: The bus width this unit reads (bits).
-BUS_BITS = 64
 #: Elements in flight between the serializer and the write-back (>= the requant unit's latency + 1).
 POST_DEPTH = 8
 
@@ -137,14 +135,12 @@ class MatmulExec(wiring.Component):
         super().__init__({
             "start": In(1), "ins": In(instruction_layout(Op.MATMUL)), "base": In(addr_width),
             "busy": Out(1), "error": Out(8),
-            "rd_cmd": Out(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
-            "rd_data": In(stream.Signature(data.StructLayout({"data": BUS_BITS, "last": 1}))),
+            **rd_signatures(addr_width, max_beats),
             "act_r_addr": Out(range(self.act_phys)), "act_r_data": In(rl),
             "act_w_addr": Out(range(self.act_phys)), "act_w_data": Out(rl), "act_w_en": Out(rl),
             "res_w_addr": Out(range(res_words)), "res_w_data": Out(signed(RESIDUAL_BITS)), "res_w_en": Out(1),
             "scr_w_addr": Out(range(scr_words)), "scr_w_data": Out(signed(p.acc_width)), "scr_w_en": Out(1),
-            "trace_start": Out(stream.Signature(trace_start_layout(addr_width))),
-            "trace_values": Out(stream.Signature(data.StructLayout({"value": signed(32)}))),
+            **trace_signatures(addr_width),
             "array_beat": Out(1), "thr_element": Out(1), "req_element": Out(1),
         })
 
@@ -235,8 +231,7 @@ class MatmulExec(wiring.Component):
 
         # ------------------------------------------------------------------ shared read-command helper
         def read(addr, beats):
-            m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(addr),
-                         self.rd_cmd.payload.beats.eq(beats)]
+            request_read(m, self.rd_cmd, addr, beats)
 
         data_in = self.rd_data.payload.data
         take = self.rd_data.valid & self.rd_data.ready

@@ -21,7 +21,7 @@ ceil(width / R)), and ``dst_col`` cycles to walk the writer to the first channel
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -29,49 +29,15 @@ from amaranth.utils import ceil_log2
 from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
 from hw.params import HwParams
 from hw.requant import RequantUnit
-from hw.spec.isa import Layout, Op
+from hw.spec.isa import DIM_BITS, Layout, Op
 from hw.table import row_of_channel
 from hw.threshold import ThresholdUnit
 
-from .embed import BUS_BITS
 from .layouts import instruction_layout
+from .ports import fits_signed, fits_unsigned, rd_signatures, request_read, trace_signatures
 from .regs import ERR_RANGE
-from .trace import trace_start_layout
 
-__all__ = ["QuantExec", "CodeWriter", "DIM_BITS", "fits_signed", "fits_unsigned", "rd_signatures",
-           "trace_signatures"]
-
-#: Bits of the instruction's dimension fields (rows, channels, widths, first column).
-DIM_BITS = 16
-
-
-def fits_signed(value, width: int):
-    """1 where the signed `value` lies in the range of signed(width)."""
-    top = value.as_signed() >> (width - 1)
-    return (top == 0) | (top == -1)
-
-
-def fits_unsigned(value, width: int):
-    """1 where the signed `value` lies in [0, 2**width)."""
-    return (value.as_signed() >> width) == 0
-
-
-def rd_signatures(addr_width: int, max_beats: int) -> dict:
-    """The shared AXI reader's command and 64-bit data streams (one constant word per beat), as every
-    execute unit declares them."""
-    return {
-        "rd_cmd": Out(stream.Signature(data.StructLayout({"addr": addr_width, "beats": range(max_beats + 1)}))),
-        "rd_data": In(stream.Signature(data.StructLayout({"data": BUS_BITS, "last": 1}))),
-    }
-
-
-def trace_signatures(addr_width: int) -> dict:
-    """The trace writer's start and value streams, as every execute unit declares them."""
-    return {
-        "trace_start": Out(stream.Signature(trace_start_layout(addr_width))),
-        "trace_values": Out(stream.Signature(data.StructLayout({"value": signed(32)}))),
-    }
-
+__all__ = ["QuantExec", "CodeWriter"]
 
 class CodeWriter(wiring.Component):
     """Writes a row-major stream of stored code values into the activation buffer.
@@ -308,8 +274,7 @@ class QuantExec(wiring.Component):
         m.d.comb += self.error.eq(error)
 
         def read(addr, beats):
-            m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(addr),
-                         self.rd_cmd.payload.beats.eq(beats)]
+            request_read(m, self.rd_cmd, addr, beats)
 
         def fail_if(cond):
             with m.If(cond):

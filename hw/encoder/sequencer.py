@@ -14,7 +14,7 @@ ERROR: an unknown opcode or set reserved bits (ERR_OPCODE), a failed or misalign
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 

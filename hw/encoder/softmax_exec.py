@@ -25,10 +25,11 @@ from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
 from hw.params import HwParams
 from hw.requant import RequantUnit
 from hw.softmax import SoftmaxMode, SoftmaxUnit
-from hw.spec.isa import Layout, Op
+from hw.spec.isa import DIM_BITS, Layout, Op
 
 from .layouts import instruction_layout
-from .quant_exec import DIM_BITS, CodeWriter, fits_signed, fits_unsigned, rd_signatures, trace_signatures
+from .ports import fits_signed, fits_unsigned, rd_signatures, request_read, trace_signatures
+from .quant_exec import CodeWriter
 from .regs import ERR_LENGTH, ERR_MASKED_ROW, ERR_RANGE
 
 __all__ = ["SoftmaxExec"]
@@ -110,9 +111,8 @@ class SoftmaxExec(wiring.Component):
         m.d.comb += valid_keys.eq(self.mask & Mux(keys >= p.max_seq, (1 << p.max_seq) - 1,
                                                   (Const(1, p.max_seq + 1) << keys[:p.max_seq.bit_length()]) - 1))
 
-        def read(addr, n):
-            m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(addr),
-                         self.rd_cmd.payload.beats.eq(n)]
+        def read(addr, beats):
+            request_read(m, self.rd_cmd, addr, beats)
 
         def fail_if(cond):
             with m.If(cond):

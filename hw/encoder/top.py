@@ -29,9 +29,10 @@ from hw.spec.buffers import buffer_words
 from hw.spec.isa import Op
 
 from .axi import AxiLiteRegisters, AxiReader, AxiWriter, axi4_lite_signature, axi4_read_signature, axi4_write_signature
-from .embed import BUS_BITS, EmbedExec
+from .embed import EmbedExec
 from .layernorm_exec import LayerNormExec
 from .matmul_exec import MatmulExec
+from .ports import BUS_BITS
 from .quant_exec import QuantExec
 from .softmax_exec import SoftmaxExec
 from .regs import BEAT_COUNTERS, BUSY_COUNTERS, MAGIC, REGISTERS
