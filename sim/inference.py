@@ -64,11 +64,20 @@ def run_program(program, sim: str, *, reference: dict | None = None, work_dir=No
     work = Path(work_dir or os.environ.get("BITACCEL_SIM_BUILD", "sim_build")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work, prefix="run-") as tmp:
-        prog_path, mem_path, cnt_path = (os.path.join(tmp, n) for n in ("program.bitprog", "memory.npy", "counters.json"))
+        prog_path, mem_path, cnt_path, prog_out = (os.path.join(tmp, n) for n in (
+            "program.bitprog", "memory.npy", "counters.json", "progress.txt"))
         program.save(prog_path)
-        workload = {"program": prog_path, "memory_out": mem_path, "counters_out": cnt_path}
+        workload = {"program": prog_path, "memory_out": mem_path, "counters_out": cnt_path, "progress_out": prog_out}
+
+        def with_position(message: str) -> None:      # "... running for 30 s: instruction 120 of 400, ..."
+            try:
+                message += ": " + Path(prog_out).read_text()
+            except OSError:                           # not simulating yet (building), or no report so far
+                pass
+            progress(message)
+
         r = runner.run("accelerator", sim, params, workload=workload, seed=seed, work_dir=work, verify=False,
-                       timeout_s=timeout_s, progress=progress)
+                       timeout_s=timeout_s, progress=None if progress is None else with_position)
         if not os.path.exists(cnt_path):
             failed = "; ".join(f"{t['name']}: {t['message']}" for t in r["tests"] if not t["passed"])
             raise runner.SimulationError(f"the accelerator run left no results ({failed}); log: {r['sim_log']}")

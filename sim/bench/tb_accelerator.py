@@ -27,7 +27,7 @@ port (`hw.encoder.regs`), its `AxiRam` behind the AXI4 master port holding the p
 from __future__ import annotations
 
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, First, RisingEdge, SimTimeoutError, Timer
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
 
@@ -45,7 +45,7 @@ import os
 
 from compiler import load_program
 
-from sim.bench.harness import bench_test, run_config
+from sim.bench.harness import CLOCK_NS, bench_test, run_config
 
 RAM_BYTES = 1 << 22
 
@@ -69,17 +69,25 @@ class Host:
     async def write(self, name: str, value: int) -> None:
         await self.regs.write_dword(R.offset(name), value)
 
-    async def run(self, program_base: int, budget_cycles: int = 5000) -> int:
-        """Start at `program_base`, wait for the interrupt; returns STATUS."""
+    async def run(self, program_base: int, budget_cycles: int = 5000, on_progress=None,
+                  every_cycles: int = 250_000) -> int:
+        """Start at `program_base`, wait for the interrupt; returns STATUS.
+
+        No Python on every clock: the wait wakes on the interrupt edge, or every `every_cycles`
+        cycles (a timer) to hand ``on_progress(pc, cycles)`` the instruction index and cycle count
+        (two register reads). More than `budget_cycles` without the interrupt: SimTimeoutError.
+        """
         await self.write("program_base_lo", program_base)
         await self.write("irq_enable", 1)
         await self.write("ctrl", R.CTRL_START)
-
-        async def irq():                 # no Python on every clock: wake on the interrupt edge only
-            if not int(self.tb.dut.irq.value):
-                await RisingEdge(self.tb.dut.irq)
-
-        await with_timeout(irq(), budget_cycles * 10, "ns")
+        dut, t0 = self.tb.dut, self.tb.cycle()
+        while not int(dut.irq.value):
+            left = budget_cycles - (self.tb.cycle() - t0)
+            if left <= 0:
+                raise SimTimeoutError(f"no interrupt within {budget_cycles} cycles")
+            await First(RisingEdge(dut.irq), Timer(min(left, every_cycles) * CLOCK_NS, "ns"))
+            if on_progress is not None and not int(dut.irq.value):
+                on_progress(await self.read("pc"), await self.read("cycles_lo"))
         return await self.read("status")
 
 
@@ -209,7 +217,15 @@ async def program_run(tb):
     host.ram.write(base, image)
     await host.write("data_base_lo", base)
     t0 = tb.cycle()
-    status = await host.run(base + prog.regions["program"][0], budget_cycles=int(wl.get("budget_cycles", 50_000_000)))
+    progress_out = wl.get("progress_out")
+
+    def progress(pc: int, cycles: int) -> None:      # for the host's progress line (sim.inference)
+        with open(progress_out + ".tmp", "w") as f:
+            f.write(f"instruction {pc + 1} of {len(prog.instructions)}, {cycles} cycles")
+        os.replace(progress_out + ".tmp", progress_out)
+
+    status = await host.run(base + prog.regions["program"][0], budget_cycles=int(wl.get("budget_cycles", 50_000_000)),
+                            on_progress=progress if progress_out else None)
     wall_cycles = tb.cycle() - t0
     counters = {"status": status, "error_code": (status >> 8) & 0xFF, "pc": await host.read("pc"),
                 "retired": await host.read("retired"),
