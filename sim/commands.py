@@ -35,7 +35,7 @@ def resolve_model(model: str, act_bits: int = 1) -> dict:
     from golden.artifact import load_artifact
     art = load_artifact(model)
     return {"name": os.path.basename(model), "source": "artifact", "config": art.config, "quant": dict(art.quant),
-            "numerics": art.numerics}
+            "numerics": art.numerics, "artifact": art}
 
 
 def _quant_label(quant: dict) -> str:
@@ -49,7 +49,7 @@ DEFAULT_SEQ = 128
 
 
 def _cycles(x: float) -> int:
-    """A modeled cycle count (the model averages overlapped stages, so it may be fractional) -> whole cycles, up."""
+    """A real-valued cycle bound (ideal array cycles) -> whole cycles, up."""
     return int(math.ceil(round(x, 6)))
 
 
@@ -70,10 +70,21 @@ def design_notes(params, seq: int) -> list[str]:
 def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None = None, clock_mhz: float = 200.0,
            act_bits: int = 1, sram_kib: float | None = None, synth: bool = False, synth_target: str = "xilinx",
            synth_units: str = "mac_array") -> dict:
-    """Sweep over array sizes: cycles, latency, utilization, energy and (optionally) FPGA resources per inference."""
-    from .cycles import ASSUMPTIONS, CycleModel, params_for
+    """Sweep over array sizes: cycles, latency, utilization, energy and (optionally) FPGA resources per inference.
+
+    Nothing here is measured: cycles are modeled by `sim.program_cycles` on a program compiled for each
+    array (the schedule the sequencer runs; equal to the RTL's measured cycles in
+    tests/test_sim_accelerator.py), energy by `sim.energy`; ``ideal_cycles`` is the MAC array's peak
+    bound on the program's products (hw.schedule.ideal_cycles).
+    """
+    from hw.params import HwParams
+    from hw.schedule import ideal_cycles
+    from hw.spec.isa import Op
+
+    from .cycles import params_for
     from .energy import design_memory_bits, energy_table_rows, inference_energy
-    from .workload import inference_blocks, parse_arrays
+    from .program_cycles import ASSUMPTIONS, model_program, program_cycles
+    from .workload import parse_arrays
 
     sizes = parse_arrays(arrays)
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 1):
@@ -98,33 +109,38 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None 
         seq = min(DEFAULT_SEQ, cfg.max_position)
     if seq > cfg.max_position:
         raise ValueError(f"--seq {seq} exceeds the model's max_position {cfg.max_position}")
+    art = m.get("artifact")
+    lut = None if art is None else max([len(art[f"layers.{i}.softmax.exp_lut"]) for i in range(cfg.layers)]
+                                       + [HwParams().max_exp_lut])
     # validate every size before any (slow) work
-    params = {s: params_for(cfg, seq, *s, quant, fmt) for s in sizes}
+    params = {s: params_for(cfg, seq, *s, quant, fmt, max_exp_lut=lut) for s in sizes}
     notes = design_notes(params[sizes[0]], seq)
     rows = []
     for size in sizes:
         p = params[size]
-        cm = CycleModel(p)
-        cyc = cm.inference(inference_blocks(cfg, seq, quant, fmt))
+        prog = model_program(cfg, quant, fmt, seq, p, artifact=art)
+        cyc = program_cycles(prog)
+        cycles = cyc["cycles"]
         en = inference_energy(cfg, seq, *size, quant, sram_kib, fmt, cycles=cyc)
-        cycles = _cycles(cyc["cycles"])
+        ideal = sum(ideal_cycles(i["m"], i["n"], i["k"], i["a_bits"], i["b_bits"], p.rows, p.cols, p.lanes)
+                    for i in prog.instructions if i.op == Op.MATMUL)
         latency_s = cycles / (clock_mhz * 1e6)
         row = {
-            "array": cyc["array"], "rows": p.rows, "cols": p.cols, "lanes": p.lanes,
+            "array": f"{p.rows}x{p.cols}x{p.lanes}", "rows": p.rows, "cols": p.cols, "lanes": p.lanes,
             "peak_macs_per_cycle": p.peak_macs_per_cycle,
-            "cycles": cycles, "ideal_cycles": _cycles(cyc["ideal_cycles"]), "utilization": cyc["utilization"],
+            "cycles": cycles, "cycles_source": "modeled (sim.program_cycles)",
+            "ideal_cycles": _cycles(ideal), "utilization": ideal / cycles,
             "latency_s": latency_s, "latency_ms": latency_s * 1e3, "inferences_per_s": 1.0 / latency_s,
-            "binary_macs": cyc["binary_macs"],
+            "binary_macs": en["binary_macs"], "instructions": len(cyc["instructions"]),
             "energy_pj": en["energy_pj"], "energy_uj": en["energy_uj"],
             "energy_breakdown_pj": en["breakdown_pj"],
             "compute_pj": en["compute_pj"], "sram_pj": en["sram_pj"], "dram_pj": en["dram_pj"],
             "binary_macs_per_joule": en["binary_macs_per_joule"],
             "average_power_w": en["energy_pj"] * 1e-12 / latency_s,
             "memory": en["memory"], "counts": en["counts"],
-            "cycles_by_kind": {k: {"cycles": _cycles(v["cycles"]), "share": v["share"],
-                                   "utilization": v["utilization"], "bottleneck": v["bottleneck"]}
-                               for k, v in cyc["by_kind"].items()},
-            "unit_busy_cycles": {u: _cycles(v) for u, v in cyc["unit_busy_cycles"].items()},
+            # per opcode: the cycles of its instructions (fetch and dispatch included), share of the total
+            "cycles_by_kind": {op: {"cycles": v, "share": v / cycles} for op, v in cyc["by_op"].items()},
+            "unit_busy_cycles": dict(cyc["busy"]),
             "design_memory_bits": design_memory_bits(p),
             "resources": {"status": "not run (pass --synth)"},
         }
@@ -191,15 +207,11 @@ def format_report(r: dict) -> str:
                      f"{a['compute_pj'] * 1e-6:>6.1f} uJ {a['sram_pj'] * 1e-6:>6.1f} uJ {a['dram_pj'] * 1e-6:>7.1f} uJ "
                      f"{_si(a['binary_macs_per_joule'], ''):>11} {a['average_power_w']:>6.2f} W  {rtext}")
     kinds = list(r["arrays"][0]["cycles_by_kind"]) if r["arrays"] else []
-    lines += ["", "cycles by block kind (share of the inference; bottleneck unit):"]
-    lines.append(f"{'kind':>12} " + " ".join(f"{a['array']:>26}" for a in r["arrays"]))
+    lines += ["", "modeled cycles by instruction (share of the inference):"]
+    lines.append(f"{'opcode':>12} " + " ".join(f"{a['array']:>18}" for a in r["arrays"]))
     for k in kinds:
-        cells = []
-        for a in r["arrays"]:
-            v = a["cycles_by_kind"][k]
-            bn = max(v["bottleneck"], key=v["bottleneck"].get)      # the unit that bounds most of its blocks
-            cells.append(f"{v['cycles']:>9.0f} {v['share']:>5.1%} {bn:>10}")
-        lines.append(f"{k:>12} " + " ".join(f"{x:>26}" for x in cells))
+        cells = [f"{a['cycles_by_kind'][k]['cycles']:>11} {a['cycles_by_kind'][k]['share']:>6.1%}" for a in r["arrays"]]
+        lines.append(f"{k:>12} " + " ".join(f"{x:>18}" for x in cells))
     cats = list(r["arrays"][0]["energy_breakdown_pj"]) if r["arrays"] else []
     lines += ["", "energy by category (uJ per inference):"]
     lines.append(f"{'category':>17} " + " ".join(f"{a['array']:>12}" for a in r["arrays"]))
@@ -210,8 +222,9 @@ def format_report(r: dict) -> str:
         lines += ["", f"parameters: {mem['weight_bits'] / 8 / 1024:.0f} KiB of binary weights + "
                       f"{mem['const_bits'] / 8 / 1024:.0f} KiB of per-site constants; regime '{mem['regime']}' "
                       f"(resident / fetched once / streamed per row block: docs/sim.md)"]
-    lines += ["", "model of the intended schedule (the whole-encoder sequencer does not exist yet); "
-                  "assumptions: docs/sim.md or --json"]
+    lines += ["", "all figures modeled, none measured: cycles by sim.program_cycles on the compiled program (the "
+                  "sequencer's schedule; equal to the RTL's measured cycles on the tiny encoder runs), energy by "
+                  "sim.energy; assumptions: docs/sim.md or --json"]
     return "\n".join(lines)
 
 
@@ -245,7 +258,8 @@ def plot_report(r: dict, path: str) -> str:
     for ax in axes:
         ax.set_xticks(list(x))
         ax.set_xticklabels(names, rotation=20)
-    fig.suptitle(f"{r['model']} {r['quant']}, seq {r['seq']} (model of the intended schedule)", fontsize=10)
+    fig.suptitle(f"{r['model']} {r['quant']}, seq {r['seq']} (modeled: compiled program, sim.program_cycles)",
+                 fontsize=10)
     fig.tight_layout()
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)

@@ -15,24 +15,13 @@ Unit level (exact, checked against the Amaranth simulator in tests/test_sim_mode
 No constant here is re-derived: every number comes from hw.schedule or a unit's ``latency``,
 ``cycles`` or ``interval``.
 
-Per inference (a model of the intended schedule; the whole-encoder sequencer does not exist
-yet): the blocks of sim.workload run one after the other on the shared MAC array; inside a
-block the stages stream (post-processing overlaps the array), so a block takes its
-*slowest unit's* busy cycles plus the fill of the others, not the sum (docs/sim.md):
-
-    T_block = max_u B_u + sum_{u != bottleneck} B_u / n + sum_u latency_u
-
-(when the array is the bottleneck, a threshold/requant unit fed by its drain adds only its
-latency: it takes the drain's R beats per tile at the drain's pace)
-
-B_u = busy cycles of hardware unit u in the block (stages on the same unit add up: one
-instance of each unit), n = granules the stages hand over (tiles for array -> threshold /
-requant, row blocks of R rows when a softmax or LayerNorm needs whole rows, rows for a
-LayerNorm feeding a threshold unit). A block of one unit is exactly its unit formula.
+Per inference: `sim.program_cycles` (the compiled program on the schedule the sequencer
+actually runs; it takes its unit latencies from this class). The earlier composition of
+`sim.workload` blocks (a model of an intended schedule, before the sequencer existed) is
+gone; sim.workload's blocks remain the energy model's action list (sim.energy).
 """
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 from golden.config import ModelConfig
@@ -45,30 +34,9 @@ from hw.schedule import beats_count, ideal_cycles, tile_grid, uniform_array_cycl
 from hw.softmax import SoftmaxMode, SoftmaxUnit
 from hw.threshold import ThresholdUnit
 
-from .workload import Block, LayerNorm, Matmul, PostProc, Softmax, inference_blocks, quant_map
+from .workload import quant_map
 
-__all__ = ["ASSUMPTIONS", "CycleModel", "params_for", "inference_cycles"]
-
-#: The execution assumptions of the per-inference model (also in docs/sim.md and every report).
-ASSUMPTIONS = (
-    "model of the intended schedule: the whole-encoder sequencer does not exist yet; unit-level "
-    "formulas are exact (checked against simulation), the composition is a model",
-    "blocks run one after the other on the one shared MAC array (Q, K, V, per-head Q.K^T and P.V, O, "
-    "FFN1, FFN2, pooler); heads run one after the other; a block's fill and drain are not overlapped "
-    "with the next block",
-    "post-processing streams behind the array (threshold/requant after every linear, softmax after "
-    "Q.K^T, LayerNorm after O and FFN2, residual-stream binarization after each LayerNorm): inside a "
-    "block the slowest unit sets the pace, plus the fill of the others",
-    "one instance of each unit, `cols` values per beat: the array drains a tile's R rows of C results in R "
-    "beats, and a post-processing unit takes them at the same rate, so a tile of fewer than R beats (short K) "
-    "is drain bound",
-    "softmax and LayerNorm need whole rows: they start on a row block (R rows) once its tiles are done "
-    "(a row-block reorder buffer is assumed)",
-    "residual-stream binarizations of Q, K, V inputs (three per-feature thresholds) run on the one "
-    "threshold unit after each LayerNorm, one pass per site",
-    "all positions valid (no padding), batch 1; embedding gather and the classifier run on the host",
-)
-
+__all__ = ["CycleModel", "params_for"]
 
 def _quiet(unit):
     """Mark a unit built only for its timing formulas as used (no UnusedElaboratable warning)."""
@@ -89,16 +57,6 @@ def params_for(config: ModelConfig, seq: int, rows: int, cols: int, lanes: int,
         raise ValueError(f"array {rows}x{cols}x{lanes}: the LayerNorm unit takes {cols} values per beat and needs "
                          f"the hidden size {config.hidden} to be a multiple of cols={cols}")
     return p
-
-
-@dataclasses.dataclass
-class _Unit:
-    """Busy cycles and fill latency of one hardware unit inside a block."""
-
-    unit: str
-    busy: float
-    latency: int
-    stages: list
 
 
 class CycleModel:
@@ -136,12 +94,6 @@ class CycleModel:
         """First operand beat offered to last drain beat taken (results always ready): hw.schedule.array_cycles."""
         tiles, per_tile = self.matmul_tiles(m, n, k, a_bits, b_bits)
         return uniform_array_cycles(tiles, per_tile, self.params.rows, self.array.pipe, self.array.drain)
-
-    def matmul_busy(self, m: int, n: int, k: int, a_bits: int = 1, b_bits: int = 1) -> int:
-        """Cycles the array is occupied in steady state: tiles x max(beats per tile, R drain beats) (its
-        fill, the rest of `matmul_cycles`, is the stage latency)."""
-        tiles, per_tile = self.matmul_tiles(m, n, k, a_bits, b_bits)
-        return tiles * max(per_tile, self.params.rows)
 
     def stream_beats(self, rows: int, channels: int) -> int:
         """Beats of `rows` x `channels` values on a `cols`-wide threshold/requant unit: rows * ceil(channels / cols)."""
@@ -200,108 +152,6 @@ class CycleModel:
         if unit == "requant":
             return self.requant
         raise ValueError(f"post-processing unit must be threshold or requant, not {unit!r}")
-
-    # ------------------------------------------------------------------ stages and blocks (the schedule model)
-    def stage_timing(self, st) -> tuple[str, float, int]:
-        """(hardware unit, busy cycles, fill latency) of one stage; a single stage takes busy + latency exactly."""
-        if isinstance(st, Matmul):
-            busy = self.matmul_busy(st.m, st.n, st.k, st.a_bits, st.b_bits)
-            return "mac_array", busy, self.matmul_cycles(st.m, st.n, st.k, st.a_bits, st.b_bits) - busy
-        if isinstance(st, PostProc):
-            return st.unit, self.stream_beats(st.rows, st.channels), self._post_unit(st.unit).latency
-        if isinstance(st, Softmax):
-            mode = _mode(st.mode)
-            u = self.softmax
-            total = self.softmax_cycles(st.rows, st.seq_len, mode)
-            busy = st.rows * u.interval(st.seq_len, mode)
-            return "softmax", busy, total - busy
-        if isinstance(st, LayerNorm):
-            u = self.layernorm
-            busy = st.rows * u.interval(st.hidden)
-            return "layernorm", busy, self.layernorm_cycles(st.rows, st.hidden) - busy
-        raise TypeError(f"unknown stage {st!r}")
-
-    def _granules(self, blk: Block) -> int:
-        first = blk.stages[0]
-        whole_rows = any(isinstance(s, (Softmax, LayerNorm)) for s in blk.stages)
-        if isinstance(first, Matmul):
-            tm, tn = tile_grid(first.m, first.n, self.params.rows, self.params.cols)
-            return tm if whole_rows else tm * tn
-        if isinstance(first, LayerNorm):
-            return first.rows
-        return 1
-
-    def block(self, blk: Block) -> dict:
-        """Cycles of one block (all repeats), its units' busy cycles, bottleneck and array utilization."""
-        units: dict[str, _Unit] = {}
-        for st in blk.stages:
-            name, busy, lat = self.stage_timing(st)
-            u = units.setdefault(name, _Unit(name, 0, 0, []))
-            u.busy += busy
-            u.latency = max(u.latency, lat)
-            u.stages.append(st.name)
-        bottleneck = max(units.values(), key=lambda u: u.busy)
-        n = self._granules(blk)
-        # a threshold/requant unit behind the array takes the drain's beats at the drain's pace: its
-        # last granule overlaps the last tile's drain, already inside the array's latency
-        in_step = {"threshold", "requant"} if bottleneck.unit == "mac_array" else set()
-        once = bottleneck.busy + sum(u.busy / n for u in units.values() if u is not bottleneck and u.unit not in in_step) \
-            + sum(u.latency for u in units.values())
-        cycles = blk.repeat * once
-        mm = blk.matmul
-        ideal = 0.0 if mm is None else blk.repeat * self.matmul_ideal(mm.m, mm.n, mm.k, mm.a_bits, mm.b_bits)
-        return {
-            "name": blk.name, "kind": blk.kind, "repeat": blk.repeat,
-            "cycles": cycles, "cycles_each": once, "bottleneck": bottleneck.unit,
-            "units": {u.unit: {"busy": blk.repeat * u.busy, "latency": u.latency, "stages": u.stages}
-                      for u in units.values()},
-            "binary_macs": blk.macs, "ideal_cycles": ideal,
-            "utilization": ideal / cycles if cycles else 0.0,
-            "shape": None if mm is None else {"m": mm.m, "n": mm.n, "k": mm.k, "a_bits": mm.a_bits,
-                                               "b_bits": mm.b_bits},
-        }
-
-    def inference(self, blocks: list[Block]) -> dict:
-        """Per-inference totals and the per-block / per-kind breakdown of a `sim.workload.inference_blocks` list."""
-        rows = [self.block(b) for b in blocks]
-        total = sum(r["cycles"] for r in rows)
-        ideal = sum(r["ideal_cycles"] for r in rows)
-        by_kind: dict[str, dict] = {}
-        busy: dict[str, float] = {}
-        for r in rows:
-            k = by_kind.setdefault(r["kind"], {"cycles": 0.0, "ideal_cycles": 0.0, "binary_macs": 0, "blocks": 0,
-                                               "bottleneck": {}})
-            k["cycles"] += r["cycles"]
-            k["ideal_cycles"] += r["ideal_cycles"]
-            k["binary_macs"] += r["binary_macs"]
-            k["blocks"] += 1
-            k["bottleneck"][r["bottleneck"]] = k["bottleneck"].get(r["bottleneck"], 0) + 1
-            for u, v in r["units"].items():
-                busy[u] = busy.get(u, 0) + v["busy"]
-        for k in by_kind.values():
-            k["share"] = k["cycles"] / total if total else 0.0
-            k["utilization"] = k["ideal_cycles"] / k["cycles"] if k["cycles"] else 0.0
-        p = self.params
-        return {
-            "array": f"{p.rows}x{p.cols}x{p.lanes}",
-            "peak_macs_per_cycle": p.peak_macs_per_cycle,
-            "cycles": total,
-            "ideal_cycles": ideal,
-            "utilization": ideal / total if total else 0.0,
-            "binary_macs": sum(r["binary_macs"] for r in rows),
-            "unit_busy_cycles": busy,
-            "by_kind": by_kind,
-            "blocks": rows,
-            "assumptions": list(ASSUMPTIONS),
-        }
-
-
-def inference_cycles(config: ModelConfig, seq: int, rows: int, cols: int, lanes: int,
-                     quant: dict[str, int] | int = 1, numerics=None) -> dict:
-    """Cycle model of one inference of `config` at `seq` on an R x C x L accelerator sized for the model."""
-    params = params_for(config, seq, rows, cols, lanes, quant, numerics)
-    model = CycleModel(params)
-    return model.inference(inference_blocks(config, seq, quant, params.numerics))
 
 
 def _mode(mode) -> SoftmaxMode:

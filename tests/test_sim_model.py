@@ -4,8 +4,9 @@ Unit level: every unit is driven like tests/test_hw_*.py drive it (tests/hwsim.p
 inputs offered back to back and outputs always taken; the measured cycles (first input
 transfer to last output transfer, both included) must agree with `sim.cycles.CycleModel`
 within 5 % on every shape (they are in fact equal), and the outputs are checked against
-golden/ bit-exactly on the way. Then the per-inference model's and the energy model's
-properties, the report JSON / plot, and argument errors. Every random case prints its seed.
+golden/ bit-exactly on the way. Then the energy model's properties, the report JSON / plot, and
+argument errors. The per-inference cycle model (sim.program_cycles) is tests/test_program_cycles.py
+and, against the RTL, tests/test_sim_accelerator.py. Every random case prints its seed.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from hw.schedule import assemble, matmul_beats, pe_acc_bits
 from hw.softmax import SoftmaxMode, SoftmaxUnit
 from hw.threshold import ThresholdUnit
 from sim import commands
-from sim.cycles import ASSUMPTIONS, CycleModel, inference_cycles, params_for
+from sim.cycles import CycleModel, params_for
 from sim.energy import CATEGORIES, ENERGY, ENERGY_TABLE, Counts, inference_energy, popcount_cost, unit_energy
 from sim.workload import inference_blocks, parse_array, parse_arrays, unit_workload
 
@@ -296,81 +297,6 @@ def test_layernorm_cycles_match_simulation(hidden, rows, add):
     _agree(got["cycles"], model.layernorm_cycles(rows, hidden), f"layernorm {rows} rows of {hidden}")
 
 
-# ============================================================================ a block: array -> threshold
-@pytest.mark.parametrize("m,n,k,rows,cols,lanes", [
-    (6, 6, 64, 2, 3, 8),     # long K: 8 beats per tile, 2 threshold beats per tile -> array bound
-    (16, 6, 8, 4, 3, 8),     # short K: 1 beat per tile, 4 threshold beats per tile -> threshold bound
-    (8, 9, 24, 4, 3, 8),     # 3 beats vs 4 rows per tile: nearly balanced
-])
-def test_block_model_matches_array_feeding_threshold(m, n, k, rows, cols, lanes):
-    """The composition rule (slowest unit + the others' fill, not the sum) on the one block that can be
-    built from existing units: the MAC array's drain (R beats of C results per tile) wired straight into
-    the threshold unit (the testbench supplies each beat's channel and last flag, as a sequencer would)."""
-    from amaranth.hdl import Module, Signal
-    from sim.workload import Block, Matmul, PostProc
-
-    assert m % rows == 0, "no padding rows: every drain beat goes to the threshold unit"
-    rng = _rng(f"block-{m}-{n}-{k}")
-    a = rng.choice([-1, 1], (m, k))
-    b = rng.choice([-1, 1], (n, k))
-    acc_width = acc_bits(k, 1, True)
-    top = Module()
-    top.submodules.arr = arr = BinaryMacArray(rows, cols, lanes, max(pe_acc_bits(k, 1, 1), lanes.bit_length()),
-                                              acc_width)
-    top.submodules.thr = thr = ThresholdUnit(cols, arr.out_width, n)
-    top.d.comb += [thr.inp.valid.eq(arr.results.valid), arr.results.ready.eq(thr.inp.ready)]
-    top.d.comb += [thr.inp.payload.acc[c].eq(arr.results.payload.acc[c]) for c in range(cols)]
-    channel, last = Signal.like(thr.inp.payload.channel), Signal()      # set by the testbench per drain beat
-    top.d.comb += [thr.inp.payload.channel.eq(channel), thr.inp.payload.last.eq(last)]
-    tn = -(-n // cols)
-    thresholds = rng.integers(-k // 4, k // 4 + 1, n)
-    beats = list(matmul_beats(a, 1, True, b, 1, True, arr.spec))
-    n_out = m * tn
-    # drain beat order: tile (ti, tj) row-major, then row r: channel tj * cols, last on the last tile column
-    order = [(ti * rows + r, tj) for ti in range(m // rows) for tj in range(tn) for r in range(rows)]
-    got = {"bits": []}
-
-    async def bench(ctx):
-        await _load(ctx, thr.thr_write, _table(thresholds, cols))
-        ctx.set(thr.out.ready, 1)
-        i = cycle = d = 0
-        first, last_out = None, None
-        while len(got["bits"]) < n_out:
-            ctx.set(arr.operands.valid, int(i < len(beats)))
-            if i < len(beats):
-                ctx.set(arr.operands.payload, beats[i])
-            if d < len(order):
-                ctx.set(channel, order[d][1] * cols)
-                ctx.set(last, int(order[d][1] == tn - 1))
-            _, _, op_ready, r_valid, t_ready, o_valid, o_payload = await ctx.tick().sample(
-                arr.operands.ready, arr.results.valid, thr.inp.ready, thr.out.valid, thr.out.payload)
-            if i < len(beats) and op_ready:
-                first = cycle if first is None else first
-                i += 1
-            if r_valid and t_ready:
-                d += 1
-            if o_valid:
-                got["bits"].append(int(o_payload.bits))
-                last_out = cycle
-            cycle += 1
-        got["cycles"] = last_out - first + 1
-
-    run(top, bench, deadline_cycles=4 * (len(beats) + n_out) + 200)
-    # outputs arrive in drain order: place them into (M, N) and compare with golden
-    bits = np.zeros((m, tn * cols), dtype=np.int64)
-    for (row, tj), word in zip(order, got["bits"]):
-        bits[row, tj * cols:(tj + 1) * cols] = [(word >> c) & 1 for c in range(cols)]
-    np.testing.assert_array_equal(bits[:, :n], threshold(a @ b.T, thresholds))
-    cm = _model(rows, cols, lanes)
-    mm = Matmul("t", m, n, k, 1, True)
-    blk = Block("t", "test", (mm, PostProc("t.out", "threshold", m, n, acc_width, 1)))
-    r = cm.block(blk)
-    array_busy, thr_busy = r["units"]["mac_array"]["busy"], r["units"]["threshold"]["busy"]
-    print(f"array busy {array_busy}, threshold busy {thr_busy}, bottleneck {r['bottleneck']}")
-    _agree(got["cycles"], r["cycles"], f"block {m}x{n}x{k} on {rows}x{cols}x{lanes}")
-    assert got["cycles"] < array_busy + thr_busy + cm.array.latency + cm.threshold.latency   # not the sum
-
-
 # ============================================================================ cocotb on the generated Verilog
 @pytest.mark.sim
 @pytest.mark.parametrize("unit,array,workload", [
@@ -391,40 +317,6 @@ def test_model_matches_cocotb_measurement(unit, array, workload, tmp_path_factor
     assert r["bit_exact"] and {"cycles", "bit_exact", "energy_pj"} <= set(r)
     _agree(r["cycles"], r["model_cycles"], f"cocotb {unit} {workload}")
     assert r["energy_pj"] > 0
-
-
-# ============================================================================ per-inference cycle model
-def test_block_of_one_unit_is_its_unit_formula():
-    cm = CycleModel(params_for(PRESETS["tiny"], 16, 2, 4, 8))
-    blocks = inference_blocks(PRESETS["tiny"], 16)
-    pooler = cm.block(blocks[-1])
-    assert pooler["kind"] == "pooler" and pooler["cycles"] == cm.matmul_cycles(1, 64, 64)
-    qk = next(b for b in blocks if b.kind == "qk_softmax")
-    r = cm.block(qk)
-    # pipelined: the slowest unit plus the others' fill, never the sum of the busy times
-    busy = [u["busy"] / qk.repeat for u in r["units"].values()]
-    assert max(busy) < r["cycles_each"] < sum(busy) + sum(u["latency"] for u in r["units"].values())
-
-
-def test_inference_model_covers_every_op_and_scales():
-    cfg = PRESETS["minilm"]
-    r = inference_cycles(cfg, 64, 8, 8, 64)
-    names = [b["name"] for b in r["blocks"]]
-    assert names[0] == "embeddings.ln" and names[-1] == "pooler"
-    kinds = {b["kind"] for b in r["blocks"]}
-    assert kinds == {"embed_ln", "q", "k", "v", "qk_softmax", "pv", "o_ln1", "ffn1", "ffn2_ln2", "pooler"}
-    assert sum(1 for b in r["blocks"] if b["kind"] == "qk_softmax") == cfg.layers
-    assert all(b["repeat"] == cfg.heads for b in r["blocks"] if b["kind"] in ("qk_softmax", "pv"))
-    # 2 LayerNorms per layer + the embedding LayerNorm
-    assert sum(1 for b in r["blocks"] if "layernorm" in b["units"]) == 2 * cfg.layers + 1
-    macs = sum(b["binary_macs"] for b in r["blocks"])
-    s, h, f, L = 64, cfg.hidden, cfg.ffn, cfg.layers
-    assert macs == L * (4 * s * h * h + 2 * s * h * f + 2 * s * s * h) + h * h
-    assert 0 < r["utilization"] <= 1 and r["cycles"] >= r["ideal_cycles"]
-    assert r["cycles"] == pytest.approx(sum(v["cycles"] for v in r["by_kind"].values()))
-    bigger = inference_cycles(cfg, 64, 16, 16, 64)
-    assert bigger["cycles"] < r["cycles"]
-    assert "sequencer does not exist" in ASSUMPTIONS[0]
 
 
 # ============================================================================ energy model
@@ -548,7 +440,7 @@ def test_report_json_and_plot(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert _cli(["report", "--model", "tiny", "--arrays", "2x2x8", "--seq", "16", "--sram-kib", "64"]) == 0
     text = capsys.readouterr().out
-    assert "2x2x8" in text and "not run" in text and "sequencer does not exist" in text
+    assert "2x2x8" in text and "not run" in text and "none measured" in text and "MATMUL" in text
 
 
 def test_report_from_artifact_and_synth_column(tmp_path, monkeypatch, tiny_artifacts):

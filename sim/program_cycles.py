@@ -1,0 +1,426 @@
+"""Cycle model of a compiled program on the generated top level: the schedule the sequencer actually runs.
+
+`program_cycles(program)` walks `program.instructions` (the decoded `hw.spec.isa` words: it
+never re-derives the encoder's order of operations) and adds, per instruction, what the
+RTL FSMs do (hw/encoder/sequencer.py and the execute units; docs/sim.md):
+
+    instruction = FETCH 1 + RECEIVE (mem_latency + 4 beats) + DECODE 1 + EXEC_START 1
+                  + B (the unit's busy cycles) + 1 (the EXEC cycle that sees busy fall)
+    END         = FETCH 1 + RECEIVE (mem_latency + 4) + DECODE 1 + END 1
+
+Cycles are counted from START to DONE, as the accelerator's ``cycles`` register does. Every
+read command of a unit costs 1 cycle (the command), then ``mem_latency`` cycles, then one
+cycle per 64-bit data beat the unit takes (a unit's X_CMD state, then its data state).
+
+Per-unit busy cycles B (one function per execute unit, pure Python, no Amaranth elaboration;
+the unit latencies come from `sim.cycles.CycleModel`, i.e. the units' own ``latency``,
+``cycles`` and ``interval``):
+
+* EMBED: token read, then per token the word row, position row and token-type row, one
+  element a cycle (`embed_busy`);
+* LAYERNORM: the constant block, then rows serialized: H cycles in, the unit's latency,
+  H cycles out (`layernorm_busy`);
+* QUANT: the constant block, then one element a cycle through the threshold / requant unit,
+  ``bits`` code-writer cycles per element (`quant_busy`);
+* SOFTMAX: the block, then back-to-back rows (`SoftmaxUnit.cycles` + (rows - 1) x
+  ``interval``) and the code drain (`softmax_busy`);
+* MATMUL: a cycle-stepped model of matmul_exec (`matmul_busy`): constant loads, per column
+  tile the weight load (the byte gearbox) or the ACT tile load, the issue stage, the array's
+  admission rule (two drain banks) and drain (output FIFO), the serializer and the
+  post-processing pipeline (threshold 2 / requant 5 stages, one write-back phase per cycle:
+  accumulator trace, post value, one act write per extra code plane).
+
+Memory: cocotbext-axi's AxiRam (the external memory of every cocotb run) answers an AR
+handshake with the first R beat `MEM_LATENCY` cycles later and then streams one beat a
+cycle; its W channel takes a beat every cycle, so trace writes never stall a unit (the trace
+writer needs one bus word per two int32 values). Bursts longer than 256 beats are modeled
+as seamless (not exercised by the tiny encoder runs).
+
+Busy counters (hw.encoder.regs.BUSY_COUNTERS): ``fetch`` (cycles fetching), ``mac_array``
+(beats the array accepts), ``threshold_unit`` / ``requant_unit`` / ``softmax_unit`` /
+``layernorm_unit`` (elements entering the unit) are counted exactly; ``axi_read`` /
+``axi_write`` (bus activity spans) are not modeled.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import deque
+
+from hw.encoder.matmul_exec import POST_DEPTH
+from hw.encoder.ports import BUS_BITS
+from hw.encoder.softmax_exec import HEADER_WORDS
+from hw.mac_array import OUT_FIFO_DEPTH
+from hw.softmax import SoftmaxMode, SoftmaxUnit
+from hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post
+
+from .cycles import CycleModel
+
+__all__ = ["ASSUMPTIONS", "MEM_LATENCY", "BUS_BYTES", "UNIT_COUNTERS", "program_cycles", "instruction_cycles",
+           "model_program"]
+
+#: What the per-inference cycle model assumes (docs/sim.md; every `bitaccel report` carries it).
+ASSUMPTIONS = (
+    "cycles of a compiled program on the generated top level, START to DONE (sim.program_cycles): the "
+    "sequencer's fetch/decode/dispatch and every execute unit's FSM, instruction after instruction; equal "
+    "to the cycles measured on Verilator/Icarus for every whole-encoder run of tests/test_sim_accelerator.py",
+    "external memory with cocotbext-axi AxiRam timing: the first read beat 2 cycles after the AR handshake "
+    "(MEM_LATENCY), then one beat a cycle; write beats taken every cycle (traces never stall a unit)",
+    "the report's program: a random artifact of the model's shape and precision (the schedule does not "
+    "depend on weight values), one sequence of `seq` valid tokens, compiled without traces",
+    "reads longer than one 256-beat burst modeled without gaps between bursts (MiniLM T = 16 on 8x8x64: "
+    "881,728 modeled vs 881,486 measured cycles, +0.03 %)",
+)
+
+#: cocotbext-axi AxiRam (0.1.28): cycles from the AR handshake to the first R beat. Measured: a
+#: one-instruction fetch (4 beats) keeps the sequencer fetching 7 cycles (FETCH 1 + 2 + 4 beats),
+#: busy_fetch = 7 per instruction in every cocotb run; the whole-run test checks it.
+MEM_LATENCY = 2
+#: Bytes per AXI data beat.
+BUS_BYTES = BUS_BITS // 8
+#: Instruction-word beats of one fetch.
+FETCH_BEATS = INSTR_BITS // (8 * BUS_BYTES)
+#: Busy counters the model predicts exactly (hw.encoder.regs.BUSY_COUNTERS minus the AXI spans).
+UNIT_COUNTERS = ("fetch", "mac_array", "threshold_unit", "requant_unit", "softmax_unit", "layernorm_unit")
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _read(beats: int, lat: int) -> int:
+    """Cycles of a unit's read: the command cycle, the memory latency, one cycle per beat taken at full rate."""
+    return 1 + lat + beats
+
+
+# ---------------------------------------------------------------------------------------- EMBED
+def embed_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
+    """hw/encoder/embed.py: TOKENS_CMD/TOKENS, TRACE, per token TOKEN, WORD_CMD, SCALE + SIGNS
+    (1 + ceil(H/64) beats), POS_CMD/POS (H/4 beats), TYPE_CMD/ADD (one element a cycle), DONE."""
+    t, h = ins["rows"], ins["hidden"]
+    per_token = 1 + _read(1 + _ceil(h, 64), lat) + _read(h // 4, lat) + (1 + lat + h)
+    return _read(_ceil(t, 2), lat) + 1 + t * per_token + 1, {}
+
+
+# ---------------------------------------------------------------------------------------- LAYERNORM
+def layernorm_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
+    """hw/encoder/layernorm_exec.py: CONSTS (1 + 2H beats), CHECK, TRACE, per row FEED (H + 1: the read
+    port's prefetch) and OUT (the unit's latency - 1 + H), FLAGS, DONE."""
+    rows, h = ins["rows"], ins["hidden"]
+    per_row = (h + 1) + (cm.layernorm.latency - 1 + h)
+    return _read(1 + 2 * h, lat) + 2 + rows * per_row + 2, {"layernorm_unit": rows * h}
+
+
+# ---------------------------------------------------------------------------------------- QUANT
+def quant_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
+    """hw/encoder/quant_exec.py: constants (thresholds: `channels` beats; requant: 4-beat header, then
+    2 x channels pairs), CHECK, TRACE, RUN (read-port prefetch 1, the unit's latency, the drain
+    register 1, `bits` code-writer cycles per element), DONE."""
+    rows, ch, bits = ins["rows"], ins["channels"], ins["bits"]
+    n = rows * ch
+    if bits == 1:
+        consts, unit, counter = _read(ch, lat), cm.threshold.latency, "threshold_unit"
+    else:
+        consts, unit, counter = _read(4, lat) + _read(2 * ch, lat), cm.requant.latency, "requant_unit"
+    # the code writer's set-up (SETUP, GROUP, FIRST) runs beside the constant load
+    extent = ins["dst_width"] if ins["layout"] == Layout.TRANS else rows
+    setup = 1 + _ceil(extent, cm.params.rows) + 1 + ins["dst_col"] + 1
+    run = 1 + unit + 1 + bits * n
+    return max(consts, setup) + 2 + run + 1, {counter: n}
+
+
+# ---------------------------------------------------------------------------------------- SOFTMAX
+def softmax_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
+    """hw/encoder/softmax_exec.py: CONSTS (6 + lut_len beats), CHECK, TRACE, RUN, FLAGS, DONE.
+
+    RUN: scores fed one a cycle from the read port (1 cycle of prefetch), rows back to back
+    through the softmax unit (width 1); each row's `keys` outputs leave in its last `keys` + latency
+    cycles; a code completes in the drain register after ``max(bits, trace values)`` cycles
+    (multi-bit: p and the code traced, the requant unit's latency in between)."""
+    rows, keys, bits, tap = ins["rows"], ins["keys"], ins["bits"], ins["tap"]
+    u = _softmax_width1(cm)
+    mode = SoftmaxMode.BINARY if bits == 1 else SoftmaxMode.MULTIBIT
+    cyc, itv = u.cycles(keys, mode), u.interval(keys, mode)
+    per = max(bits, (2 if bits > 1 else 1) if tap else 1)        # drain cycles per code
+    extra = 0 if bits == 1 else cm.requant.latency
+    done = 0
+    for r in range(rows):
+        # the row's first input beat enters at RUN cycle 1 + r * interval; its outputs are valid
+        # in its last `keys` cycles; each enters the drain register a cycle later (+ requant)
+        last_out = 1 + r * itv + cyc - 1
+        for k in range(keys):
+            ready = last_out - (keys - 1 - k) + 1 + extra
+            done = max(ready, done + 1) + per - 1
+    run = done + 1
+    counters = {"softmax_unit": rows * keys}
+    if bits > 1:
+        counters["requant_unit"] = rows * keys
+    return _read(HEADER_WORDS + ins["lut_len"], lat) + 2 + run + 2, counters
+
+
+def _softmax_width1(cm: CycleModel):
+    """The softmax unit as SoftmaxExec builds it: width 1 (one key a beat)."""
+    u = getattr(cm, "_softmax_exec_unit", None)
+    if u is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            u = SoftmaxUnit.from_params(cm.params, width=1)
+        u._MustUse__silence = True                    # built for its timing formulas only
+        cm._softmax_exec_unit = u
+    return u
+
+
+# ---------------------------------------------------------------------------------------- MATMUL
+def _post_timing(ins, cm: CycleModel) -> tuple[int, int]:
+    """(write-back cycles per element, post pipeline stages: 0 = none) of a MATMUL's post-op."""
+    post, tap, out_bits = Post(ins["post"]), ins["tap"], ins["out_bits"]
+    need_acc = 1 if (tap or post == Post.EXT) else 0
+    if post in (Post.SCORES, Post.EXT):
+        return 1, 0
+    if post == Post.RESIDUAL:
+        return need_acc + 1, cm.requant.latency
+    if post == Post.THRESHOLD:
+        return need_acc + 1, cm.threshold.latency
+    return need_acc + out_bits, cm.requant.latency
+
+
+def _weight_load(skip: int, tile_bytes: int, word_bytes: int, words: int, lat: int) -> int:
+    """Cycles of LOADW (the gearbox state) for one weight tile: from its first cycle to the cycle that
+    writes the tile's last word (inclusive). Beats come `lat` cycles after LOADW starts, one a cycle,
+    each held until the gearbox has room (8 bytes past the word it emits)."""
+    beats = _ceil(tile_bytes + skip, BUS_BYTES)
+    cap = word_bytes + BUS_BYTES
+    fill, widx, taken, first, x = 0, 0, 0, True, 0
+    next_beat = lat                      # cycle the next beat is on the bus
+    while True:
+        emit = fill >= word_bytes
+        after = fill - word_bytes if emit else fill
+        ready = after + BUS_BYTES <= cap and widx < words
+        take = taken < beats and next_beat <= x and ready
+        fill = after + ((BUS_BYTES - skip if first else BUS_BYTES) if take else 0)
+        if take:
+            taken, first, next_beat = taken + 1, False, x + 1
+        if emit:
+            widx += 1
+            if widx == words:
+                return x + 1
+        x += 1
+
+
+def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = 0) -> tuple[int, dict]:
+    """Busy cycles of hw/encoder/matmul_exec.py for one MATMUL, cycle by cycle (see the module docstring).
+
+    `data_base` matters only through the weight tiles' byte offset inside a bus word (the gearbox skip).
+    """
+    p = cm.params
+    R, C, L = p.rows, p.cols, p.lanes
+    post = Post(ins["post"])
+    M, N, K = ins["m"], ins["n"], ins["k"]
+    a_bits, b_bits = ins["a_bits"], ins["b_bits"]
+    chunks = _ceil(K, L)
+    per_block = a_bits * b_bits * chunks            # beats of one row block against one column tile
+    blocks, col_tiles = _ceil(M, R), _ceil(N, C)
+    pipe, drain = cm.array.pipe, cm.array.drain
+    per_el, stages = _post_timing(ins, cm)
+
+    # ---- fixed prefix: CHECK, SETUP, SETUP2, constants, TRACE; LOAD of tile 0 at `x0`
+    x0 = 3
+    if post == Post.THRESHOLD:
+        x0 += _read(N, lat)
+    elif post in (Post.REQUANT, Post.RESIDUAL):
+        x0 += _read(4, lat) + _read(2 * N, lat)
+    x0 += 1
+    # the seek FSM (beside): WAIT, NBLK (HEADS: ceil(M/R) + 1), GW (TRANS: ceil(width/R) + 1), COL (dst_col + 1)
+    layout = ins["layout"]
+    seek_done = 1 + (blocks + 1 if layout == Layout.HEADS else 1) \
+        + (_ceil(ins["dst_width"], R) + 1 if layout == Layout.TRANS else 1) + ins["dst_col"] + 1
+
+    def load_cycles(j: int) -> int:
+        """Cycles from the cycle after LOAD to ISSUE_START (exclusive) for column tile j."""
+        if ins["b_src"] == BSource.WEIGHTS:
+            word_bytes = C * L // 8
+            tile_bytes = chunks * word_bytes
+            skip = (data_base + ins["b"] + j * tile_bytes) % BUS_BYTES
+            return 1 + _weight_load(skip, tile_bytes, word_bytes, chunks, lat)    # LOADW_CMD + LOADW
+        return C * b_bits * chunks + 1                                          # LOADA + LOADA_LAST
+
+    # ---- state
+    state, until = "PRE", x0             # control FSM; `until`: first cycle of the next state
+    j = 0                                # column tile being loaded / issued
+    issue_left = 0                       # beats of this column tile not yet in the issue register
+    issue_pos = 0                        # beat index inside the row block of the next beat issued
+    v1 = False                           # the issue register holds a beat
+    v1_last = False                      # ... the last beat of a row block (a tile)
+    pending = 0                          # tiles whose last beat is accepted and rows not all read
+    banks = deque()                      # (cycle the tile's rows may be read, tile index)
+    drow = 0                             # next row of the head bank to read
+    used = 0                             # rows read and not yet taken by the serializer
+    rows_out = deque()                   # (cycle valid on `results`, tile index, row in tile)
+    tiles_accepted = 0
+    s_left = 0                           # elements of the row being serialized
+    s_done = False
+    rows_taken = 0
+    total_rows = blocks * col_tiles * R
+    pipeline = deque([None] * stages)    # post pipeline registers (global advance), last = out
+    in_flight = 0                        # elements pushed and not yet retired
+    meta = deque()                       # SCORES / EXT: elements in the write-back FIFO (cycle visible)
+    phase = 0                            # write-back phases done on the element at the head
+    beats = 0
+    x = 0
+    while True:
+        s_done_0, s_left_0 = s_done, s_left
+        empty_0 = in_flight == 0 if stages else not meta
+        # ------------------------------------------------ write-back (head element), retire
+        retire = False
+        if stages:
+            head_ready = pipeline[-1] is not None
+        else:
+            head_ready = bool(meta) and meta[0] <= x
+        if head_ready:
+            phase += 1
+            if phase == per_el:
+                retire, phase = True, 0
+        # ------------------------------------------------ serializer push into the post pipeline
+        if stages:
+            advance = pipeline[-1] is None or retire
+            can_push = advance and in_flight - retire < POST_DEPTH
+        else:
+            can_push = len(meta) < POST_DEPTH
+        push = s_left > 0 and can_push
+        row_end = push and s_left == 1
+        # ------------------------------------------------ serializer takes a result row
+        take_row = False
+        if x >= seek_done and not s_done and (s_left == 0 or row_end) and rows_out and rows_out[0][0] <= x:
+            take_row = True
+        # ------------------------------------------------ drain reads a row of the head bank
+        reading = bool(banks) and banks[0][0] <= x and used < OUT_FIFO_DEPTH - 1
+        finishing = reading and drow == R - 1
+        # ------------------------------------------------ issue register -> array
+        ready = not (v1_last and pending == 2)
+        accept = v1 and ready
+        advance_issue = not v1 or ready
+
+        # ================================================ updates (the clock edge)
+        if stages:
+            if advance:                                   # (a retire always advances)
+                pipeline.pop()
+                pipeline.appendleft(x if push else None)
+                in_flight += push - retire
+        else:
+            if retire:
+                meta.popleft()
+            if push:
+                meta.append(x + 1)
+        if push:
+            s_left -= 1
+        if take_row:
+            _, tile, rho = rows_out.popleft()
+            used -= 1
+            rows_taken += 1
+            row = (tile % blocks) * R + rho               # tiles in issue order: column tile, then row block
+            s_left = min(C, N - (tile // blocks) * C) if row < M else 0
+            if rows_taken == total_rows:
+                s_done = True
+        if reading:
+            rows_out.append((x + drain - 1, banks[0][1], drow))
+            used += 1
+            if finishing:
+                banks.popleft()
+                drow = 0
+                pending -= 1
+            else:
+                drow += 1
+        if accept:
+            beats += 1
+            if v1_last:
+                banks.append((x + pipe + 1, tiles_accepted))
+                tiles_accepted += 1
+                pending += 1
+        # control FSM (decisions on the values at the start of cycle x)
+        nxt = state
+        if state == "PRE":
+            if x + 1 == until:
+                nxt = "LOAD"
+        elif state == "LOAD":
+            if not v1:
+                nxt, until = "LOADING", x + 1 + load_cycles(j) + 1          # + ISSUE_START
+        elif state == "LOADING":
+            if x + 1 == until:
+                nxt, issue_left, issue_pos = "ISSUE", blocks * per_block, 0
+        elif state == "FINISH":
+            if s_done_0 and s_left_0 == 0 and empty_0:
+                # DONE at x + 1; busy falls at its edge
+                counters = {"mac_array": beats}
+                if post == Post.THRESHOLD:
+                    counters["threshold_unit"] = M * N
+                elif post in (Post.REQUANT, Post.RESIDUAL):
+                    counters["requant_unit"] = M * N
+                return x + 2, counters
+        if state == "ISSUE" and advance_issue:
+            v1 = True
+            issue_pos += 1
+            v1_last = issue_pos == per_block
+            if v1_last:
+                issue_pos = 0
+            issue_left -= 1
+            if issue_left == 0:
+                j += 1
+                nxt = "LOAD" if j < col_tiles else "FINISH"
+        elif advance_issue:
+            v1 = False
+        state = nxt
+        x += 1
+        if x > 50_000_000:
+            raise RuntimeError("matmul model did not finish")
+
+
+# ---------------------------------------------------------------------------------------- program
+_BUSY = {Op.EMBED: embed_busy, Op.LAYERNORM: layernorm_busy, Op.QUANT: quant_busy, Op.SOFTMAX: softmax_busy}
+
+
+def instruction_cycles(ins, cm: CycleModel, mem_latency: int = MEM_LATENCY, data_base: int = 0) -> dict:
+    """Modeled cycles of one instruction from its FETCH to the next FETCH (END: to DONE), its unit's busy
+    cycles and its busy-counter increments."""
+    fetch = 1 + mem_latency + FETCH_BEATS
+    if ins.op == Op.END:
+        return {"op": "END", "cycles": fetch + 2, "busy": 0, "counters": {"fetch": fetch}}
+    if ins.op == Op.MATMUL:
+        busy, counters = matmul_busy(ins, cm, mem_latency, data_base)
+    else:
+        busy, counters = _BUSY[ins.op](ins, cm, mem_latency)
+    return {"op": ins.op.name, "cycles": fetch + 1 + 1 + busy + 1, "busy": busy,
+            "counters": {"fetch": fetch, **counters}}
+
+
+def program_cycles(program, mem_latency: int = MEM_LATENCY, data_base: int = 0x1040) -> dict:
+    """Modeled cycles of `program` (a compiler.Program) on its target, START to DONE.
+
+    Returns {"cycles": total, "instructions": [per-instruction dicts of `instruction_cycles`],
+    "busy": {counter: modeled value} for `UNIT_COUNTERS`, "by_op": {op: cycles},
+    "mem_latency": the latency used}. `data_base` is the DATA_BASE register (the cocotb bench's
+    0x1040); it only moves the weight tiles inside bus words.
+    """
+    cm = CycleModel(program.target.params)
+    rows = [instruction_cycles(ins, cm, mem_latency, data_base) for ins in program.instructions]
+    busy = {k: 0 for k in UNIT_COUNTERS}
+    by_op: dict[str, int] = {}
+    for r in rows:
+        for k, v in r["counters"].items():
+            busy[k] += v
+        by_op[r["op"]] = by_op.get(r["op"], 0) + r["cycles"]
+    return {"cycles": sum(r["cycles"] for r in rows), "instructions": rows, "busy": busy, "by_op": by_op,
+            "mem_latency": mem_latency}
+
+
+def model_program(config, quant: dict, numerics, seq: int, params, artifact=None, seed: int = 0):
+    """A compiler.Program for `config` at `seq` tokens on `params` (hw.params.HwParams), compiled without traces:
+    `artifact`, or a random artifact of the same shape, precision and numerics (golden.random_artifact;
+    the schedule does not depend on the weights), with `seq` random valid token ids."""
+    import numpy as np
+
+    from compiler import Target, compile_program
+    from golden.random_artifact import random_artifact
+
+    art = artifact if artifact is not None else random_artifact(config, seed=seed, numerics=numerics,
+                                                                quant=dict(quant))
+    ids = np.random.default_rng(seed).integers(0, config.vocab_size, seq)
+    return compile_program(art, Target(params), ids=ids, trace=False)
