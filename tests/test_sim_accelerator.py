@@ -6,7 +6,10 @@ shapes (2x3x16 non-square, 4x4x32), a tiny encoder (2 layers, hidden 64, 2 heads
 FFN 128) at W1A1 and W1A2, padded masks, T = 1 and T = max_seq: the whole inference runs on
 the RTL and every checkpoint it leaves in external memory (every traced intermediate of
 every layer and the pooler output) equals golden, element for element; both simulators
-measure the same cycles.
+measure the same cycles, and `sim.program_cycles` (the pure-Python model of the schedule the
+sequencer runs) predicts them: total cycles within 2 % (the acceptance bound of issue 9; it is
+exact on every case today) and the unit busy counters (fetch cycles, array beats, elements into
+the threshold / requant / softmax / LayerNorm units) exactly (they are counts the program fixes).
 """
 from __future__ import annotations
 
@@ -98,6 +101,12 @@ def test_whole_encoder_bit_exact(sim, config, act_bits, t, pad, work_dir):
         assert np.array_equal(r["checkpoints"][name], ref["intermediates"][name]), name
     assert np.array_equal(IntegerModel(art).head(r["checkpoints"]["pooler.acc"]), ref["logits"])
     assert r["busy"]["mac_array"] > 0 and r["busy"]["layernorm_unit"] > 0 and r["busy"]["softmax_unit"] > 0
+    # the cycle model of the program (no simulation) against the measurement: total within 2 % (issue 9's
+    # bound; exact today), the counters that count work (not bus activity spans) exactly
+    from sim.program_cycles import UNIT_COUNTERS, program_cycles
+    model = program_cycles(prog)
+    assert abs(model["cycles"] - r["cycles"]) <= 0.02 * r["cycles"], (model["cycles"], r["cycles"])
+    assert {k: model["busy"][k] for k in UNIT_COUNTERS} == {k: r["busy"][k] for k in UNIT_COUNTERS}
     key = (config, act_bits, t)
     if key in _CYCLES:                                 # same program on the other simulator: same cycles
         assert _CYCLES[key] == r["cycles"], (sim, _CYCLES[key], r["cycles"])
