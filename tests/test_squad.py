@@ -6,7 +6,10 @@ import re
 
 import numpy as np
 import pytest
+import torch
+from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertTokenizer
 
+from model.span_head import BitBertForSpans, SpanOutput, masked_soft_cross_entropy, span_distillation_loss
 from model.squad_data import SquadExample, prepare_features, read_squad
 from model.squad_metrics import (decode_best_spans, exact_match_score, f1_score, feature_nbest,
                                  normalize_answer, squad_scores)
@@ -53,6 +56,15 @@ def test_squad_scores_max_over_truths_and_percentages(caplog):
     assert "1 of 3 questions have no prediction" in caplog.text
     with pytest.raises(ValueError, match="non-empty list of answer texts"):
         squad_scores({"q": "x"}, {"q": "x"})
+
+
+def test_squad_metrics_is_pure_python_and_numpy():
+    import ast
+    import model.squad_metrics as sm
+    tree = ast.parse(open(sm.__file__).read())
+    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert roots <= {"__future__", "logging", "re", "string", "collections", "dataclasses", "typing", "numpy"}, roots
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,7 +237,6 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "which", "word", "?", "19
 
 @pytest.fixture
 def tokenizer(tmp_path):
-    from transformers import BertTokenizer
     (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     tok = BertTokenizer.from_pretrained(str(tmp_path))
     assert tok.is_fast
@@ -320,3 +331,126 @@ def test_prepare_features_rejects_bad_options(tokenizer):
         prepare_features([example("golf")], tokenizer, max_len=0, doc_stride=1, max_query_len=1)
     with pytest.raises(ValueError, match="at least one example"):
         prepare_features([], tokenizer, max_len=16, doc_stride=2, max_query_len=3)
+
+
+# ---------------------------------------------------------------------------------------
+# Span head (model/span_head.py) on a tiny random BERT
+# ---------------------------------------------------------------------------------------
+
+TINY_VOCAB, TINY_SEQ = 50, 12
+
+
+def tiny_config(**kw):
+    return BertConfig(vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64, type_vocab_size=2, **kw)
+
+
+def tiny_batch(seed, b=4, s=TINY_SEQ):
+    """Random ids (B, S), a mask whose rows 1.. are padded, question / context token types."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, TINY_VOCAB, (b, s), generator=g)
+    lengths = torch.tensor([s] + [s - 2 - r for r in range(1, b)])
+    mask = (torch.arange(s)[None] < lengths[:, None]).long()
+    types = (torch.arange(s)[None] >= 4).long() * mask
+    return ids, mask, types
+
+
+@pytest.fixture(scope="module")
+def hf_qa():
+    torch.manual_seed(0)
+    hf = BertForQuestionAnswering(tiny_config()).eval()
+    with torch.no_grad():
+        hf.qa_outputs.bias.copy_(torch.tensor([0.3, -0.2]))        # a bias that must be carried over
+    return hf
+
+
+def test_span_teacher_equals_hugging_face_qa(hf_qa):
+    ours = BitBertForSpans.from_hf(hf_qa).eval()
+    assert ours.flags()["ffn_act"] == "gelu" and all(q.bits == 32 for _, q in ours.named_sites())
+    assert len(list(ours.named_sites())) == 2 * 10
+    ids, mask, types = tiny_batch(1)
+    starts, ends = torch.tensor([1, 5, 99, 7]), torch.tensor([2, 6, 3, 7])      # 99: outside, ignored
+    with torch.no_grad():
+        ref = hf_qa(input_ids=ids, attention_mask=mask, token_type_ids=types, start_positions=starts,
+                    end_positions=ends)
+        out = ours(ids, mask, types, start_positions=starts, end_positions=ends)
+    assert out.start_logits.shape == out.end_logits.shape == (4, TINY_SEQ)
+    assert torch.allclose(out.start_logits, ref.start_logits, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(out.end_logits, ref.end_logits, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(out.loss, ref.loss, atol=1e-6)
+    # the loss by hand: the start term over rows 0, 1, 3 only, the end term over all four rows
+    ce = torch.nn.functional.cross_entropy
+    by_hand = (ce(out.start_logits[[0, 1, 3]], starts[[0, 1, 3]]) + ce(out.end_logits, ends)) / 2
+    assert torch.allclose(out.loss, by_hand, atol=1e-6)
+
+
+def test_span_from_pretrained_seeds_a_missing_head(tmp_path):
+    torch.manual_seed(3)
+    hf = BertForSequenceClassification(tiny_config(num_labels=3))
+    hf.save_pretrained(tmp_path)                                   # an encoder checkpoint without a span head
+    a = BitBertForSpans.from_pretrained(tmp_path, seed=5)
+    b = BitBertForSpans.from_pretrained(tmp_path, seed=5)
+    c = BitBertForSpans.from_pretrained(tmp_path, seed=6)
+    assert torch.equal(a.layers[1].linears["ffn1"].weight, hf.bert.encoder.layer[1].intermediate.dense.weight)
+    assert torch.equal(a.embeddings.word.weight, hf.bert.embeddings.word_embeddings.weight)
+    assert a.head.qa_outputs.weight.shape == (2, 32)
+    assert torch.equal(a.head.qa_outputs.weight, b.head.qa_outputs.weight)
+    assert not torch.equal(a.head.qa_outputs.weight, c.head.qa_outputs.weight)
+
+
+def test_span_student_trains_every_parameter_and_distills(hf_qa):
+    teacher = BitBertForSpans.from_hf(hf_qa).eval()
+    student = BitBertForSpans.from_teacher(teacher, weight_bits=1, act_bits=1).train()
+    assert student.flags()["ffn_act"] == "relu" and student.site("layers.0.ffn1.in").bits == 1
+    for name, value in teacher.state_dict().items():                              # every weight carried over
+        assert torch.equal(student.state_dict()[name], value), name
+    ids, mask, types = tiny_batch(2)
+    with torch.no_grad():
+        t_out = teacher(ids, mask, types, output_attentions=True)
+    s_out = student(ids, mask, types, start_positions=torch.tensor([4, 5, 6, 7]),
+                    end_positions=torch.tensor([5, 5, 8, 9]), output_attentions=True)
+    assert len(s_out.hidden_states) == 3 and all(h.shape == (4, TINY_SEQ, 32) for h in s_out.hidden_states)
+    assert all(a.shape == (4, 2, TINY_SEQ, TINY_SEQ) for a in s_out.attentions)
+    terms = span_distillation_loss(s_out, t_out, mask, attention=True)
+    assert all(terms[k] > 0 for k in ("logits", "reps", "att"))
+    assert torch.isclose(terms["loss"], terms["logits"] + terms["reps"] + terms["att"])
+    (terms["loss"] + s_out.loss).backward()
+    assert [n for n, p in student.named_parameters() if p.grad is None] == []      # no unused parameters
+    assert all(p.grad is None for p in teacher.parameters())
+    with pytest.raises(ValueError, match="output_attentions=True"):
+        span_distillation_loss(s_out, teacher(ids, mask, types), mask, attention=True)
+    with torch.no_grad():
+        student.site("layers.1.o.in").beta.add_(0.5)
+    assert BitBertForSpans.from_teacher(student, 1, 1).site("layers.1.o.in").beta.abs().min() > 0
+    assert BitBertForSpans.from_teacher(student, 1, 1, learn_beta=False).site("layers.1.o.in").beta.abs().sum() == 0
+
+
+def test_span_soft_cross_entropy_by_hand():
+    torch.manual_seed(0)
+    s = torch.randn(2, 5, requires_grad=True)
+    t = torch.randn(2, 5)
+    valid = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    row0 = -(torch.softmax(t[0, :3], -1) * torch.log_softmax(s[0, :3], -1)).sum()
+    row1 = -(torch.softmax(t[1], -1) * torch.log_softmax(s[1], -1)).sum()
+    loss = masked_soft_cross_entropy(s, t, valid)
+    assert torch.allclose(loss, (row0 + row1) / 2)
+    junk_t, junk_s = t.clone(), s.detach().clone()
+    junk_t[0, 3:] += 50.0
+    junk_s[0, 3:] -= 50.0
+    assert torch.allclose(masked_soft_cross_entropy(junk_s, junk_t, valid), loss)    # padding is ignored
+    loss.backward()
+    assert torch.all(s.grad[0, 3:] == 0) and s.grad[0, :3].abs().sum() > 0
+    # the gradient (softmax(s) - softmax(t)) / B vanishes when the student matches the teacher
+    same = t.clone().requires_grad_(True)
+    masked_soft_cross_entropy(same, t, valid).backward()
+    assert same.grad.abs().max() < 1e-7
+    with pytest.raises(ValueError, match="at least one valid position"):
+        masked_soft_cross_entropy(s, t, torch.tensor([[0, 0, 0, 0, 0], [1, 1, 1, 1, 1]]).bool())
+
+    h = (torch.zeros(2, 5, 3),)
+    e = torch.randn(2, 5)
+    out = span_distillation_loss(SpanOutput(s, e, h), SpanOutput(t, e + 1.0, h), valid.long())
+    expected = (masked_soft_cross_entropy(s, t, valid) + masked_soft_cross_entropy(e, e + 1.0, valid)) / 2
+    assert torch.allclose(out["logits"], expected) and out["reps"] == 0 and out["att"] == 0
+    with pytest.raises(ValueError, match="same number of layers"):
+        span_distillation_loss(SpanOutput(s, e, h), SpanOutput(t, e, h + h), valid)
