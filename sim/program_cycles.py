@@ -114,18 +114,21 @@ def layernorm_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
 def quant_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
     """hw/encoder/quant_exec.py: constants (thresholds: `channels` beats; requant: 4-beat header, then
     2 x channels pairs), CHECK, TRACE, RUN (read-port prefetch 1, the unit's latency, the drain
-    register 1, `bits` code-writer cycles per element), DONE."""
+    register 1, `bits` code-writer cycles per element), DONE.
+
+    The code writer's set-up (SETUP 1, GROUP ceil(extent / R) + 1, FIRST dst_col + 1) runs beside the
+    constant load; the first code waits for it when it is longer."""
     rows, ch, bits = ins["rows"], ins["channels"], ins["bits"]
     n = rows * ch
     if bits == 1:
         consts, unit, counter = _read(ch, lat), cm.threshold.latency, "threshold_unit"
     else:
         consts, unit, counter = _read(4, lat) + _read(2 * ch, lat), cm.requant.latency, "requant_unit"
-    # the code writer's set-up (SETUP, GROUP, FIRST) runs beside the constant load
     extent = ins["dst_width"] if ins["layout"] == Layout.TRANS else rows
-    setup = 1 + _ceil(extent, cm.params.rows) + 1 + ins["dst_col"] + 1
-    run = 1 + unit + 1 + bits * n
-    return max(consts, setup) + 2 + run + 1, {counter: n}
+    write_from = 3 + _ceil(extent, cm.params.rows) + ins["dst_col"]     # the writer's first WRITE cycle
+    run_from = consts + 2                                               # after CHECK and TRACE
+    first = max(run_from + 1 + unit + bits, write_from + bits - 1)      # cycle the first code completes
+    return first + bits * (n - 1) + 2, {counter: n}
 
 
 # ---------------------------------------------------------------------------------------- SOFTMAX
@@ -135,7 +138,8 @@ def softmax_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
     RUN: scores fed one a cycle from the read port (1 cycle of prefetch), rows back to back
     through the softmax unit (width 1); each row's `keys` outputs leave in its last `keys` + latency
     cycles; a code completes in the drain register after ``max(bits, trace values)`` cycles
-    (multi-bit: p and the code traced, the requant unit's latency in between)."""
+    (multi-bit: p and the code traced, the requant unit's latency in between). Measured exact for 1- and
+    2-bit codes; wider codes, whose drain could back-pressure the unit's output pass, are not measured."""
     rows, keys, bits, tap = ins["rows"], ins["keys"], ins["bits"], ins["tap"]
     u = _softmax_width1(cm)
     mode = SoftmaxMode.BINARY if bits == 1 else SoftmaxMode.MULTIBIT
@@ -373,8 +377,26 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = 0) -> tuple[int,
             raise RuntimeError("matmul model did not finish")
 
 
+#: The fields the timing of a MATMUL / SOFTMAX depends on (a MATMUL's addresses only through the weight
+#: tiles' offset in a bus word).
+_TIMING_FIELDS = {Op.MATMUL: ("post", "m", "n", "k", "a_bits", "b_bits", "b_src", "out_bits", "layout", "dst_width",
+                              "dst_col", "tap"),
+                  Op.SOFTMAX: ("rows", "keys", "bits", "lut_len", "tap")}
+
+
+def _busy_cached(ins, cm: CycleModel, lat: int, data_base: int) -> tuple[int, dict]:
+    """`matmul_busy` / `softmax_busy`, computed once per distinct timing (layers and heads repeat shapes)."""
+    cache = cm.__dict__.setdefault("_busy_cache", {})
+    skip = (data_base + ins["b"]) % BUS_BYTES if ins.op == Op.MATMUL and ins["b_src"] == BSource.WEIGHTS else None
+    key = (ins.op, lat, skip) + tuple(ins[f] for f in _TIMING_FIELDS[ins.op])
+    if key not in cache:
+        cache[key] = (matmul_busy(ins, cm, lat, data_base) if ins.op == Op.MATMUL else softmax_busy(ins, cm, lat))
+    busy, counters = cache[key]
+    return busy, dict(counters)
+
+
 # ---------------------------------------------------------------------------------------- program
-_BUSY = {Op.EMBED: embed_busy, Op.LAYERNORM: layernorm_busy, Op.QUANT: quant_busy, Op.SOFTMAX: softmax_busy}
+_BUSY = {Op.EMBED: embed_busy, Op.LAYERNORM: layernorm_busy, Op.QUANT: quant_busy}
 
 
 def instruction_cycles(ins, cm: CycleModel, mem_latency: int = MEM_LATENCY, data_base: int = 0) -> dict:
@@ -383,8 +405,8 @@ def instruction_cycles(ins, cm: CycleModel, mem_latency: int = MEM_LATENCY, data
     fetch = 1 + mem_latency + FETCH_BEATS
     if ins.op == Op.END:
         return {"op": "END", "cycles": fetch + 2, "busy": 0, "counters": {"fetch": fetch}}
-    if ins.op == Op.MATMUL:
-        busy, counters = matmul_busy(ins, cm, mem_latency, data_base)
+    if ins.op in _TIMING_FIELDS:
+        busy, counters = _busy_cached(ins, cm, mem_latency, data_base)
     else:
         busy, counters = _BUSY[ins.op](ins, cm, mem_latency)
     return {"op": ins.op.name, "cycles": fetch + 1 + 1 + busy + 1, "busy": busy,
