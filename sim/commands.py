@@ -109,16 +109,19 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None 
         seq = min(DEFAULT_SEQ, cfg.max_position)
     if seq > cfg.max_position:
         raise ValueError(f"--seq {seq} exceeds the model's max_position {cfg.max_position}")
-    art = m.get("artifact")
+    art = m.get("artifact")            # an artifact file is compiled itself; a preset: one random artifact below
     lut = None if art is None else max([len(art[f"layers.{i}.softmax.exp_lut"]) for i in range(cfg.layers)]
                                        + [HwParams().max_exp_lut])
     # validate every size before any (slow) work
     params = {s: params_for(cfg, seq, *s, quant, fmt, max_exp_lut=lut) for s in sizes}
     notes = design_notes(params[sizes[0]], seq)
+    if art is None:
+        from golden.random_artifact import random_artifact
+        art = random_artifact(cfg, seed=0, numerics=fmt, quant=dict(quant))
     rows = []
     for size in sizes:
         p = params[size]
-        prog = model_program(cfg, quant, fmt, seq, p, artifact=art)
+        prog = model_program(art, seq, p)
         cyc = program_cycles(prog)
         cycles = cyc["cycles"]
         en = inference_energy(cfg, seq, *size, quant, sram_kib, fmt, cycles=cyc)

@@ -433,16 +433,13 @@ def program_cycles(program, mem_latency: int = MEM_LATENCY, data_base: int = 0x1
             "mem_latency": mem_latency}
 
 
-def model_program(config, quant: dict, numerics, seq: int, params, artifact=None, seed: int = 0):
-    """A compiler.Program for `config` at `seq` tokens on `params` (hw.params.HwParams), compiled without traces:
-    `artifact`, or a random artifact of the same shape, precision and numerics (golden.random_artifact;
-    the schedule does not depend on the weights), with `seq` random valid token ids."""
+def model_program(artifact, seq: int, params, seed: int = 0):
+    """A compiler.Program of `artifact` (golden.artifact.Artifact; for timing a random one of the model's
+    shape does: the schedule does not depend on the weights) for `seq` random valid token ids on `params`
+    (hw.params.HwParams), compiled without traces."""
     import numpy as np
 
     from compiler import Target, compile_program
-    from golden.random_artifact import random_artifact
 
-    art = artifact if artifact is not None else random_artifact(config, seed=seed, numerics=numerics,
-                                                                quant=dict(quant))
-    ids = np.random.default_rng(seed).integers(0, config.vocab_size, seq)
-    return compile_program(art, Target(params), ids=ids, trace=False)
+    ids = np.random.default_rng(seed).integers(0, artifact.config.vocab_size, seq)
+    return compile_program(artifact, Target(params), ids=ids, trace=False)
