@@ -55,8 +55,8 @@ from hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post
 
 from .cycles import CycleModel
 
-__all__ = ["ASSUMPTIONS", "MEM_LATENCY", "BUS_BYTES", "UNIT_COUNTERS", "program_cycles", "instruction_cycles",
-           "model_program"]
+__all__ = ["ASSUMPTIONS", "MEM_LATENCY", "BUS_BYTES", "DATA_BASE", "UNIT_COUNTERS", "program_cycles",
+           "instruction_cycles", "model_program"]
 
 #: What the per-inference cycle model assumes (docs/sim.md; every `bitaccel report` carries it).
 ASSUMPTIONS = (
@@ -77,6 +77,9 @@ ASSUMPTIONS = (
 MEM_LATENCY = 2
 #: Bytes per AXI data beat.
 BUS_BYTES = BUS_BITS // 8
+#: The DATA_BASE register value of the cocotb bench (sim/bench/tb_accelerator.py): external addresses are
+#: relative to it; it moves the weight tiles inside bus words (the MATMUL gearbox's skip).
+DATA_BASE = 0x1040
 #: Instruction-word beats of one fetch.
 FETCH_BEATS = INSTR_BITS // (8 * BUS_BYTES)
 #: Busy counters the model predicts exactly (hw.encoder.regs.BUSY_COUNTERS minus the AXI spans).
@@ -210,7 +213,7 @@ def _weight_load(skip: int, tile_bytes: int, word_bytes: int, words: int, lat: i
         x += 1
 
 
-def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = 0) -> tuple[int, dict]:
+def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tuple[int, dict]:
     """Busy cycles of hw/encoder/matmul_exec.py for one MATMUL, cycle by cycle (see the module docstring).
 
     `data_base` matters only through the weight tiles' byte offset inside a bus word (the gearbox skip).
@@ -399,7 +402,7 @@ def _busy_cached(ins, cm: CycleModel, lat: int, data_base: int) -> tuple[int, di
 _BUSY = {Op.EMBED: embed_busy, Op.LAYERNORM: layernorm_busy, Op.QUANT: quant_busy}
 
 
-def instruction_cycles(ins, cm: CycleModel, mem_latency: int = MEM_LATENCY, data_base: int = 0) -> dict:
+def instruction_cycles(ins, cm: CycleModel, mem_latency: int = MEM_LATENCY, data_base: int = DATA_BASE) -> dict:
     """Modeled cycles of one instruction from its FETCH to the next FETCH (END: to DONE), its unit's busy
     cycles and its busy-counter increments."""
     fetch = 1 + mem_latency + FETCH_BEATS
@@ -413,12 +416,12 @@ def instruction_cycles(ins, cm: CycleModel, mem_latency: int = MEM_LATENCY, data
             "counters": {"fetch": fetch, **counters}}
 
 
-def program_cycles(program, mem_latency: int = MEM_LATENCY, data_base: int = 0x1040) -> dict:
+def program_cycles(program, mem_latency: int = MEM_LATENCY, data_base: int = DATA_BASE) -> dict:
     """Modeled cycles of `program` (a compiler.Program) on its target, START to DONE.
 
     Returns {"cycles": total, "instructions": [per-instruction dicts of `instruction_cycles`],
     "busy": {counter: modeled value} for `UNIT_COUNTERS`, "by_op": {op: cycles},
-    "mem_latency": the latency used}. `data_base` is the DATA_BASE register (the cocotb bench's
+    "mem_latency": the latency used}. `data_base` is the DATA_BASE register (default: the cocotb bench's
     0x1040); it only moves the weight tiles inside bus words.
     """
     cm = CycleModel(program.target.params)

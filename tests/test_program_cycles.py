@@ -52,7 +52,7 @@ def test_one_row_per_instruction_and_the_totals_add_up():
     ins = prog.instructions
     assert [r["op"] for r in m["instructions"]] == [i.op.name for i in ins]
     assert m["cycles"] == sum(r["cycles"] for r in m["instructions"]) == sum(m["by_op"].values())
-    # every instruction: fetch (1 + latency + 4 beats), decode, dispatch, the unit's busy cycles, one cycle to see it end
+    # every instruction: fetch (1 + latency + 4 beats), decode, dispatch, the unit's busy cycles, a cycle to see it end
     fetch = 1 + MEM_LATENCY + 4
     for r in m["instructions"][:-1]:
         assert r["cycles"] == fetch + 3 + r["busy"] and r["busy"] > 0
