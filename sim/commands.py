@@ -401,7 +401,8 @@ def add_commands(subparsers) -> None:
     s.add_argument("--json", action="store_true", help="print one JSON object (cycles, bit_exact, energy_pj, ...)")
     s.set_defaults(func=cmd_simulate)
 
-    s = subparsers.add_parser("report", help="sweep array sizes: cycles, latency, utilization, energy per inference")
+    s = subparsers.add_parser("report", help="sweep array sizes: modeled cycles (the compiled program on the "
+                                             "sequencer's schedule), latency, utilization, energy per inference")
     s.add_argument("--model", default="minilm", help="preset (minilm, bert-base, tiny) or an artifact file")
     s.add_argument("--arrays", default=DEFAULT_ARRAYS, help=f"comma-separated RxCxL sizes (default {DEFAULT_ARRAYS})")
     s.add_argument("--seq", type=int, default=None,
