@@ -137,12 +137,27 @@ def memories(fragment: Fragment, path: tuple[str, ...] = ()) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- generation
+#: An `initial` block that sets every word of one memory to zero, as Amaranth 0.5 writes it for a
+#: memory without initial contents: one line per word (the 196,608-word residual buffer of a
+#: MiniLM build alone is 196,608 lines, and Yosys 0.23's frontend takes hours on it).
+_ZERO_MEMORY_INIT = re.compile(r"^  initial begin\n(?:    (?:\\\S+ |\w+)\[\d+\] = \d+'[bdh]0+;\n)+  end\n", re.M)
+
+
+def strip_zero_memory_init(text: str) -> str:
+    """`text` without the all-zero `initial` blocks of memories (a block with any non-zero word is kept).
+
+    No unit reads a memory word before the run has written it, so the memories need no
+    initial contents: block RAMs, and ASIC SRAMs, start as they come.
+    """
+    return _ZERO_MEMORY_INIT.sub("", text)
+
+
 def generate_unit(name: str, params: HwParams) -> tuple[str, dict]:
     """Verilog text and description of one unit (nothing written). `params` must be valid."""
     factory = UNITS[name]
     t0 = time.perf_counter()
     component = factory(params)
-    text = verilog.convert(component, name=name, emit_src=False)
+    text = strip_zero_memory_init(verilog.convert(component, name=name, emit_src=False))
     t_convert = time.perf_counter() - t0
     # Memories are read from a second, fresh instance: convert() elaborates its component
     # itself and does not hand back the elaborated tree.

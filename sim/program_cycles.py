@@ -24,8 +24,9 @@ the unit latencies come from `sim.cycles.CycleModel`, i.e. the units' own ``late
   ``bits`` code-writer cycles per element (`quant_busy`);
 * SOFTMAX: the block, then back-to-back rows (`SoftmaxUnit.cycles` + (rows - 1) x
   ``interval``) and the code drain (`softmax_busy`);
-* MATMUL: a cycle-stepped model of matmul_exec (`matmul_busy`): constant loads, per column
-  tile the weight load (the byte gearbox) or the ACT tile load, the issue stage, the array's
+* MATMUL: a cycle-stepped model of matmul_exec (`matmul_busy`): constant loads, the weight
+  loader beside the issue stage (two tile banks, the byte gearbox) or, per column tile, the
+  ACT tile load before its issue, the issue stage, the array's
   admission rule (two drain banks) and drain (output FIFO), the serializer and the
   post-processing pipeline (threshold 2 / requant 5 stages, one write-back phase per cycle:
   accumulator trace, post value, one act write per extra code plane).
@@ -241,14 +242,15 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
     seek_done = 1 + (blocks + 1 if layout == Layout.HEADS else 1) \
         + (_ceil(ins["dst_width"], R) + 1 if layout == Layout.TRANS else 1) + ins["dst_col"] + 1
 
-    def load_cycles(j: int) -> int:
-        """Cycles from the cycle after LOAD to ISSUE_START (exclusive) for column tile j."""
-        if ins["b_src"] == BSource.WEIGHTS:
-            word_bytes = C * L // 8
-            tile_bytes = chunks * word_bytes
-            skip = (data_base + ins["b"] + j * tile_bytes) % BUS_BYTES
-            return 1 + _weight_load(skip, tile_bytes, word_bytes, chunks, lat)    # LOADW_CMD + LOADW
-        return C * b_bits * chunks + 1                                          # LOADA + LOADA_LAST
+    weights = ins["b_src"] == BSource.WEIGHTS
+    word_bytes = C * L // 8
+    tile_bytes = chunks * word_bytes
+
+    def weight_load(j: int) -> int:
+        """Cycles of the weight loader's DATA state for column tile j (the gearbox, `_weight_load`)."""
+        return _weight_load((data_base + ins["b"] + j * tile_bytes) % BUS_BYTES, tile_bytes, word_bytes, chunks, lat)
+
+    act_load = C * b_bits * chunks + 1   # ACT tiles: LOADA + LOADA_LAST, from the cycle after LOAD
 
     # ---- state
     state, until = "PRE", x0             # control FSM; `until`: first cycle of the next state
@@ -257,6 +259,10 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
     issue_pos = 0                        # beat index inside the row block of the next beat issued
     v1 = False                           # the issue register holds a beat
     v1_last = False                      # ... the last beat of a row block (a tile)
+    v1_tile_end = False                  # ... the last beat of a column tile (frees its weight bank)
+    v1_bank = 0                          # ... read from this tile bank
+    full = [False, False]                # weight banks holding a loaded tile not wholly issued
+    l_state, l_until, l_bank, l_tiles = "IDLE", 0, 0, 0     # the weight loader (double buffering)
     pending = 0                          # tiles whose last beat is accepted and rows not all read
     banks = deque()                      # (cycle the tile's rows may be read, tile index)
     drow = 0                             # next row of the head bank to read
@@ -336,6 +342,28 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
                 pending -= 1
             else:
                 drow += 1
+        # weight loader (decisions on the values at the start of cycle x)
+        loaded = False
+        l_next = l_state
+        if l_state == "IDLE":
+            if weights and state == "PRE" and x + 1 == until:          # TRACE hands over: wl_go
+                l_next = "WAIT"
+        elif l_state == "WAIT":
+            if l_tiles == col_tiles:
+                l_next = "IDLE"
+            elif not full[l_bank]:
+                l_next = "CMD"
+        elif l_state == "CMD":
+            l_next, l_until = "DATA", x + 1 + weight_load(l_tiles)
+        elif l_state == "DATA" and x + 1 == l_until:
+            loaded, l_next = True, "WAIT"
+        bank_ready = full[j % 2]
+        if loaded:
+            full[l_bank] = True
+            l_bank, l_tiles = 1 - l_bank, l_tiles + 1
+        if accept and v1_tile_end:
+            full[v1_bank] = False
+        l_state = l_next
         if accept:
             beats += 1
             if v1_last:
@@ -348,8 +376,11 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
             if x + 1 == until:
                 nxt = "LOAD"
         elif state == "LOAD":
-            if not v1:
-                nxt, until = "LOADING", x + 1 + load_cycles(j) + 1          # + ISSUE_START
+            if weights:
+                if bank_ready:                                           # tile j's bank is loaded
+                    nxt, until = "LOADING", x + 2                        # ISSUE_START
+            elif not v1:
+                nxt, until = "LOADING", x + 1 + act_load + 1             # + ISSUE_START
         elif state == "LOADING":
             if x + 1 == until:
                 nxt, issue_left, issue_pos = "ISSUE", blocks * per_block, 0
@@ -364,6 +395,7 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
                 return x + 2, counters
         if state == "ISSUE" and advance_issue:
             v1 = True
+            v1_tile_end, v1_bank = issue_left == 1, j % 2
             issue_pos += 1
             v1_last = issue_pos == per_block
             if v1_last:

@@ -42,7 +42,17 @@ def test_generate_writes_every_unit_and_description(generated):
         assert u["memory_bits"] == sum(m["bits"] for m in u["memories"])
         for m in u["memories"]:
             assert m["bits"] == m["depth"] * m["width"] > 0
+        if u["memories"]:                   # no per-word zero initialisation (see the next test)
+            assert "initial begin" not in text, name
     assert not [f for f in os.listdir(out) if ".tmp" in f]
+
+
+def test_zero_memory_init_is_stripped_and_contents_kept():
+    zero = "  initial begin\n    mem[0] = 8'd0;\n    mem[1] = 8'h00;\n  end\n"
+    escaped = "  initial begin\n    \\buf [0] = 16'h0000;\n  end\n"
+    kept = "  initial begin\n    lut[0] = 8'h00;\n    lut[1] = 8'h2a;\n  end\n"
+    body = "  reg [7:0] mem [1:0];\n"
+    assert gen.strip_zero_memory_init(body + zero + escaped + kept + body) == body + kept + body
 
 
 @pytest.mark.parametrize("unit", list(gen.UNITS))

@@ -1,8 +1,8 @@
 """MATMUL: one product ``acc (M x N) = A . B^T`` over K on the MAC array, then its post-op (docs/compiler.md).
 
 Schedule (weight-stationary, docs/encoder.md §6): for each column tile j (C rows of B),
-the tile is loaded once into a local tile buffer (one word of C*L bits per (B plane,
-K chunk)), then every row block i (R rows of A) runs against it:
+the tile is loaded once into one bank of a two-bank local tile buffer (one word of C*L bits
+per (B plane, K chunk)), then every row block i (R rows of A) runs against it:
 
 * B from ``b_src`` WEIGHTS: the weight block at external ``base + b``, tile j at byte
   ``j * ceil(K/L) * C*L/8`` (`compiler.memory.weight_block`). The tile is read with one
@@ -33,11 +33,14 @@ loaded into the units' tables at the start, channel dst_col + n at table row n. 
 ``tap``, each element's accumulator then its post value (SCORES: the accumulator only) go
 to the trace (§6). Cycles: one beat per cycle in the array; post-processing one element per
 cycle without a trace, two with one (the trace port takes one value per cycle), plus one per
-extra code plane (one act write per plane). The tile load (weights: ceil((skip + tile bytes) /
-8) bus beats; ACT: C * b_bits * ceil(K/L) reads) and the issue of that tile's beats run one
-after the other; the drain and post-processing overlap both, and the array stalls (drain
-back-pressure) when post-processing falls behind, which it does whenever R*C elements take
-longer than a row block's plane pairs x K chunks beats.
+extra code plane (one act write per plane). Weight tiles are double-buffered: a loader
+(ceil((skip + tile bytes) / 8) bus beats per tile) fills the bank the issue stage is not
+reading, so tile j + 1 streams in while tile j is issued; a bank is free again once the array
+has taken its tile's last beat. ACT tiles (C * b_bits * ceil(K/L) reads through the activation
+buffer's one read port, which the issue stage also uses) load between the tiles' issues. The
+drain and post-processing overlap both, and the array stalls (drain back-pressure) when
+post-processing falls behind, which it does whenever R*C elements take longer than a row
+block's plane pairs x K chunks beats.
 
 An instruction outside this unit's generated limits (K, code bits, channel count, widths)
 stops with ERR_RANGE before anything is written.
@@ -155,7 +158,9 @@ class MatmulExec(wiring.Component):
         m.submodules.array = array = BinaryMacArray.from_params(p)
         m.submodules.thr = thr = ThresholdUnit(1, aw, self.max_channels)
         m.submodules.req = req = RequantUnit(1, aw, RESIDUAL_BITS, self.max_channels)
-        m.submodules.tile = tile = memory.Memory(shape=C * L, depth=self.tile_depth, init=[])
+        td = self.tile_depth
+        # two banks of td words: bank b at words b*td ..; the weight loader fills one while the other is issued
+        m.submodules.tile = tile = memory.Memory(shape=C * L, depth=2 * td, init=[])
         tile_w = tile.write_port(granularity=L)
         tile_r = tile.read_port(domain="sync")
 
@@ -241,9 +246,10 @@ class MatmulExec(wiring.Component):
         v1 = Signal()                          # stage 1 (memory data) holds a beat
         advance = Signal()
         m.d.comb += [advance.eq(~v1 | ops.ready), ops.valid.eq(v1), self.array_beat.eq(v1 & ops.ready)]
-        ctrl1 = Signal(data.StructLayout({"first": 1, "step": 1, "row_en": 1, "col_en": 1, "last": 1}))
+        ctrl1 = Signal(data.StructLayout({"first": 1, "step": 1, "row_en": 1, "col_en": 1, "last": 1,
+                                          "tile_end": 1, "bank": 1}))
         addr1_a = Signal(pbits)
-        addr1_t = Signal(range(self.tile_depth))
+        addr1_t = Signal(range(2 * td))
         m.d.comb += [
             ops.payload.a.eq(self.act_r_data), ops.payload.w.eq(tile_r.data),
             ops.payload.first.eq(ctrl1.first), ops.payload.step.eq(ctrl1.step),
@@ -267,10 +273,18 @@ class MatmulExec(wiring.Component):
         issuing = Signal()
         last0 = (w == 0) & (ip == 0) & (ch == chunks - 1)
         addr0_a = Signal(pbits)
-        addr0_t = Signal(range(self.tile_depth + 8 * self.tile_depth))
-        m.d.comb += [addr0_a.eq(ab + ip * chunks + ch), addr0_t.eq(jp * chunks + ch)]
+        addr0_t = Signal(range(2 * td + 8 * td))
+        ibank = Signal()                       # tile bank the issue stage reads
+        m.d.comb += [addr0_a.eq(ab + ip * chunks + ch), addr0_t.eq(Mux(ibank, td, 0) + jp * chunks + ch)]
 
         # ------------------------------------------------------------------ tile loader state
+        full = Signal(2)                       # bank b holds a loaded weight tile not yet wholly issued
+        lbank = Signal()                       # bank the weight loader fills next
+        lcol = Signal(16)                      # first column (B row) of the next weight tile to load
+        wl_go = Signal()                       # the main FSM starts the weight loader (first LOAD)
+        loaded = Signal()                      # the loader writes its tile's last word this cycle
+        release = Signal()                     # the array takes the last beat of a tile (its bank is free)
+        m.d.comb += release.eq(v1 & ops.ready & ctrl1.tile_end)
         t_addr = Signal(self.addr_width)       # absolute byte address of the weight tile
         tile_bytes = Signal(range(self.tile_depth * C * L // 8 + 1))
         m.d.comb += tile_bytes.eq(chunks * (C * L // 8))
@@ -302,7 +316,7 @@ class MatmulExec(wiring.Component):
         # ACT loader write (data of the read issued last cycle)
         slot_word = self.act_r_data.word_select(l_slot, L)
         m.d.comb += [
-            tile_w.addr.eq(l_q), tile_w.data.eq(Cat(*([Mux(l_valid, slot_word, 0)] * C))),
+            tile_w.addr.eq(Mux(ibank, td, 0) + l_q), tile_w.data.eq(Cat(*([Mux(l_valid, slot_word, 0)] * C))),
             tile_w.en.eq(Mux(lv, 1 << l_cc, 0)),
         ]
 
@@ -538,7 +552,7 @@ class MatmulExec(wiring.Component):
                     seek_done.eq(0), seek_n.eq(0), seek_cnt.eq(0), nblk.eq(0), gw.eq(0), col_start.eq(0),
                     # issue and load
                     colbase_i.eq(0), t_addr.eq(base + ins.b), rbb.eq(_exact_div(ins.b, R, pbits)), nr.eq(0),
-                    n_load.eq(0), v1.eq(0),
+                    n_load.eq(0), v1.eq(0), ibank.eq(0), lbank.eq(0), lcol.eq(0), full.eq(0),
                 ]
                 with m.If(bad):
                     m.d.sync += self.error.eq(ERR_RANGE)
@@ -615,39 +629,16 @@ class MatmulExec(wiring.Component):
                 m.d.comb += [self.trace_start.valid.eq(need), self.trace_start.payload.addr.eq(base + ins.ext_out),
                              self.trace_start.payload.count.eq(count)]
                 with m.If(~need | self.trace_start.ready):
+                    m.d.comb += wl_go.eq(ins.b_src == BSource.WEIGHTS)
                     m.next = "LOAD"
             # ---- tile load
             with m.State("LOAD"):
-                with m.If(~v1):                # the previous tile's beats are all in the array
-                    m.d.sync += [widx.eq(0), fill.eq(0), first_beat.eq(1), skip.eq(t_addr[:3]), cc.eq(0), q.eq(0),
-                                 lv.eq(0)]
-                    with m.If(ins.b_src == BSource.WEIGHTS):
-                        m.next = "LOADW_CMD"
-                    with m.Else():
-                        m.next = "LOADA"
-            with m.State("LOADW_CMD"):
-                read(Cat(Const(0, 3), t_addr[3:]), (tile_bytes + skip + 7) >> 3)
-                with m.If(self.rd_cmd.ready):
-                    m.next = "LOADW"
-            with m.State("LOADW"):
-                emit = fill >= wb
-                after = Signal(range(cap + 1))
-                m.d.comb += after.eq(Mux(emit, fill - wb, fill))
-                room = after + 8 <= cap
-                m.d.comb += self.rd_data.ready.eq(room & (widx < chunks))
-                kept = Mux(emit, gear >> (8 * wb), gear)
-                incoming = Mux(first_beat, data_in >> (skip * 8), data_in)
-                n_in = Mux(first_beat, 8 - skip, 8)
-                with m.If(take):
-                    m.d.sync += [gear.eq(kept | (incoming << (after * 8))), fill.eq(after + n_in), first_beat.eq(0)]
-                with m.Else():
-                    m.d.sync += [gear.eq(kept), fill.eq(after)]
-                with m.If(emit):
-                    m.d.comb += [tile_w.addr.eq(widx), tile_w.data.eq(gear[:C * L]), tile_w.en.eq((1 << C) - 1)]
-                    m.d.sync += widx.eq(widx + 1)
-                    with m.If(widx + 1 == chunks):
-                        m.d.sync += t_addr.eq(t_addr + tile_bytes)
+                with m.If(ins.b_src == BSource.WEIGHTS):
+                    with m.If(full.bit_select(ibank, 1)):     # the weight loader has filled this tile's bank
                         m.next = "ISSUE_START"
+                with m.Elif(~v1):              # ACT: the read port is free once the previous tile's beats are in
+                    m.d.sync += [cc.eq(0), q.eq(0), lv.eq(0)]
+                    m.next = "LOADA"
             with m.State("LOADA"):
                 m.d.comb += [loading_act.eq(1), rd_addr_load.eq(rbb + q)]
                 m.d.sync += [lv.eq(1), l_q.eq(q), l_cc.eq(cc), l_slot.eq(nr), l_valid.eq(n_load < N)]
@@ -676,7 +667,8 @@ class MatmulExec(wiring.Component):
                         v1.eq(1), addr1_a.eq(addr0_a), addr1_t.eq(addr0_t),
                         ctrl1.first.eq(blk_first), ctrl1.step.eq(new_w & (ch == 0)),
                         ctrl1.row_en.eq(b_pos | (b_neg & (jp == 0))), ctrl1.col_en.eq(a_pos | (a_neg & (ip == 0))),
-                        ctrl1.last.eq(last0), blk_first.eq(0), new_w.eq(0),
+                        ctrl1.last.eq(last0), ctrl1.tile_end.eq(last0 & (rb0 + R >= M)), ctrl1.bank.eq(ibank),
+                        blk_first.eq(0), new_w.eq(0),
                     ]
                     with m.If(ch + 1 < chunks):
                         m.d.sync += ch.eq(ch + 1)
@@ -693,7 +685,7 @@ class MatmulExec(wiring.Component):
                                 m.d.sync += [rb0.eq(rb0 + R), ab.eq(ab + a_stride), blk_first.eq(1),
                                              w.eq(ins.a_bits + ins.b_bits - 2), ip.eq(ins.a_bits - 1)]
                             with m.Elif(colbase_i + C < N):
-                                m.d.sync += colbase_i.eq(colbase_i + C)
+                                m.d.sync += [colbase_i.eq(colbase_i + C), ibank.eq(~ibank)]
                                 m.next = "LOAD"
                             with m.Else():
                                 m.next = "FINISH"
@@ -705,6 +697,49 @@ class MatmulExec(wiring.Component):
                 m.next = "IDLE"
         with m.If(advance & ~issuing):
             m.d.sync += v1.eq(0)
+
+        # ---- weight-tile loader: fills the bank the issue stage is not reading (double buffering)
+        with m.FSM(name="wload"):
+            with m.State("IDLE"):
+                with m.If(wl_go):
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(lcol >= N):          # every column tile of the instruction is loaded
+                    m.next = "IDLE"
+                with m.Elif(~full.bit_select(lbank, 1)):
+                    m.d.sync += [widx.eq(0), fill.eq(0), first_beat.eq(1), skip.eq(t_addr[:3])]
+                    m.next = "CMD"
+            with m.State("CMD"):
+                read(Cat(Const(0, 3), t_addr[3:]), (tile_bytes + skip + 7) >> 3)
+                with m.If(self.rd_cmd.ready):
+                    m.next = "DATA"
+            with m.State("DATA"):
+                emit = fill >= wb
+                after = Signal(range(cap + 1))
+                m.d.comb += after.eq(Mux(emit, fill - wb, fill))
+                room = after + 8 <= cap
+                m.d.comb += self.rd_data.ready.eq(room & (widx < chunks))
+                kept = Mux(emit, gear >> (8 * wb), gear)
+                incoming = Mux(first_beat, data_in >> (skip * 8), data_in)
+                n_in = Mux(first_beat, 8 - skip, 8)
+                with m.If(take):
+                    m.d.sync += [gear.eq(kept | (incoming << (after * 8))), fill.eq(after + n_in), first_beat.eq(0)]
+                with m.Else():
+                    m.d.sync += [gear.eq(kept), fill.eq(after)]
+                with m.If(emit):
+                    m.d.comb += [tile_w.addr.eq(Mux(lbank, td, 0) + widx), tile_w.data.eq(gear[:C * L]),
+                                 tile_w.en.eq((1 << C) - 1)]
+                    m.d.sync += widx.eq(widx + 1)
+                    with m.If(widx + 1 == chunks):
+                        m.d.comb += loaded.eq(1)
+                        m.d.sync += [t_addr.eq(t_addr + tile_bytes), lcol.eq(lcol + C), lbank.eq(~lbank)]
+                        m.next = "WAIT"
+
+        for bank in range(2):                  # a bank is never loaded and released in the same cycle
+            with m.If(loaded & (lbank == bank)):
+                m.d.sync += full[bank].eq(1)
+            with m.If(release & (ctrl1.bank == bank)):
+                m.d.sync += full[bank].eq(0)
 
         # ---- seek FSM (runs beside the constant and tile loads)
         def restart():
