@@ -102,40 +102,37 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    """Main job on the embedded default: random MiniLM-shaped artifact -> golden inference, both paths."""
-    from golden.artifact import load_artifact, save_artifact
-    from golden.model import IntegerModel
-    from golden.random_artifact import random_artifact
-    from golden.reference import FloatModel
+#: The trained model `bitaccel demo` runs (BiT W1A1 all-MiniLM-L6-v2 on mr; provenance in its folder's README.md).
+DEMO_ARTIFACT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "mr-minilm-w1a1.safetensors")
 
-    check_output_folder(args.out, "--out")
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "minilm-random-w1a1.safetensors")
-    print(f"[1/4] random MiniLM-shaped W1A1 artifact (seed {args.seed}) -> {path}")
-    save_artifact(random_artifact("minilm", seed=args.seed, act_bits=1), path)
-    art = load_artifact(path)
-    rng = np.random.default_rng(args.seed)
-    ids = np.concatenate([[101], rng.integers(1000, art.config.vocab_size, 30), [102]])
-    print(f"[2/4] golden integer inference on {ids.size} tokens (BLAS path)")
-    t0 = time.perf_counter()
-    blas = IntegerModel(art, "blas").forward(ids, keep_intermediates=True)
-    t_blas = time.perf_counter() - t0
-    print("[3/4] the same inference on the packed xnor-popcount path")
-    t0 = time.perf_counter()
-    packed = IntegerModel(art, "packed").forward(ids, keep_intermediates=True)
-    t_packed = time.perf_counter() - t0
-    names = sorted(blas["intermediates"])
-    diff = [n for n in names if not np.array_equal(blas["intermediates"][n], packed["intermediates"][n])]
-    ints = sum(v.size for v in blas["intermediates"].values())
-    print(f"      {len(names)} intermediate tensors, {ints} integers: "
-          + ("identical on both paths" if not diff else f"DIFFER in {diff[:3]}"))
-    print("[4/4] float64 dequantized reference of the same network")
-    ref = FloatModel(art.config, art.quant, art.tensors).forward(ids)
-    print(f"      integer logits {np.round(blas['logits'][0], 4).tolist()} (prediction {int(blas['prediction'][0])}), "
-          f"{t_blas:.2f} s blas / {t_packed:.2f} s packed")
-    print(f"      float   logits {np.round(ref['logits'][0], 4).tolist()} (prediction {int(ref['prediction'][0])})")
-    return 1 if diff else 0
+
+def cmd_demo(args) -> int:
+    """Main job: a trained model's mr sentence through the generated RTL, checked against golden/, measured."""
+    from golden.artifact import load_artifact
+    from sim.run_command import format_run, run_sentence
+
+    def progress(message: str) -> None:
+        print(f"      {message}", flush=True)
+
+    art = load_artifact(args.artifact)          # verified before the slow steps
+    c = art.config
+    print(f"[1/3] artifact {os.path.relpath(args.artifact)}: {c.layers} layers, hidden {c.hidden}, {c.heads} heads, "
+          f"FFN {c.ffn}, W1A{max(art.quant.values())}" + (f", from {art.producer}" if art.producer else ""))
+    from model.data import load_mr
+
+    test = load_mr("test")
+    if not 0 <= args.example < len(test):
+        raise ValueError(f"--example must be in [0, {len(test)}), not {args.example}")
+    ex = test[args.example]
+    print(f"[2/3] mr test sentence {args.example} (label {ex.label}: {('rotten', 'fresh')[ex.label]}): {ex.text_a!r}")
+    print(f"[3/3] {args.array} accelerator on {args.sim}: generate, build, run, compare with golden/")
+    r = run_sentence(args.artifact, args.array, args.sim, text=ex.text_a, clock_mhz=args.clock_mhz,
+                     build_dir=args.build_dir, progress=progress)
+    print(format_run(r))
+    verdict = "correct" if r["prediction"] == ex.label else "wrong"
+    print(f"label {ex.label}, RTL prediction {r['prediction']} ({verdict}); RTL "
+          + ("bit-exact with golden/" if r["bit_exact"] else "DIFFERS from golden/"))
+    return 0 if r["bit_exact"] else 1
 
 
 def _hw_params(args):
@@ -343,9 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--artifact", required=True)
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("demo", help="run the end-to-end path that exists on the embedded default")
-    s.add_argument("--out", default="out/demo")
-    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s = sub.add_parser("demo", help="a trained model's mr sentence through the generated accelerator RTL (make demo)")
+    s.add_argument("--artifact", default=DEMO_ARTIFACT, help="model to run (default: the shipped BiT W1A1 MiniLM)")
+    s.add_argument("--example", type=_nonneg_int, default=5, help="index of the mr test sentence (default 5)")
+    s.add_argument("--array", default="8x8x64", help="array size RxCxL (default 8x8x64)")
+    s.add_argument("--sim", default="verilator", help="verilator (default) or icarus")
+    s.add_argument("--clock-mhz", type=float, default=200.0, help="clock for the latency (default 200)")
+    s.add_argument("--build-dir", default="sim_build", help="simulator builds (default sim_build/)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("generate", help="generate the accelerator's Verilog and bitaccel_hw.json for an array size")

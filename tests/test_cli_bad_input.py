@@ -48,9 +48,14 @@ BAD_INPUTS = [
     ("info/artifact-not-artifact", ["info", "--artifact", "{F}"]),
     ("info/no-artifact", ["info"]),
     # demo
-    ("demo/out-is-file", ["demo", "--out", "{F}"]),
-    ("demo/out-under-file", ["demo", "--out", "{F}/demo"]),
-    ("demo/seed-negative", ["demo", "--seed", "-3", "--out", "{T}/demo"]),
+    ("demo/artifact-missing", ["demo", "--artifact", "{T}/none.safetensors"]),
+    ("demo/artifact-corrupt", ["demo", "--artifact", "{C}"]),
+    ("demo/artifact-not-artifact", ["demo", "--artifact", "{F}"]),
+    ("demo/example-out-of-range", ["demo", "--artifact", "{A}", "--example", "999999"]),
+    ("demo/example-negative", ["demo", "--artifact", "{A}", "--example", "-1"]),
+    ("demo/array", ["demo", "--artifact", "{A}", "--array", "8x8"]),
+    ("demo/sim", ["demo", "--artifact", "{A}", "--sim", "modelsim"]),
+    ("demo/clock-negative", ["demo", "--artifact", "{A}", "--clock-mhz", "-5"]),
     # generate
     ("generate/rows-zero", ["generate", "--rows", "0", "--cols", "2", "--lanes", "8", "--out", "{T}/g"]),
     ("generate/cols-negative", ["generate", "--rows", "2", "--cols", "-2", "--lanes", "8", "--out", "{T}/g"]),
