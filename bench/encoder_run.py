@@ -9,7 +9,9 @@ Verilator and run in cocotb (`sim.inference.run_program`). Reported per array:
     summed over the program's MATMULs) / measured cycles;
   * AXI read bytes / the model's binary weight bytes (1.0 = every weight read once);
   * Verilog generation and Verilator build seconds, simulated cycles per wall-clock second;
-  * bit_exact: the pooler accumulators read back from the RTL equal golden's.
+  * bit_exact: the pooler accumulators read back from the RTL equal golden's;
+  * the cycle model (`sim.program_cycles`) of the same program beside the measurement, and its
+    split of the cycles by instruction kind (where the cycles go).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from golden.random_artifact import random_artifact  # noqa: E402
 from hw.schedule import ideal_cycles  # noqa: E402
 from hw.spec.isa import BSource, Op  # noqa: E402
 from sim.inference import run_program  # noqa: E402
+from sim.program_cycles import program_cycles  # noqa: E402
 from sim.run_command import hw_params_for  # noqa: E402
 from sim.workload import parse_arrays  # noqa: E402
 
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         params = hw_params_for(art, args.tokens, r, c, lanes)
         prog = compile_program(art, Target(params), ids=ids, trace=False)
         ideal, weight_bytes = ideal_array_cycles(prog)
+        model = program_cycles(prog)
         with tempfile.TemporaryDirectory(prefix="bitaccel-encoder-run-") as work:
             t0 = time.perf_counter()
             res = run_program(prog, "verilator", work_dir=work, progress=lambda m: print(m, file=sys.stderr))
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                "utilization": ideal / res["cycles"], "busy": res["busy"],
                "axi_read_bytes": 8 * res["beats"]["axi_read_beats"], "weight_bytes": weight_bytes,
                "generate_s": build["generate_s"], "build_s": build["build_s"], "run_s": run["run_s"],
-               "cycles_per_s": res["cycles"] / run["run_s"], "wall_s": wall, "bit_exact": ok}
+               "cycles_per_s": res["cycles"] / run["run_s"], "wall_s": wall, "bit_exact": ok,
+               "model_cycles": model["cycles"], "model_by_op": model["by_op"]}
         rows.append(row)
         print(row, flush=True)
 
@@ -92,18 +97,26 @@ def main(argv: list[str] | None = None) -> int:
              f"Date: {datetime.date.today().isoformat()}; machine: {results_md.machine()}  ",
              f"Model: random `{args.config}` artifact (seed {args.seed}), W1A1, T = {args.tokens}, no traces; "
              "Verilator; the pooler output compared with golden.", "",
-             "| array | bit-exact | cycles | ideal array cycles | utilization | MAC array busy | threshold busy | "
-             "AXI read / weight bytes | Verilog gen s | Verilator build s | sim s | cycles/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| array | bit-exact | cycles | modeled cycles | ideal array cycles | utilization | MAC array busy | "
+             "threshold busy | AXI read / weight bytes | Verilog gen s | Verilator build s | sim s | cycles/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for w in rows:
         b = w["busy"]
-        lines.append(f"| {w['array']} | {w['bit_exact']} | {w['cycles']:,} | {w['ideal']:,.0f} | "
+        err = 100 * (w["model_cycles"] - w["cycles"]) / w["cycles"]
+        lines.append(f"| {w['array']} | {w['bit_exact']} | {w['cycles']:,} | {w['model_cycles']:,} ({err:+.2f} %) | "
+                     f"{w['ideal']:,.0f} | "
                      f"{100 * w['utilization']:.1f} % | {b['mac_array']:,} | {b['threshold_unit']:,} | "
                      f"{w['axi_read_bytes'] / w['weight_bytes']:.2f} | {w['generate_s']:.0f} | {w['build_s']:.0f} | "
                      f"{w['run_s']:.0f} | {w['cycles_per_s']:,.0f} |")
-    lines += ["", "Goals (issue 9): utilization >= 80 % at T = 128 (not run: too long on this machine at the "
-              "current speed), >= 50 k simulated cycles/s, AXI read / weight bytes = 1.0, Verilator build < 2 min. "
-              "AXI reads include constants, tables, embedding rows and the program, not only weights."]
+    lines += ["", "Where the cycles go (the cycle model's split of the same program by instruction kind; its total "
+              "is in the table beside the measurement):", ""]
+    for w in rows:
+        total = sum(w["model_by_op"].values())
+        lines.append(f"* {w['array']}: " + ", ".join(f"{op} {100 * n / total:.1f} %" for op, n in
+                                                   sorted(w["model_by_op"].items(), key=lambda kv: -kv[1])))
+    lines += ["", "Goals (issue 9): utilization >= 80 % at T = 128, >= 50 k simulated cycles/s, AXI read / weight "
+              "bytes = 1.0, Verilator build < 2 min. AXI reads include constants, tables, embedding rows and the "
+              "program, not only weights."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write_results:
