@@ -74,15 +74,18 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None 
 
     Nothing here is measured: cycles are modeled by `sim.program_cycles` on a program compiled for each
     array (the schedule the sequencer runs; equal to the RTL's measured cycles in
-    tests/test_sim_accelerator.py), energy by `sim.energy`; ``ideal_cycles`` is the MAC array's peak
-    bound on the program's products (hw.schedule.ideal_cycles).
+    tests/test_sim_accelerator.py); energy: the activity counters the same model predicts (array beats,
+    unit elements, AXI beats; equal to the RTL's counters in those tests) priced like a measured run
+    (`sim.energy.activity_energy`), or with ``--sram-kib`` a what-if projection for a design with a weight
+    SRAM (`sim.energy.inference_energy`, not the generated design); ``ideal_cycles`` is the MAC array's
+    peak bound on the program's products (hw.schedule.ideal_cycles).
     """
     from hw.params import HwParams
     from hw.schedule import ideal_cycles
     from hw.spec.isa import Op
 
     from .cycles import params_for
-    from .energy import design_memory_bits, energy_table_rows, inference_energy
+    from .energy import activity_energy, design_memory_bits, energy_table_rows, inference_energy
     from .program_cycles import ASSUMPTIONS, model_program, program_cycles
     from .workload import parse_arrays
 
@@ -124,9 +127,13 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None 
         prog = model_program(art, seq, p)
         cyc = program_cycles(prog)
         cycles = cyc["cycles"]
-        en = inference_energy(cfg, seq, *size, quant, sram_kib, fmt, cycles=cyc)
         ideal = sum(ideal_cycles(i["m"], i["n"], i["k"], i["a_bits"], i["b_bits"], p.rows, p.cols, p.lanes)
                     for i in prog.instructions if i.op == Op.MATMUL)
+        if sram_kib is None:           # the generated design: the program's modeled activity
+            en = activity_energy(p, {"busy": cyc["busy"], "beats": cyc["beats"]},
+                                 round(ideal * p.rows * p.cols * p.lanes), cycles=cyc)
+        else:                          # what-if: a design with a weight SRAM of sram_kib
+            en = inference_energy(cfg, seq, *size, quant, sram_kib, fmt, cycles=cyc)
         latency_s = cycles / (clock_mhz * 1e6)
         row = {
             "array": f"{p.rows}x{p.cols}x{p.lanes}", "rows": p.rows, "cols": p.cols, "lanes": p.lanes,
@@ -221,13 +228,19 @@ def format_report(r: dict) -> str:
     for k in cats:
         lines.append(f"{k:>17} " + " ".join(f"{a['energy_breakdown_pj'][k] * 1e-6:>12.2f}" for a in r["arrays"]))
     mem = r["arrays"][0]["memory"] if r["arrays"] else None
-    if mem:
+    if mem and "axi_read_bytes" in mem:
+        lines += ["", f"external memory per inference: {mem['axi_read_bytes'] / 1024:.0f} KiB read (weights, "
+                      f"constants, tables, embedding rows, program), {mem['axi_write_bytes'] / 1024:.1f} KiB written "
+                      "(no weight buffer on chip: every weight tile streams in once per matmul)"]
+    elif mem:
         lines += ["", f"parameters: {mem['weight_bits'] / 8 / 1024:.0f} KiB of binary weights + "
                       f"{mem['const_bits'] / 8 / 1024:.0f} KiB of per-site constants; regime '{mem['regime']}' "
                       f"(resident / fetched once / streamed per row block: docs/sim.md)"]
     lines += ["", "all figures modeled, none measured: cycles by sim.program_cycles on the compiled program (the "
-                  "sequencer's schedule; equal to the RTL's measured cycles on the tiny encoder runs), energy by "
-                  "sim.energy; assumptions: docs/sim.md or --json"]
+                  "sequencer's schedule; equal to the RTL's measured cycles on the tiny encoder runs), energy from "
+                  "the activity counters it predicts, priced like a measured run (sim.energy.activity_energy; "
+                  "with --sram-kib: a what-if projection, sim.energy.inference_energy); assumptions: docs/sim.md "
+                  "or --json"]
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ from .workload import Block, LayerNorm, Matmul, PostProc, Softmax, inference_blo
 
 __all__ = ["EnergyRow", "ENERGY_TABLE", "ENERGY", "CATEGORIES", "Counts", "popcount_cost", "block_counts",
            "param_bits", "dram_plan", "design_memory_bits", "inference_energy", "unit_energy", "energy_table_rows",
-           "AXI_BEAT_BITS", "measured_counts", "measured_energy"]
+           "AXI_BEAT_BITS", "measured_counts", "measured_energy", "activity_energy"]
 
 HOROWITZ = "M. Horowitz, 'Computing's energy problem (and what we can do about it)', IEEE ISSCC 2014 (45 nm table)"
 NODE = "45 nm"
@@ -455,7 +455,7 @@ def _summary(counts: Counts, macs: int, memory: dict | None, cycles: dict | None
         "breakdown_pj": by_cat,
         "compute_pj": compute,
         "sram_pj": sum(v for k, v in by_cat.items() if k.startswith("sram")),
-        "dram_pj": by_cat["dram_weights"],
+        "dram_pj": sum(v for k, v in by_cat.items() if k.startswith("dram")),
         "binary_macs": macs,
         "binary_macs_per_joule": macs / (total * 1e-12) if total else 0.0,
         "counts": {
@@ -469,7 +469,7 @@ def _summary(counts: Counts, macs: int, memory: dict | None, cycles: dict | None
                                         ("x^2 multiply", "d = H*x - S1 (multiply)", "d x r multiply",
                                          "n x gamma multiply")),
             "sram_bits": {k: counts.bits(k) for k in CATEGORIES if k.startswith("sram")},
-            "dram_bits": counts.bits("dram_weights"),
+            "dram_bits": sum(counts.bits(k) for k in CATEGORIES if k.startswith("dram")),
         },
         "actions": counts.table(),
     }
@@ -529,6 +529,20 @@ def measured_counts(params, counters: dict) -> Counts:
     c.add("dram_writes", "AXI write data beats (traces, pooler output; charged like reads)",
           beats.get("axi_write_beats", 0), AXI_BEAT_BITS, "dram_bit")
     return c
+
+
+def activity_energy(params, counters: dict, binary_macs: int, cycles: dict | None = None) -> dict:
+    """Energy of one inference from activity counters (`measured_counts`), in `inference_energy`'s form.
+
+    `bitaccel report` prices the counters `sim.program_cycles` predicts for a compiled program (equal to
+    the RTL's measured counters in tests/test_sim_accelerator.py) with this: the same actions and
+    energies as a measured run (`measured_energy`), for the generated design (no weight buffer).
+    """
+    beats = counters["beats"]
+    memory = {"sram_kib": None, "sram_source": "generated design (no weight buffer)", "regime": "streamed",
+              "axi_read_bytes": beats.get("axi_read_beats", 0) * AXI_BEAT_BITS // 8,
+              "axi_write_bytes": beats.get("axi_write_beats", 0) * AXI_BEAT_BITS // 8}
+    return _summary(measured_counts(params, counters), binary_macs, memory, cycles)
 
 
 def measured_energy(params, counters: dict) -> dict:

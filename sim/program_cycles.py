@@ -57,7 +57,7 @@ from hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post
 from .cycles import CycleModel
 
 __all__ = ["ASSUMPTIONS", "MEM_LATENCY", "BUS_BYTES", "DATA_BASE", "UNIT_COUNTERS", "program_cycles",
-           "instruction_cycles", "model_program"]
+           "instruction_cycles", "axi_beats", "model_program"]
 
 #: What the per-inference cycle model assumes (docs/sim.md; every `bitaccel report` carries it).
 ASSUMPTIONS = (
@@ -430,6 +430,47 @@ def _busy_cached(ins, cm: CycleModel, lat: int, data_base: int) -> tuple[int, di
     return busy, dict(counters)
 
 
+# ---------------------------------------------------------------------------------------- AXI beats
+def _trace_beats(values: int) -> int:
+    """Write beats of a trace of `values` int32 values (two per 64-bit bus word)."""
+    return _ceil(values * 4, BUS_BYTES)
+
+
+def axi_beats(ins, params, data_base: int = DATA_BASE) -> tuple[int, int]:
+    """(read, write) AXI data beats of one instruction, its fetch included: the read commands of its
+    unit (the same commands the busy formulas time) and its traces / EXT output."""
+    read, write, op = FETCH_BEATS, 0, ins.op
+    if op == Op.EMBED:
+        t, h = ins["rows"], ins["hidden"]
+        read += _ceil(t, 2) + t * ((1 + _ceil(h, 64)) + 2 * (h // 4))     # tokens; word, position, type rows
+        write += _trace_beats(t * h) if ins["tap"] else 0
+    elif op == Op.LAYERNORM:
+        rows, h = ins["rows"], ins["hidden"]
+        read += 1 + 2 * h
+        write += _trace_beats(rows * h * (2 if ins["add"] else 1)) if ins["tap"] else 0
+    elif op == Op.QUANT:
+        ch = ins["channels"]
+        read += ch if ins["bits"] == 1 else 4 + 2 * ch
+        write += _trace_beats(ins["rows"] * ch) if ins["tap"] else 0
+    elif op == Op.SOFTMAX:
+        read += HEADER_WORDS + ins["lut_len"]
+        write += _trace_beats(ins["rows"] * ins["keys"] * (2 if ins["bits"] > 1 else 1)) if ins["tap"] else 0
+    elif op == Op.MATMUL:
+        post, m, n = Post(ins["post"]), ins["m"], ins["n"]
+        if post == Post.THRESHOLD:
+            read += n
+        elif post in (Post.REQUANT, Post.RESIDUAL):
+            read += 4 + 2 * n
+        if ins["b_src"] == BSource.WEIGHTS:
+            tile_bytes = _ceil(ins["k"], params.lanes) * params.cols * params.lanes // 8
+            for j in range(_ceil(n, params.cols)):
+                skip = (data_base + ins["b"] + j * tile_bytes) % BUS_BYTES
+                read += _ceil(tile_bytes + skip, BUS_BYTES)
+        if ins["tap"] or post == Post.EXT:
+            write += _trace_beats(m * n * (1 if post in (Post.SCORES, Post.EXT) else 2))
+    return read, write
+
+
 # ---------------------------------------------------------------------------------------- program
 _BUSY = {Op.EMBED: embed_busy, Op.LAYERNORM: layernorm_busy, Op.QUANT: quant_busy}
 
@@ -452,8 +493,9 @@ def program_cycles(program, mem_latency: int = MEM_LATENCY, data_base: int = DAT
     """Modeled cycles of `program` (a compiler.Program) on its target, START to DONE.
 
     Returns {"cycles": total, "instructions": [per-instruction dicts of `instruction_cycles`],
-    "busy": {counter: modeled value} for `UNIT_COUNTERS`, "by_op": {op: cycles},
-    "mem_latency": the latency used}. `data_base` is the DATA_BASE register (default: the cocotb bench's
+    "busy": {counter: modeled value} for `UNIT_COUNTERS`, "beats": {"axi_read_beats", "axi_write_beats"}
+    (`axi_beats` summed: the accelerator's BEAT_COUNTERS), "by_op": {op: cycles}, "mem_latency": the
+    latency used}. `data_base` is the DATA_BASE register (default: the cocotb bench's
     0x1040); it only moves the weight tiles inside bus words.
     """
     cm = CycleModel(program.target.params)
@@ -464,7 +506,9 @@ def program_cycles(program, mem_latency: int = MEM_LATENCY, data_base: int = DAT
         for k, v in r["counters"].items():
             busy[k] += v
         by_op[r["op"]] = by_op.get(r["op"], 0) + r["cycles"]
+    beats = [axi_beats(ins, program.target.params, data_base) for ins in program.instructions]
     return {"cycles": sum(r["cycles"] for r in rows), "instructions": rows, "busy": busy, "by_op": by_op,
+            "beats": {"axi_read_beats": sum(b[0] for b in beats), "axi_write_beats": sum(b[1] for b in beats)},
             "mem_latency": mem_latency}
 
 

@@ -9,7 +9,8 @@ every layer and the pooler output) equals golden, element for element; both simu
 measure the same cycles, and `sim.program_cycles` (the pure-Python model of the schedule the
 sequencer runs) predicts them: total cycles within 2 % (the acceptance bound of issue 9; it is
 exact on every case today) and the unit busy counters (fetch cycles, array beats, elements into
-the threshold / requant / softmax / LayerNorm units) exactly (they are counts the program fixes).
+the threshold / requant / softmax / LayerNorm units) and the AXI read and write data beats
+exactly (they are counts the program fixes).
 """
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ def test_whole_encoder_bit_exact(sim, config, act_bits, t, pad, work_dir):
     model = program_cycles(prog)
     assert abs(model["cycles"] - r["cycles"]) <= 0.02 * r["cycles"], (model["cycles"], r["cycles"])
     assert {k: model["busy"][k] for k in UNIT_COUNTERS} == {k: r["busy"][k] for k in UNIT_COUNTERS}
+    assert model["beats"] == r["beats"]                # AXI data beats (the energy model's DRAM activity)
     key = (config, act_bits, t)
     if key in _CYCLES:                                 # same program on the other simulator: same cycles
         assert _CYCLES[key] == r["cycles"], (sim, _CYCLES[key], r["cycles"])
