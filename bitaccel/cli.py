@@ -222,7 +222,8 @@ def cmd_train(args) -> int:
               bi_attention=args.bi_attention, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               alpha_lr=args.alpha_lr, max_len=args.max_len, max_steps=args.max_steps, eval_every=args.eval_every,
               save_every=args.save_every, seed=args.seed, glue_dir=args.glue_dir, finetuned=args.finetuned,
-              int_epochs=args.int_epochs, resume=args.resume, quiet=args.quiet)
+              int_epochs=args.int_epochs, squad_dir=args.squad_dir, doc_stride=args.doc_stride,
+              max_query_len=args.max_query_len, resume=args.resume, quiet=args.quiet)
     if r["stages"]:      # empty on ranks > 0 under torchrun
         print(f"run {r['run_dir']}")
         for s in r["stages"]:
@@ -237,9 +238,16 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from model.train import evaluate_run
 
-    r = evaluate_run(args.run, split=args.split, integer=args.integer, stage=args.stage, glue_dir=args.glue_dir)
+    r = evaluate_run(args.run, split=args.split, integer=args.integer, stage=args.stage, glue_dir=args.glue_dir,
+                     squad_dir=args.squad_dir, n_best=args.n_best, max_answer_length=args.max_answer_length)
     if args.json:
         print(json.dumps(r))
+        return 0
+    if "features" in r:                     # squad: official EM / F1 in %
+        print(f"{r['run']}: task {r['task']}, stage {r['stage']} ({r['precision']}), split {r['split']}, "
+              f"{r['examples']} questions in {r['features']} windows")
+        print(f"  pytorch: EM {r['metrics']['exact_match']:.2f} F1 {r['metrics']['f1']:.2f}  "
+              f"(n-best {r['n_best']}, max answer length {r['max_answer_length']} tokens)")
         return 0
     fmt = lambda m: " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "main")     # noqa: E731
     print(f"{r['run']}: task {r['task']}, stage {r['stage']} ({r['precision']}), split {r['split']}, "
@@ -265,7 +273,8 @@ def cmd_export(args) -> int:
 def _add_train_commands(sub) -> None:
     """The `train`, `eval` and `export` sub-commands (model/train.py; imported only when they run)."""
     s = sub.add_parser("train", help="fine-tune the FP teacher and multi-distill BiT students along a schedule")
-    s.add_argument("--task", required=True, help="mr, or a GLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte)")
+    s.add_argument("--task", required=True, help="mr, a GLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte), "
+                                                 "or squad (SQuAD v1.1 span extraction, with --squad-dir)")
     s.add_argument("--model", help="Hugging Face BERT folder, a bitaccel model folder or a previous run "
                                    "(default: the all-MiniLM-L6-v2 package's folder)")
     s.add_argument("--schedule", default="32/32,1/2,1/1", help="weight/act bits per step (default 32/32,1/2,1/1); "
@@ -286,6 +295,9 @@ def _add_train_commands(sub) -> None:
     s.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (default 100)")
     s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--glue-dir", help="GLUE data folder (GLUE tasks)")
+    s.add_argument("--squad-dir", help="squad: folder with train-v1.1.json and dev-v1.1.json (official format)")
+    s.add_argument("--doc-stride", type=int, help="squad: context tokens shared by consecutive windows (default 128)")
+    s.add_argument("--max-query-len", type=int, help="squad: question tokens kept (default 64)")
     s.add_argument("--finetuned", action="store_true", help="--model is already fine-tuned on the task: skip step 0")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--quiet", action="store_true", help="no progress bars or evaluation lines")
@@ -297,10 +309,13 @@ def _add_train_commands(sub) -> None:
     s.add_argument("--stage", type=int, help="schedule step to evaluate (default: the last)")
     s.add_argument("--integer", metavar="ARTIFACT", help="also run this exported artifact in golden.IntegerModel")
     s.add_argument("--glue-dir", help="GLUE data folder (default: the run's)")
+    s.add_argument("--squad-dir", help="squad runs: SQuAD folder (default: the run's)")
+    s.add_argument("--n-best", type=int, help="squad runs: start / end candidates per window (default 20)")
+    s.add_argument("--max-answer-length", type=int, help="squad runs: longest answer in tokens (default 30)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("export", help="export a run's final model to an artifact")
+    s = sub.add_parser("export", help="export a run's final model to an artifact (not squad runs yet)")
     s.add_argument("run", help="run folder")
     s.add_argument("--out", required=True, help="artifact file to write (.safetensors)")
     s.add_argument("--stage", type=int, help="schedule step to export (default: the last)")

@@ -1,9 +1,17 @@
 """Using data and finished runs: encoded splits, eval-mode predictions and metrics, `evaluate_run`
-(PyTorch beside the golden integer model) and `export_run`."""
+(PyTorch beside the golden integer model) and `export_run`.
+
+Classification tasks (mr, GLUE): `load_split`, `predict` (logits), `evaluate` (glue_metrics).
+SQuAD (span extraction): `load_squad_split` (sliding-window features of the official JSON),
+`predict_spans` (start / end logits), `evaluate_spans` (n-best decoding, official EM / F1 in %,
+main metric F1). Span runs can be evaluated in PyTorch only: their export (and so ``integer``)
+is not supported yet.
+"""
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,8 +19,15 @@ import torch
 from .bit_bert import BitBertForSequenceClassification
 from .data import encode, get_task, load_tokenizer
 from .metrics import glue_metrics
-from .plan import Stage
+from .plan import SQUAD, Stage, is_span_task
 from .run_folder import load_run, run_stages, stage_path, stage_result
+from .span_head import BitBertForSpans
+from .squad_data import SquadExample, SquadFeatures, prepare_features, read_squad
+from .squad_metrics import decode_best_spans, squad_scores
+
+#: n-best decoding defaults (Hugging Face run_qa.py): candidates per start / end, longest answer in tokens.
+N_BEST = 20
+MAX_ANSWER_LENGTH = 30
 
 # ----------------------------------------------------------------------------- data and evaluation
 def trim_batch(batch: dict) -> dict:
@@ -63,6 +78,67 @@ def evaluate(model: BitBertForSequenceClassification, task: str, tensors: dict, 
     return glue_metrics(task, predict(model, tensors, batch_size), tensors["labels"].numpy())
 
 
+# ----------------------------------------------------------------------------- SQuAD
+@dataclass(frozen=True)
+class SquadSplit:
+    """One SQuAD split: the features (tensors (n, S), example_index, offsets) and the examples they came from."""
+    features: SquadFeatures
+    examples: list[SquadExample]
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return self.features.tensors
+
+
+def load_squad_split(split: str, tokenizer, max_len: int, doc_stride: int, max_query_len: int,
+                     squad_dir: str | None) -> SquadSplit:
+    """``{split}-v1.1.json`` of the SQuAD folder as features (ValueError / FileNotFoundError with the reason)."""
+    if split not in ("train", "dev"):
+        raise ValueError(f"{SQUAD} has no labeled split {split!r} (splits: train, dev)")
+    if squad_dir is None:
+        raise ValueError(f"{SQUAD} needs the SQuAD folder (train-v1.1.json, dev-v1.1.json): pass --squad-dir")
+    if not os.path.isdir(squad_dir):
+        raise FileNotFoundError(f"--squad-dir {squad_dir}: no such folder")
+    path = os.path.join(squad_dir, f"{split}-v1.1.json")
+    data = read_squad(path, training=split == "train")
+    if not data.examples:
+        raise ValueError(f"{path}: no usable questions")
+    feats = prepare_features(data.examples, tokenizer, max_len=max_len, doc_stride=doc_stride,
+                             max_query_len=max_query_len)
+    return SquadSplit(feats, data.examples)
+
+
+@torch.no_grad()
+def predict_spans(model: BitBertForSpans, tensors: dict, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode (start, end) logits, each (n, S) float64; batches sorted by length and trimmed, the trimmed
+    (padding) positions -inf."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    shape = tuple(tensors["input_ids"].shape)
+    start, end = np.full(shape, -np.inf), np.full(shape, -np.inf)
+    for rows, b in eval_batches(tensors, batch_size):
+        b = {k: v.to(device) for k, v in b.items()}
+        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+        width = out.start_logits.shape[1]
+        start[rows.numpy(), :width] = out.start_logits.double().cpu().numpy()
+        end[rows.numpy(), :width] = out.end_logits.double().cpu().numpy()
+    model.train(was_training)
+    return start, end
+
+
+def evaluate_spans(model: BitBertForSpans, split: SquadSplit, batch_size: int = 64, n_best: int = N_BEST,
+                   max_answer_length: int = MAX_ANSWER_LENGTH) -> dict:
+    """{"exact_match", "f1" (official, %), "main": f1} of the model's n-best decoded answers on a split."""
+    start, end = predict_spans(model, split.tensors, batch_size)
+    texts = decode_best_spans(start, end, split.features.example_index, split.features.offsets,
+                              [e.context for e in split.examples], n_best=n_best,
+                              max_answer_length=max_answer_length)
+    scores = squad_scores({e.id: t for e, t in zip(split.examples, texts)},
+                          {e.id: list(e.answers) for e in split.examples})
+    return {**scores, "main": scores["f1"]}
+
+
 # ----------------------------------------------------------------------------- using a finished run
 def final_stage(run_dir: str, stage: int | None = None) -> tuple[Stage, dict]:
     """(stage, result) of the last finished stage of a run (or of `stage`); ValueError if unfinished."""
@@ -80,10 +156,16 @@ def final_stage(run_dir: str, stage: int | None = None) -> tuple[Stage, dict]:
     return chosen, result
 
 
-def load_stage_model(run_dir: str, stage: int | None = None) -> BitBertForSequenceClassification:
-    """The best model of the run's final stage (or of `stage`), in eval mode."""
+def model_class(task: str) -> type:
+    """The model class of a task: BitBertForSpans for squad, else BitBertForSequenceClassification."""
+    return BitBertForSpans if is_span_task(task) else BitBertForSequenceClassification
+
+
+def load_stage_model(run_dir: str, stage: int | None = None):
+    """The best model of the run's final stage (or of `stage`), in eval mode (the run's task's model class)."""
     chosen, _ = final_stage(run_dir, stage)
-    return BitBertForSequenceClassification.load(os.path.join(stage_path(run_dir, chosen), "model")).eval()
+    cls = model_class(load_run(run_dir)["task"])
+    return cls.load(os.path.join(stage_path(run_dir, chosen), "model")).eval()
 
 
 def _integer_logits(art, tensors: dict, batch_size: int = 64) -> np.ndarray:
@@ -98,11 +180,22 @@ def _integer_logits(art, tensors: dict, batch_size: int = 64) -> np.ndarray:
 
 
 def evaluate_run(run_dir: str | os.PathLike, split: str = "dev", integer: str | os.PathLike | None = None,
-                 stage: int | None = None, glue_dir: str | os.PathLike | None = None) -> dict:
+                 stage: int | None = None, glue_dir: str | os.PathLike | None = None,
+                 squad_dir: str | os.PathLike | None = None, n_best: int | None = None,
+                 max_answer_length: int | None = None) -> dict:
     """Metrics of a run's final (or given) stage on a split; with `integer` (an artifact path) also
-    the golden IntegerModel's metrics and its agreement with the PyTorch model."""
+    the golden IntegerModel's metrics and its agreement with the PyTorch model.
+
+    squad runs: EM / F1 after n-best decoding (`n_best`, `max_answer_length` tokens; defaults N_BEST,
+    MAX_ANSWER_LENGTH) on the run's SQuAD folder or `squad_dir`; `integer` is refused (no export yet)."""
     run_dir = os.fspath(run_dir)
     run = load_run(run_dir)
+    if is_span_task(run["task"]):
+        return _evaluate_span_run(run_dir, run, split, integer, stage, squad_dir, n_best, max_answer_length)
+    given = [name for name, v in (("squad_dir", squad_dir), ("n_best", n_best),
+                                  ("max_answer_length", max_answer_length)) if v is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only for squad runs, and {run_dir} is a {run['task']} run")
     opts = run["options"]
     chosen, _ = final_stage(run_dir, stage)
     model = load_stage_model(run_dir, chosen.index)
@@ -131,6 +224,28 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "dev", integer: str | 
     return out
 
 
+def _evaluate_span_run(run_dir: str, run: dict, split: str, integer, stage: int | None, squad_dir,
+                       n_best: int | None, max_answer_length: int | None) -> dict:
+    if integer is not None:
+        raise ValueError(f"--integer: {run_dir} is a squad run, and export of span models is not supported yet")
+    n_best = N_BEST if n_best is None else n_best
+    max_answer_length = MAX_ANSWER_LENGTH if max_answer_length is None else max_answer_length
+    for name, v in (("n_best", n_best), ("max_answer_length", max_answer_length)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    opts = run["options"]
+    chosen, _ = final_stage(run_dir, stage)
+    model = load_stage_model(run_dir, chosen.index)
+    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    sdir = os.fspath(squad_dir) if squad_dir is not None else opts["squad_dir"]
+    data = load_squad_split(split, tokenizer, opts["max_len"], opts["doc_stride"], opts["max_query_len"], sdir)
+    metrics = evaluate_spans(model, data, opts["eval_batch_size"], n_best, max_answer_length)
+    return {"run": os.path.abspath(run_dir), "task": run["task"], "split": split, "stage": chosen.name,
+            "precision": chosen.precision, "examples": len(data.examples),
+            "features": int(len(data.tensors["input_ids"])), "n_best": n_best,
+            "max_answer_length": max_answer_length, "metrics": metrics}
+
+
 def tokenizer_reference(tokenizer, source: str, task: str, max_len: int) -> dict:
     """The artifact manifest's tokenizer reference: what to tokenize inputs with (and a vocabulary hash)."""
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
@@ -151,6 +266,8 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, stage: i
 
     run_dir = os.fspath(run_dir)
     run = load_run(run_dir)
+    if is_span_task(run["task"]):
+        raise ValueError(f"{run_dir} is a squad run: export of span models is not supported yet")
     opts = run["options"]
     chosen, _ = final_stage(run_dir, stage)
     model = load_stage_model(run_dir, chosen.index)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from .data import get_task
 from .quant import ACT_BITS, WEIGHT_BITS
 
+#: The span-extraction task (SQuAD v1.1, model/squad_data.py); every other task is a classification (model/data.py).
+SQUAD = "squad"
+
 #: Learning rate of every alpha (official BiT code: --clip_lr 1e-4, weight decay 0, its own group).
 ALPHA_LR = 1e-4
 #: Epochs of the final integer fine-tune when the run sets none (capped by max_steps like every stage).
@@ -128,6 +131,34 @@ def plan_stages(schedule: str, method: str = "bit", progressive: bool = False) -
     return stages
 
 
+# ----------------------------------------------------------------------------- task defaults
+@dataclass(frozen=True)
+class SpanTaskSpec:
+    """SQuAD v1.1's training defaults, the fields of model.data.TaskSpec that training reads plus the
+    sliding-window sizes (tokens). BiT gives no SQuAD recipe: epochs, batch size and max_len / doc_stride /
+    max_query_len are BERT's run_squad.py defaults (2 epochs, 32, 384 / 128 / 64), the learning rate the GLUE
+    default of this project (1e-4, BiT A.6); the dev metric is F1 (%)."""
+    name: str = SQUAD
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    max_len: int = 384
+    doc_stride: int = 128
+    max_query_len: int = 64
+    splits: tuple[str, ...] = ("train", "dev")
+    main_metric: str = "f1"
+
+
+def is_span_task(task: str) -> bool:
+    """Whether `task` is span extraction (squad) rather than a classification / regression task."""
+    return isinstance(task, str) and task.strip().lower() == SQUAD
+
+
+def task_spec(task: str):
+    """SpanTaskSpec for squad, else model.data.get_task(task) (ValueError for an unknown task)."""
+    return SpanTaskSpec() if is_span_task(task) else get_task(task)
+
+
 # ----------------------------------------------------------------------------- options
 @dataclass
 class Options:
@@ -154,18 +185,35 @@ class Options:
     glue_dir: str | None = None
     finetuned: bool = False
     int_epochs: int | None = None
+    squad_dir: str | None = None          # squad: the folder of train-v1.1.json and dev-v1.1.json
+    doc_stride: int | None = None         # squad: context tokens shared by consecutive windows
+    max_query_len: int | None = None      # squad: question tokens kept
 
     def resolve(self) -> "Options":
         """A copy with task defaults filled in and every value checked (ValueError)."""
-        spec = get_task(self.task)
+        spec = task_spec(self.task)
         o = dataclasses.replace(self, task=spec.name)
+        span = is_span_task(o.task)
+        if span:
+            if has_integer_stage(o.schedule):
+                raise ValueError(f"schedule {o.schedule!r}: the 'int' stage is not supported for squad yet "
+                                 "(span models have no integer-exact path)")
+            if o.squad_dir is None:
+                raise ValueError("squad needs the SQuAD folder (train-v1.1.json, dev-v1.1.json): pass --squad-dir")
+            o.doc_stride = spec.doc_stride if o.doc_stride is None else o.doc_stride
+            o.max_query_len = spec.max_query_len if o.max_query_len is None else o.max_query_len
+        else:
+            given = [n for n in ("squad_dir", "doc_stride", "max_query_len") if getattr(o, n) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for --task squad, not {o.task}")
         o.epochs = spec.epochs if o.epochs is None else o.epochs
         o.batch_size = spec.batch_size if o.batch_size is None else o.batch_size
         o.lr = spec.learning_rate if o.lr is None else float(o.lr)
         o.alpha_lr = ALPHA_LR if o.alpha_lr is None else float(o.alpha_lr)
         o.max_len = spec.max_len if o.max_len is None else o.max_len
         plan_stages(o.schedule, o.method, o.progressive)
-        for name in ("epochs", "batch_size", "max_len", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "max_len", "eval_batch_size") + (("doc_stride", "max_query_len")
+                                                                              if span else ()):
             v = getattr(o, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
@@ -179,6 +227,9 @@ class Options:
             raise ValueError(f"save_every must be an integer >= 0 (0: only at evaluations), not {o.save_every!r}")
         if o.max_len < 2:
             raise ValueError(f"max_len must be >= 2, not {o.max_len}")
+        if span and o.max_len - o.max_query_len - 3 <= o.doc_stride:
+            raise ValueError(f"max_len {o.max_len} leaves {o.max_len - o.max_query_len - 3} context tokens after "
+                             f"a {o.max_query_len}-token question; doc_stride {o.doc_stride} must be smaller")
         if not (o.lr > 0 and o.alpha_lr > 0):
             raise ValueError(f"learning rates must be > 0, not lr={o.lr} alpha_lr={o.alpha_lr}")
         if not 0 <= o.warmup < 1:
@@ -187,4 +238,5 @@ class Options:
             raise ValueError(f"clip and weight_decay must be >= 0, not {o.clip}, {o.weight_decay}")
         o.model = os.path.abspath(os.fspath(o.model))
         o.glue_dir = None if o.glue_dir is None else os.path.abspath(os.fspath(o.glue_dir))
+        o.squad_dir = None if o.squad_dir is None else os.path.abspath(os.fspath(o.squad_dir))
         return o

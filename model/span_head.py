@@ -19,11 +19,15 @@ Losses:
   sequence, padded positions excluded from both teacher and student distributions;
   plus L_reps (and L_att) exactly as model/distill.py computes them.
 
-Not here yet: save / load, the integer-exact mode and export of the head.
+``save`` / ``load`` use the classifier's folder layout (config.json, bitaccel_model.json with
+the flags, model.safetensors: no pickle) with the format ``bitaccel-bit-bert-spans``, so
+neither class loads the other's folders. Not here yet: the integer-exact mode and export
+of the head.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import torch
@@ -33,12 +37,15 @@ from transformers import BertConfig, BertForQuestionAnswering
 
 from golden.config import LAYER_SITES
 
-from .bit_bert import META_FILE, BitBertForSequenceClassification, _key
+from .bit_bert import META_FILE, WEIGHTS_FILE, BitBertForSequenceClassification, _key
 from .distill import attention_mse, masked_mse
 from .quant import ActQuantizer
 
 __all__ = ["SpanOutput", "SpanHead", "BitBertForSpans", "span_loss", "masked_soft_cross_entropy",
-           "span_distillation_loss"]
+           "span_distillation_loss", "SPAN_FORMAT"]
+
+#: bitaccel_model.json "format" of a saved span model (the classifier's is "bitaccel-bit-bert").
+SPAN_FORMAT = "bitaccel-bit-bert-spans"
 
 
 @dataclasses.dataclass
@@ -132,10 +139,55 @@ class BitBertForSpans(nn.Module):
         self.embeddings = donor.embeddings
         self.layers = donor.layers
         self.head = SpanHead(config.hidden_size)
+        self.integer_format = None      # always: span models have no integer-exact mode yet
 
     def flags(self) -> dict:
         """Constructor arguments besides the config."""
         return dict(self._flags)
+
+    @property
+    def weight_bits(self) -> int:
+        return self._flags["weight_bits"]
+
+    @property
+    def act_bits(self) -> int:
+        return self._flags["act_bits"]
+
+    @property
+    def bi_attention(self) -> bool:
+        return self._flags["bi_attention"]
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write config.json, bitaccel_model.json (format SPAN_FORMAT, flags) and model.safetensors into `folder`."""
+        from safetensors.torch import save_file
+
+        folder = os.fspath(folder)
+        os.makedirs(folder, exist_ok=True)
+        self.config.save_pretrained(folder)
+        with open(os.path.join(folder, META_FILE), "w") as f:
+            json.dump({"format": SPAN_FORMAT, "version": 1, **self.flags()}, f, indent=1, sort_keys=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, os.path.join(folder, WEIGHTS_FILE))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "BitBertForSpans":
+        """Inverse of `save` (FileNotFoundError / ValueError with the reason)."""
+        from safetensors.torch import load_file
+
+        folder = os.fspath(folder)
+        meta_path = os.path.join(folder, META_FILE)
+        if not os.path.exists(meta_path):
+            raise FileNotFoundError(f"{folder}: no {META_FILE}; a Hugging Face checkpoint loads with from_pretrained()")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get("format") != SPAN_FORMAT or meta.get("version") != 1:
+            raise ValueError(f"{meta_path}: not a bitaccel span model (format {meta.get('format')!r}, "
+                             f"version {meta.get('version')!r})")
+        flags = {k: meta[k] for k in ("weight_bits", "act_bits", "two_set", "learn_alpha", "learn_beta",
+                                      "bi_attention", "ffn_act")}
+        model = cls(BertConfig.from_pretrained(folder), **flags)
+        model.load_state_dict(load_file(os.path.join(folder, WEIGHTS_FILE)))
+        return model
 
     @classmethod
     def from_hf(cls, hf: BertForQuestionAnswering, **flags) -> "BitBertForSpans":
@@ -211,6 +263,27 @@ class BitBertForSpans(nn.Module):
 
     def site(self, name: str) -> ActQuantizer:
         return dict(self.named_sites())[name]
+
+    def uninitialized_sites(self) -> list[str]:
+        """Quantizing sites (bits < 32) whose alpha was never set (bi_attention's unused probs excluded)."""
+        return [n for n, q in self.named_sites() if q.bits != 32 and not q._ready
+                and not (self.bi_attention and n.endswith(".probs"))]
+
+    @torch.no_grad()
+    def calibrate(self, input_ids, attention_mask=None, token_type_ids=None) -> None:
+        """Initialize every uninitialized alpha from one batch in eval mode, in forward order
+        (as BitBertForSequenceClassification.calibrate)."""
+        was_training = self.training
+        quantizers = [q for _, q in self.named_sites()]
+        try:
+            self.eval()
+            for q in quantizers:
+                q.calibrating = True
+            self(input_ids, attention_mask, token_type_ids)
+        finally:
+            for q in quantizers:
+                q.calibrating = False
+            self.train(was_training)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,

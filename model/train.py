@@ -68,6 +68,13 @@ capped by ``max_steps``). Its evaluations, best-model choice and saved model use
 hardware's integers, and export writes that frozen format, so the artifact computes exactly
 the saved model's predictions.
 
+SQuAD (``task="squad"``, ``squad_dir`` holding train-v1.1.json and dev-v1.1.json): the same
+stages, methods, run folder and checkpoints with a span model (`BitBertForSpans`), its losses
+(span_loss at stage 0; span_distillation_loss, the same L_reps / L_att, when distilling) and
+EM / F1 as the dev metric (main: F1); model/task_kind.py holds what differs by task kind.
+``max_len``, ``doc_stride`` and ``max_query_len`` size the sliding windows. Not supported yet
+for SQuAD: the ``int`` stage and export.
+
 Evaluation on the dev split every ``eval_every`` steps and at each epoch end (and at the
 last step) keeps the best model of each stage by the task's main metric; that best model
 is the next stage's teacher and initialization. At the end of a stage its best model is
@@ -79,7 +86,7 @@ Run folder (``out_dir``)::
     metrics.jsonl         one JSON line per optimizer step (losses, lr, grad norm) and per evaluation
     tokenizer/            the tokenizer (save_pretrained), so the run is self-contained
     checkpoint.pt         latest training state (kept after the run: delete it to save space)
-    stages/K-wBaA/model/  best model of stage K (BitBertForSequenceClassification.save); K-wBaA-int: the integer stage
+    stages/K-wBaA/model/  best model of stage K (.save of the task's model class); K-wBaA-int: the integer stage
     stages/K-wBaA/result.json
 
 Checkpoints (`model.checkpoint`) are written atomically every ``save_every`` steps and at
@@ -123,15 +130,16 @@ from .bit_bert import META_FILE, BitBertForSequenceClassification
 from .checkpoint import (load_checkpoint, rng_state, save_checkpoint, save_model_atomic, seed_everything,
                          set_rng_state)
 from .cpu_memory import keep_freed_memory
-from .data import TensorBatchDataset, get_task, load_tokenizer
-from .distill import distillation_loss, teacher_forward
+from .data import TensorBatchDataset, load_tokenizer
+from .distill import teacher_forward
 from .evaluate import (evaluate, evaluate_run, export_run, final_stage, load_split, load_stage_model,
                        predict, tokenizer_reference, trim_batch)
 from .plan import (ALPHA_LR, INT_EPOCHS, METHODS, Method, Options, Stage, has_integer_stage,
-                   parse_schedule, plan_stages)
+                   parse_schedule, plan_stages, task_spec)
 from .run_folder import (CHECKPOINT_FILE, RESULT_FILE, RUN_FILE, dev_metrics_at,
                          is_run, load_run, read_metrics, run_stages, stage_path, stage_result, truncate_metrics,
                          write_json, write_metrics)
+from .task_kind import task_kind
 
 # ----------------------------------------------------------------------------- distributed context
 @dataclass
@@ -224,31 +232,34 @@ def param_digest(model: torch.nn.Module) -> str:
 
 
 # ----------------------------------------------------------------------------- building the models
-def _load_teacher_source(opts: Options, num_labels: int):
+def _load_teacher_source(opts: Options):
     """(model, how, known metrics or None) for stage 0 when it needs no fine-tuning; (None, None, None) otherwise.
 
-    A previous run's metrics are reused when it encoded the data the same way (task, max_len, GLUE folder).
+    A previous run's metrics are reused when it encoded the data the same way (task, max_len, data folder,
+    SQuAD windows).
     """
     path = opts.model
+    cls = task_kind(opts.task).model_class
     if is_run(path):
         src = load_run(path)
-        if get_task(src["task"]).name != opts.task:
+        if task_spec(src["task"]).name != opts.task:
             raise ValueError(f"{path} was trained on {src['task']!r}, not {opts.task!r}")
         stage0 = run_stages(src)[0]
         result = stage_result(path, stage0)
         if result is None:
             raise ValueError(f"{path}: its full-precision stage did not finish")
-        model = BitBertForSequenceClassification.load(os.path.join(stage_path(path, stage0), "model"))
-        same = all(src["options"][k] == getattr(opts, k) for k in ("max_len", "glue_dir"))
+        model = cls.load(os.path.join(stage_path(path, stage0), "model"))
+        same = all(src["options"].get(k) == getattr(opts, k)
+                   for k in ("max_len", "glue_dir", "squad_dir", "doc_stride", "max_query_len"))
         return model, f"run {path}", result["metrics"] if same else None
     if os.path.isfile(os.path.join(path, META_FILE)):
-        model = BitBertForSequenceClassification.load(path)
+        model = cls.load(path)
         if (model.weight_bits, model.act_bits) != (32, 32):
             raise ValueError(f"{path} holds a W{model.weight_bits}A{model.act_bits} model; the schedule starts "
                              "from a 32/32 teacher")
         return model, f"bitaccel model {path}", None
     if opts.finetuned:
-        model = BitBertForSequenceClassification.from_pretrained(path, num_labels=num_labels, seed=opts.seed)
+        model = task_kind(opts.task).pretrained(opts)
         return model, f"fine-tuned checkpoint {path}", None
     return None, None, None
 
@@ -270,16 +281,17 @@ def build_stage_models(run_dir: str, stage: Stage, opts: Options, calib: dict | 
         raise ValueError("stage 0 (the full-precision teacher) has no teacher")
     stages = run_stages(load_run(run_dir))
     m = METHODS[opts.method]
-    init = BitBertForSequenceClassification.load(os.path.join(stage_path(run_dir, stages[stage.init]), "model"))
+    cls = task_kind(opts.task).model_class
+    init = cls.load(os.path.join(stage_path(run_dir, stages[stage.init]), "model"))
     if stage.integer:           # the same model (every alpha and beta), now through the integer-exact path
         student = init
     else:
-        student = BitBertForSequenceClassification.from_teacher(
+        student = cls.from_teacher(
             init, stage.weight_bits, stage.act_bits, two_set=m.two_set, learn_alpha=m.learn_alpha,
             learn_beta=m.learn_beta, bi_attention=opts.bi_attention)
     if calib is not None and student.uninitialized_sites():
         student.calibrate(calib["input_ids"], calib["attention_mask"], calib["token_type_ids"])
-    teacher = BitBertForSequenceClassification.load(os.path.join(stage_path(run_dir, stages[stage.teacher]), "model"))
+    teacher = cls.load(os.path.join(stage_path(run_dir, stages[stage.teacher]), "model"))
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -313,15 +325,15 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
     from tqdm import tqdm
 
     method = METHODS[opts.method]
-    train_t = data["train"]
+    kind = task_kind(opts.task)
+    train_t = kind.tensors(data["train"])
     n = len(train_t["input_ids"])
     seed_everything(opts.seed * 1000 + stage.index * 10 + dctx.rank)
     calib_rows = torch.randperm(n, generator=torch.Generator().manual_seed(opts.seed * 1000 + stage.index))
     calib = trim_batch({k: v[calib_rows[:opts.batch_size]] for k, v in train_t.items()})
 
     if stage.index == 0:
-        model = BitBertForSequenceClassification.from_pretrained(
-            opts.model, num_labels=get_task(opts.task).num_labels, seed=opts.seed)
+        model = kind.pretrained(opts)
         teacher = None
     else:
         model, teacher = build_stage_models(run_dir, stage, opts, calib)
@@ -360,7 +372,6 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
     if dctx.world > 1:
         ddp = DistributedDataParallel(model, device_ids=[dctx.device.index] if dctx.device.type == "cuda" else None)
     stage_dir = stage_path(run_dir, stage)
-    task = opts.task
     t_start = time.perf_counter() - elapsed
     bar = tqdm(total=total, initial=step, desc=f"stage {stage.index} {stage.precision}", file=sys.stderr,
                disable=quiet or not dctx.main or not sys.stderr.isatty(), dynamic_ncols=True)
@@ -369,7 +380,7 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
         nonlocal best, best_step
         if not dctx.main:
             return
-        metrics = evaluate(model, task, data["dev"], opts.eval_batch_size)
+        metrics = kind.evaluate(model, opts, data["dev"])
         improved = metrics["main"] > best
         if improved:
             best, best_step = metrics["main"], step
@@ -404,13 +415,12 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
             batch = trim_batch({k: v[torch.as_tensor(rows)] for k, v in train_t.items()})
             batch = {k: v.to(dctx.device) for k, v in batch.items()}
             if teacher is None:
-                out = ddp(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"])
-                parts = {"loss": out.loss}
+                parts = kind.loss(ddp, batch)
             else:
                 out = ddp(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                           output_attentions=method.attention_loss)
                 t_out = teacher_forward(teacher, batch, attentions=method.attention_loss)
-                parts = distillation_loss(out, t_out, batch["attention_mask"], attention=method.attention_loss)
+                parts = kind.distill_loss(out, t_out, batch["attention_mask"], attention=method.attention_loss)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, opts.clip) if opts.clip > 0 else torch.zeros(())
@@ -454,12 +464,12 @@ def _train_stage(run_dir: str, opts: Options, stage: Stage, data: dict, dctx: _D
     if dctx.main:
         if best_step is None:   # no evaluation ever improved (e.g. a NaN metric): keep the last model
             save_model_atomic(model, os.path.join(stage_dir, "model"))
-        best_model = BitBertForSequenceClassification.load(os.path.join(stage_dir, "model")).to(dctx.device)
+        best_model = kind.model_class.load(os.path.join(stage_dir, "model")).to(dctx.device)
         t_eval = time.perf_counter()
         splits = {}
-        for split, tensors in data.items():
+        for split, split_data in data.items():
             if split not in ("train", "dev"):
-                splits[split] = evaluate(best_model, task, tensors, opts.eval_batch_size)
+                splits[split] = kind.evaluate(best_model, opts, split_data)
         t_eval = time.perf_counter() - t_eval
         result = {"stage": stage.index, "name": stage.name, "precision": stage.precision,
                   "weight_bits": stage.weight_bits, "act_bits": stage.act_bits, "teacher": stage.teacher,
@@ -484,8 +494,9 @@ def _reuse_teacher(run_dir: str, opts: Options, model, how: str, data: dict, kno
     stage_dir = stage_path(run_dir, stage)
     save_model_atomic(model, os.path.join(stage_dir, "model"))
     t0 = time.perf_counter()
-    metrics = known or {split: evaluate(model, opts.task, tensors, opts.eval_batch_size)
-                        for split, tensors in data.items() if split != "train"}
+    kind = task_kind(opts.task)
+    metrics = known or {split: kind.evaluate(model, opts, split_data)
+                        for split, split_data in data.items() if split != "train"}
     result = {"stage": 0, "name": stage.name, "precision": stage.precision, "weight_bits": 32, "act_bits": 32,
               "teacher": None, "init": None, "source": how, "steps": 0, "best_step": None,
               "best_dev": metrics["dev"]["main"], "metrics": metrics, "train_wall_s": 0.0,
@@ -510,7 +521,8 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
           max_len: int | None = None, max_steps: int | None = None, eval_every: int | None = None,
           save_every: int = 100, seed: int = 0, weight_decay: float = 0.01, warmup: float = 0.1, clip: float = 1.0,
           eval_batch_size: int = 64, glue_dir: str | os.PathLike | None = None, finetuned: bool = False,
-          int_epochs: int | None = None, resume: bool = False, quiet: bool = False) -> dict:
+          int_epochs: int | None = None, squad_dir: str | os.PathLike | None = None, doc_stride: int | None = None,
+          max_query_len: int | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Run (or resume) a BiT training run into `out_dir` (see the module doc).
 
     Returns {"run_dir", "stages": the result.json dicts of every stage} ("stages" is empty on ranks > 0).
@@ -523,7 +535,8 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
                    max_len=max_len, max_steps=max_steps, eval_every=eval_every, save_every=save_every, seed=seed,
                    weight_decay=weight_decay, warmup=warmup, clip=clip, eval_batch_size=eval_batch_size,
                    glue_dir=None if glue_dir is None else os.fspath(glue_dir), finetuned=finetuned,
-                   int_epochs=int_epochs).resolve()
+                   int_epochs=int_epochs, squad_dir=None if squad_dir is None else os.fspath(squad_dir),
+                   doc_stride=doc_stride, max_query_len=max_query_len).resolve()
     run_dir = os.path.abspath(os.fspath(out_dir))
     stages = plan_stages(opts.schedule, opts.method, opts.progressive)
     if not os.path.isdir(opts.model):
@@ -554,8 +567,8 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
         tok_src = _tokenizer_source(opts.model)
         tokenizer = load_tokenizer(tok_src) if not (exists and resume) else \
             load_tokenizer(os.path.join(run_dir, "tokenizer"))
-        spec = get_task(opts.task)
-        data = {split: load_split(opts.task, split, tokenizer, opts.max_len, opts.glue_dir) for split in spec.splits}
+        kind = task_kind(opts.task)
+        data = {split: kind.load_split(opts, split, tokenizer) for split in task_spec(opts.task).splits}
         dctx.barrier()
         if dctx.main and not exists:
             os.makedirs(run_dir, exist_ok=True)
@@ -563,8 +576,8 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
             write_json(os.path.join(run_dir, RUN_FILE), {
                 "format": "bitaccel-run", "version": 1, "task": opts.task, "options": dataclasses.asdict(opts),
                 "stages": [dataclasses.asdict(s) for s in stages], "tokenizer_source": os.path.abspath(tok_src),
-                "world_size": dctx.world, "versions": _versions(), "examples": {k: len(v["input_ids"])
-                                                                               for k, v in data.items()}})
+                "world_size": dctx.world, "versions": _versions(),
+                "examples": {k: len(kind.tensors(v)["input_ids"]) for k, v in data.items()}})
         dctx.barrier()
 
         ckpt_path = os.path.join(run_dir, CHECKPOINT_FILE)
@@ -586,7 +599,7 @@ def train(task: str, model_path: str | os.PathLike, schedule: str, out_dir: str 
                 truncate_metrics(run_dir, stage.index, state["step"] if state else 0)
             dctx.barrier()
             if stage.index == 0:
-                model, how, known = _load_teacher_source(opts, spec.num_labels)
+                model, how, known = _load_teacher_source(opts)
                 if model is not None:
                     if dctx.main:
                         results.append(_reuse_teacher(run_dir, opts, model, how, data, known))
