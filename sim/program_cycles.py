@@ -436,10 +436,11 @@ def _trace_beats(values: int) -> int:
     return _ceil(values * 4, BUS_BYTES)
 
 
-def axi_beats(ins, params, data_base: int = DATA_BASE) -> tuple[int, int]:
-    """(read, write) AXI data beats of one instruction, its fetch included: the read commands of its
-    unit (the same commands the busy formulas time) and its traces / EXT output."""
-    read, write, op = FETCH_BEATS, 0, ins.op
+def axi_beats(ins, params, data_base: int = DATA_BASE) -> tuple[int, int, int]:
+    """(read, write, weight read) AXI data beats of one instruction, its fetch included: the read
+    commands of its unit (the same commands the busy formulas time), its traces / EXT output, and
+    the part of the reads that is weight tiles (MATMUL from WEIGHTS)."""
+    read, write, weights, op = FETCH_BEATS, 0, 0, ins.op
     if op == Op.EMBED:
         t, h = ins["rows"], ins["hidden"]
         read += _ceil(t, 2) + t * ((1 + _ceil(h, 64)) + 2 * (h // 4))     # tokens; word, position, type rows
@@ -465,10 +466,11 @@ def axi_beats(ins, params, data_base: int = DATA_BASE) -> tuple[int, int]:
             tile_bytes = _ceil(ins["k"], params.lanes) * params.cols * params.lanes // 8
             for j in range(_ceil(n, params.cols)):
                 skip = (data_base + ins["b"] + j * tile_bytes) % BUS_BYTES
-                read += _ceil(tile_bytes + skip, BUS_BYTES)
+                weights += _ceil(tile_bytes + skip, BUS_BYTES)
+        read += weights
         if ins["tap"] or post == Post.EXT:
             write += _trace_beats(m * n * (1 if post in (Post.SCORES, Post.EXT) else 2))
-    return read, write
+    return read, write, weights
 
 
 # ---------------------------------------------------------------------------------------- program
@@ -494,7 +496,8 @@ def program_cycles(program, mem_latency: int = MEM_LATENCY, data_base: int = DAT
 
     Returns {"cycles": total, "instructions": [per-instruction dicts of `instruction_cycles`],
     "busy": {counter: modeled value} for `UNIT_COUNTERS`, "beats": {"axi_read_beats", "axi_write_beats"}
-    (`axi_beats` summed: the accelerator's BEAT_COUNTERS), "by_op": {op: cycles}, "mem_latency": the
+    (`axi_beats` summed: the accelerator's BEAT_COUNTERS), "weight_read_beats" (the weight tiles' share of
+    the reads), "by_op": {op: cycles}, "mem_latency": the
     latency used}. `data_base` is the DATA_BASE register (default: the cocotb bench's
     0x1040); it only moves the weight tiles inside bus words.
     """
@@ -509,6 +512,7 @@ def program_cycles(program, mem_latency: int = MEM_LATENCY, data_base: int = DAT
     beats = [axi_beats(ins, program.target.params, data_base) for ins in program.instructions]
     return {"cycles": sum(r["cycles"] for r in rows), "instructions": rows, "busy": busy, "by_op": by_op,
             "beats": {"axi_read_beats": sum(b[0] for b in beats), "axi_write_beats": sum(b[1] for b in beats)},
+            "weight_read_beats": sum(b[2] for b in beats),
             "mem_latency": mem_latency}
 
 
