@@ -6,7 +6,8 @@ artifact: hidden 384, FFN 1536, head size 32, act bits 1, its exp-LUT length) an
 with Yosys (`hw.synth.synthesize`, the flow of bench/hw_resources.py): Xilinx 7-series
 `synth_xilinx -flatten` and/or Lattice ECP5 `synth_ecp5`, then `opt_merge -share_all; opt_clean`.
 Reported: logic LUTs (Xilinx LUT1..LUT6 / ECP5 LUT4), carry cells, flip-flops, block RAMs
-(RAMB18E1 + RAMB36E1 / DP16KD) and DSPs, and the Yosys wall time.
+(RAMB18E1 + RAMB36E1 / DP16KD) and DSPs, the Yosys wall time, and the design's memory bits
+(every `lib.memory.Memory` of the elaborated top level, `hw.generate.memories`).
 
     .venv/bin/python bench/encoder_resources.py --arrays 8x8x64 --write-results docs/RESULTS.md
 
@@ -25,7 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
     sys.path.insert(0, str(ROOT))
 
+from amaranth.hdl import Fragment  # noqa: E402
+
 from golden.random_artifact import random_artifact  # noqa: E402
+from hw.generate import UNITS, memories  # noqa: E402
 from hw.synth import synthesize  # noqa: E402
 from sim.run_command import hw_params_for  # noqa: E402
 from sim.workload import parse_arrays  # noqa: E402
@@ -33,7 +37,15 @@ from sim.workload import parse_arrays  # noqa: E402
 import results_md  # noqa: E402  (bench/, beside this script)
 
 SECTION = "## Whole-accelerator FPGA resources (bench/encoder_resources.py)"
-HEADER = ["array", "target", "LUTs", "carry cells", "FFs", "block RAMs", "DSPs", "max_seq", "yosys s"]
+HEADER = ["array", "target", "LUTs", "carry cells", "FFs", "block RAMs", "DSPs", "design memory bits", "max_seq",
+          "yosys s"]
+
+
+def memory_bits(array: str, seq: int) -> int:
+    """Bits of every memory of the accelerator generated for `array` ("RxCxL") at MiniLM limits, `seq` tokens."""
+    r, c, lanes = (int(v) for v in array.split("x"))
+    params = hw_params_for(random_artifact("minilm", seed=0), seq, r, c, lanes)
+    return sum(m["bits"] for m in memories(Fragment.get(UNITS["accelerator"](params), platform=None)))
 
 
 def measure(arrays, targets, seq: int) -> list[dict]:
@@ -85,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
            + " (per target: synth_xilinx -flatten or synth_ecp5). Block RAMs: RAMB18E1 + RAMB36E1 (Xilinx) or DP16KD "
            "(ECP5) cells; memories Yosys could not map to block RAM are in the LUT and FF counts.", "",
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    bits = {key: memory_bits(*key) for key in {(r["array"], r["max_seq"]) for r in rows}}
     for r in rows:
         brams = ", ".join(f"{n} {k}" for k, n in sorted(r["cells"].items())) or "0"
         out.append(f"| {r['array']} | {r['target']} | {r['luts']:,} | {r['carry']:,} | {r['ffs']:,} | {brams} | "
-                   f"{r['dsp']} | {r['max_seq']} | {r['synth_s']:.0f} |")
+                   f"{r['dsp']} | {bits[r['array'], r['max_seq']]:,} | {r['max_seq']} | {r['synth_s']:.0f} |")
     text = "\n".join(out) + "\n"
     print(text)
     if args.write_results:
