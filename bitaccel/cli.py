@@ -109,6 +109,7 @@ DEMO_ARTIFACT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models
 def cmd_demo(args) -> int:
     """Main job: a trained model's mr sentence through the generated RTL, checked against golden/, measured."""
     from golden.artifact import load_artifact
+    from model.data import load_mr
     from sim.run_command import format_run, run_sentence
 
     def progress(message: str) -> None:
@@ -118,13 +119,12 @@ def cmd_demo(args) -> int:
     c = art.config
     print(f"[1/3] artifact {os.path.relpath(args.artifact)}: {c.layers} layers, hidden {c.hidden}, {c.heads} heads, "
           f"FFN {c.ffn}, W1A{max(art.quant.values())}" + (f", from {art.producer}" if art.producer else ""))
-    from model.data import load_mr
-
     test = load_mr("test")
     if not 0 <= args.example < len(test):
         raise ValueError(f"--example must be in [0, {len(test)}), not {args.example}")
     ex = test[args.example]
-    print(f"[2/3] mr test sentence {args.example} (label {ex.label}: {('rotten', 'fresh')[ex.label]}): {ex.text_a!r}")
+    labels = (art.tokenizer or {}).get("labels") or ("0", "1")
+    print(f"[2/3] mr test sentence {args.example} (label {ex.label}: {labels[ex.label]}): {ex.text_a!r}")
     print(f"[3/3] {args.array} accelerator on {args.sim}: generate, build, run, compare with golden/")
     r = run_sentence(args.artifact, args.array, args.sim, text=ex.text_a, clock_mhz=args.clock_mhz,
                      build_dir=args.build_dir, progress=progress)
