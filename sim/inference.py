@@ -71,10 +71,10 @@ def run_program(program, sim: str, *, reference: dict | None = None, work_dir=No
 
         def with_position(message: str) -> None:      # "... running for 30 s: instruction 120 of 400, ..."
             try:
-                message += ": " + Path(prog_out).read_text()
+                where = ": " + Path(prog_out).read_text()
             except OSError:                           # not simulating yet (building), or no report so far
-                pass
-            progress(message)
+                where = ""
+            progress(message + where)
 
         r = runner.run("accelerator", sim, params, workload=workload, seed=seed, work_dir=work, verify=False,
                        timeout_s=timeout_s, progress=None if progress is None else with_position)
