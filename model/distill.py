@@ -68,14 +68,21 @@ def distillation_loss(student: BitBertOutput, teacher: BitBertOutput, attention_
 
     The regression form of L_logits is chosen from the logits' shape (one output = regression).
     """
-    if len(student.hidden_states) != len(teacher.hidden_states):
-        raise ValueError(f"student has {len(student.hidden_states)} hidden states, teacher "
-                         f"{len(teacher.hidden_states)}: distillation needs the same number of layers")
     valid = attention_mask.bool()
     if student.logits.shape[-1] == 1:
         logits = F.mse_loss(student.logits, teacher.logits.detach().to(student.logits.dtype))
     else:
         logits = soft_cross_entropy(student.logits, teacher.logits)
+    return with_block_terms(logits, student, teacher, valid, attention)
+
+
+def with_block_terms(logits: torch.Tensor, student, teacher, valid: torch.Tensor, attention: bool) -> dict:
+    """The loss dict of a head's L_logits plus the block-output terms: L_reps (masked MSE of every hidden
+    state) and L_att (masked attention MSE, 0 unless `attention`). `student` / `teacher`: outputs with
+    ``hidden_states`` and ``attentions``; `valid`: (B, S) bool."""
+    if len(student.hidden_states) != len(teacher.hidden_states):
+        raise ValueError(f"student has {len(student.hidden_states)} hidden states, teacher "
+                         f"{len(teacher.hidden_states)}: distillation needs the same number of layers")
     reps = sum(masked_mse(s, t, valid) for s, t in zip(student.hidden_states, teacher.hidden_states))
     att = torch.zeros((), dtype=logits.dtype, device=logits.device)
     if attention:

@@ -38,7 +38,7 @@ from transformers import BertConfig, BertForQuestionAnswering
 from golden.config import LAYER_SITES
 
 from .bit_bert import META_FILE, WEIGHTS_FILE, BitBertForSequenceClassification, _key
-from .distill import attention_mse, masked_mse
+from .distill import with_block_terms
 from .quant import ActQuantizer
 
 __all__ = ["SpanOutput", "SpanHead", "BitBertForSpans", "span_loss", "masked_soft_cross_entropy",
@@ -107,19 +107,10 @@ def span_distillation_loss(student: SpanOutput, teacher: SpanOutput, attention_m
     L_logits = (soft CE of the start logits + soft CE of the end logits) / 2 over the
     attention_mask (B, S) positions; L_reps and L_att as model.distill.distillation_loss.
     """
-    if len(student.hidden_states) != len(teacher.hidden_states):
-        raise ValueError(f"student has {len(student.hidden_states)} hidden states, teacher "
-                         f"{len(teacher.hidden_states)}: distillation needs the same number of layers")
     valid = attention_mask.bool()
     logits = (masked_soft_cross_entropy(student.start_logits, teacher.start_logits, valid)
               + masked_soft_cross_entropy(student.end_logits, teacher.end_logits, valid)) / 2
-    reps = sum(masked_mse(s, t, valid) for s, t in zip(student.hidden_states, teacher.hidden_states))
-    att = torch.zeros((), dtype=logits.dtype, device=logits.device)
-    if attention:
-        if student.attentions is None or teacher.attentions is None:
-            raise ValueError("attention distillation needs output_attentions=True on student and teacher")
-        att = sum(attention_mse(s, t, valid) for s, t in zip(student.attentions, teacher.attentions))
-    return {"loss": logits + reps + att, "logits": logits, "reps": reps, "att": att}
+    return with_block_terms(logits, student, teacher, valid, attention)
 
 
 class BitBertForSpans(nn.Module):
