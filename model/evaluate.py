@@ -161,6 +161,12 @@ def model_class(task: str) -> type:
     return BitBertForSpans if is_span_task(task) else BitBertForSequenceClassification
 
 
+def _stage_model_and_tokenizer(run_dir: str, stage: int | None):
+    """(the chosen stage, its best model in eval mode, the run's tokenizer)."""
+    chosen, _ = final_stage(run_dir, stage)
+    return chosen, load_stage_model(run_dir, chosen.index), load_tokenizer(os.path.join(run_dir, "tokenizer"))
+
+
 def load_stage_model(run_dir: str, stage: int | None = None):
     """The best model of the run's final stage (or of `stage`), in eval mode (the run's task's model class)."""
     chosen, _ = final_stage(run_dir, stage)
@@ -197,9 +203,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "dev", integer: str | 
     if given:
         raise ValueError(f"{', '.join(given)}: only for squad runs, and {run_dir} is a {run['task']} run")
     opts = run["options"]
-    chosen, _ = final_stage(run_dir, stage)
-    model = load_stage_model(run_dir, chosen.index)
-    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    chosen, model, tokenizer = _stage_model_and_tokenizer(run_dir, stage)
     gdir = os.fspath(glue_dir) if glue_dir is not None else opts["glue_dir"]
     tensors = load_split(run["task"], split, tokenizer, opts["max_len"], gdir)
     logits = predict(model, tensors, opts["eval_batch_size"])
@@ -234,9 +238,7 @@ def _evaluate_span_run(run_dir: str, run: dict, split: str, integer, stage: int 
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive integer, not {v!r}")
     opts = run["options"]
-    chosen, _ = final_stage(run_dir, stage)
-    model = load_stage_model(run_dir, chosen.index)
-    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    chosen, model, tokenizer = _stage_model_and_tokenizer(run_dir, stage)
     sdir = os.fspath(squad_dir) if squad_dir is not None else opts["squad_dir"]
     data = load_squad_split(split, tokenizer, opts["max_len"], opts["doc_stride"], opts["max_query_len"], sdir)
     metrics = evaluate_spans(model, data, opts["eval_batch_size"], n_best, max_answer_length)
@@ -269,9 +271,7 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, stage: i
     if is_span_task(run["task"]):
         raise ValueError(f"{run_dir} is a squad run: export of span models is not supported yet")
     opts = run["options"]
-    chosen, _ = final_stage(run_dir, stage)
-    model = load_stage_model(run_dir, chosen.index)
-    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    chosen, model, tokenizer = _stage_model_and_tokenizer(run_dir, stage)
     dev = load_split(run["task"], "dev", tokenizer, opts["max_len"], opts["glue_dir"])
     sample = trim_batch({k: dev[k][:sample_size] for k in ("input_ids", "attention_mask", "token_type_ids")})
     ref = tokenizer_reference(tokenizer, run.get("tokenizer_source", ""), run["task"], opts["max_len"])
