@@ -53,7 +53,7 @@ venv: $(STAMP)
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
-# Top-level packages (must match [tool.setuptools.packages.find] in pyproject).
+# Top-level folders of packages (setup.py installs each as bitaccel.<folder>).
 # The editable install only maps packages that existed when it ran, so a new
 # package's __init__.py also triggers a (5 s) re-install.
 PACKAGES  := bitaccel compiler golden hw model sim
@@ -64,7 +64,7 @@ PKG_INITS := $(wildcard $(addsuffix /__init__.py,$(PACKAGES)))
 # Order matters: torch first, so the project's torch==2.13.0 is already
 # satisfied when the project is installed; the offline packages last, with
 # --no-deps; then a guard that fails if a CUDA torch got in anyway.
-$(STAMP): pyproject.toml $(PKG_INITS) | $(VPY)
+$(STAMP): pyproject.toml setup.py $(PKG_INITS) | $(VPY)
 	$(VPIP) install --upgrade "pip==$(PIP_VERSION)"
 	$(VPIP) install "$(TORCH_SPEC)"
 	$(VPIP) install -e '.[test]'

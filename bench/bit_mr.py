@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from model.data import default_model_dir  # noqa: E402
-from golden.artifact import load_artifact  # noqa: E402
-from model.train import evaluate_run, export_run, final_stage, load_run, run_stages, stage_result, train  # noqa: E402
+from bitaccel.model.data import default_model_dir  # noqa: E402
+from bitaccel.golden.artifact import load_artifact  # noqa: E402
+from bitaccel.model.train import evaluate_run, export_run, final_stage, load_run, run_stages, stage_result, train  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
 

@@ -23,16 +23,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
+if str(ROOT) not in sys.path:  # for bench.results_md (bitaccel comes from the venv)
     sys.path.insert(0, str(ROOT))
 
 from amaranth.hdl import Fragment  # noqa: E402
 
-from golden.random_artifact import random_artifact  # noqa: E402
-from hw.generate import UNITS, memories  # noqa: E402
-from hw.synth import synthesize  # noqa: E402
-from sim.run_command import hw_params_for  # noqa: E402
-from sim.workload import parse_arrays  # noqa: E402
+from bitaccel.golden.random_artifact import random_artifact  # noqa: E402
+from bitaccel.hw.generate import UNITS, memories  # noqa: E402
+from bitaccel.hw.synth import synthesize  # noqa: E402
+from bitaccel.sim.run_command import hw_params_for  # noqa: E402
+from bitaccel.sim.workload import parse_arrays  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
 

@@ -23,20 +23,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
+if str(ROOT) not in sys.path:  # for bench.results_md (bitaccel comes from the venv)
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from compiler import Target, compile_program  # noqa: E402
-from golden.model import IntegerModel  # noqa: E402
-from golden.random_artifact import random_artifact  # noqa: E402
-from hw.schedule import ideal_cycles  # noqa: E402
-from hw.spec.isa import BSource, Op  # noqa: E402
-from sim.inference import run_program  # noqa: E402
-from sim.program_cycles import program_cycles  # noqa: E402
-from sim.run_command import hw_params_for  # noqa: E402
-from sim.workload import parse_arrays  # noqa: E402
+from bitaccel.compiler import Target, compile_program  # noqa: E402
+from bitaccel.golden.model import IntegerModel  # noqa: E402
+from bitaccel.golden.random_artifact import random_artifact  # noqa: E402
+from bitaccel.hw.schedule import ideal_cycles  # noqa: E402
+from bitaccel.hw.spec.isa import BSource, Op  # noqa: E402
+from bitaccel.sim.inference import run_program  # noqa: E402
+from bitaccel.sim.program_cycles import program_cycles  # noqa: E402
+from bitaccel.sim.run_command import hw_params_for  # noqa: E402
+from bitaccel.sim.workload import parse_arrays  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
 

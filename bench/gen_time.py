@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
+if str(ROOT) not in sys.path:  # for bench.results_md (bitaccel comes from the venv)
     sys.path.insert(0, str(ROOT))
 
-from hw.generate import generate  # noqa: E402
-from hw.params import HwParams  # noqa: E402
+from bitaccel.hw.generate import generate  # noqa: E402
+from bitaccel.hw.params import HwParams  # noqa: E402
 
 import results_md  # noqa: E402
 from hw_resources import machine, parse_config  # noqa: E402

@@ -32,15 +32,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
+if str(ROOT) not in sys.path:  # for bench.results_md (bitaccel comes from the venv)
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import BertConfig, BertModel  # noqa: E402
 
-from golden.model import IntegerModel  # noqa: E402
-from golden.random_artifact import random_artifact  # noqa: E402
+from bitaccel.golden.model import IntegerModel  # noqa: E402
+from bitaccel.golden.random_artifact import random_artifact  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
 

@@ -35,12 +35,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
+if str(ROOT) not in sys.path:  # for bench.results_md (bitaccel comes from the venv)
     sys.path.insert(0, str(ROOT))
 
-from hw.params import HwParams  # noqa: E402
-from hw.synth import NANGATE45_UM2, asic_estimate, synthesize, synthesize_verilog  # noqa: E402
-from hw.toolchain import find_yosys  # noqa: E402
+from bitaccel.hw.params import HwParams  # noqa: E402
+from bitaccel.hw.synth import NANGATE45_UM2, asic_estimate, synthesize, synthesize_verilog  # noqa: E402
+from bitaccel.hw.toolchain import find_yosys  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
 
@@ -88,7 +88,7 @@ def popcount_tree(lanes: int) -> dict:
     """Xilinx counts of the PE's xor-popcount tree alone, as the MAC array instantiates it."""
     from amaranth.back import verilog
 
-    from hw.popcount import XNOR_GROUP, XorPopcount
+    from bitaccel.hw.popcount import XNOR_GROUP, XorPopcount
 
     with tempfile.TemporaryDirectory(prefix="bitaccel-bench-") as tmp:
         path = os.path.join(tmp, "xor_popcount.v")

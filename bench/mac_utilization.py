@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import amaranth  # noqa: E402
 from amaranth.sim import Simulator  # noqa: E402
 
-from golden.formats import acc_bits  # noqa: E402
-from hw.schedule import pe_acc_bits  # noqa: E402
-from golden.matmul import blas_matmul  # noqa: E402
-from hw.mac_array import BinaryMacArray  # noqa: E402
-from hw.schedule import beats_count, ideal_cycles, matmul_beats, tile_grid  # noqa: E402
+from bitaccel.golden.formats import acc_bits  # noqa: E402
+from bitaccel.hw.schedule import pe_acc_bits  # noqa: E402
+from bitaccel.golden.matmul import blas_matmul  # noqa: E402
+from bitaccel.hw.mac_array import BinaryMacArray  # noqa: E402
+from bitaccel.hw.schedule import beats_count, ideal_cycles, matmul_beats, tile_grid  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
 

@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
+if str(ROOT) not in sys.path:  # for bench.results_md (bitaccel comes from the venv)
     sys.path.insert(0, str(ROOT))
 
 from bitaccel.cli import main  # noqa: E402
-from golden.artifact import ArtifactError, load_artifact, save_artifact  # noqa: E402
-from golden.random_artifact import random_artifact  # noqa: E402
+from bitaccel.golden.artifact import ArtifactError, load_artifact, save_artifact  # noqa: E402
+from bitaccel.golden.random_artifact import random_artifact  # noqa: E402
 from tests.artifact_corruptions import corruptions  # noqa: E402
 from tests.test_cli_bad_input import BAD_INPUTS  # noqa: E402
 

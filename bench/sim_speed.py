@@ -21,11 +21,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benches run from a checkout, installed or not
+if str(ROOT) not in sys.path:  # for bench.results_md (bitaccel comes from the venv)
     sys.path.insert(0, str(ROOT))
 
-from hw.params import HwParams  # noqa: E402
-from sim.measure import run_unit  # noqa: E402
+from bitaccel.hw.params import HwParams  # noqa: E402
+from bitaccel.sim.measure import run_unit  # noqa: E402
 
 import results_md  # noqa: E402  (bench/, beside this script)
 

@@ -36,10 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results_md import command_line, machine, write_section  # noqa: E402
-from model import bit_bert, quant  # noqa: E402
-from model.bit_bert import BitBertForSequenceClassification  # noqa: E402
-from model.distill import distillation_loss, teacher_forward  # noqa: E402
-from model.train import make_optimizer  # noqa: E402
+from bitaccel.model import bit_bert, quant  # noqa: E402
+from bitaccel.model.bit_bert import BitBertForSequenceClassification  # noqa: E402
+from bitaccel.model.distill import distillation_loss, teacher_forward  # noqa: E402
+from bitaccel.model.train import make_optimizer  # noqa: E402
 
 TITLE = "## Training step speed (MiniLM W1A1 distillation step, CPU)"
 
@@ -176,8 +176,8 @@ def worker(args) -> int:
     torch.set_num_threads(args.threads)
     import transformers
 
-    from model.cpu_memory import keep_freed_memory
-    from model.data import default_model_dir
+    from bitaccel.model.cpu_memory import keep_freed_memory
+    from bitaccel.model.data import default_model_dir
     transformers.utils.logging.set_verbosity_error()
     before = args.worker == "before"
     if not before:

@@ -1,5 +1,5 @@
 """bitaccel: from a binarized (BiT) transformer to verified accelerator hardware."""
 
-from golden.version import __version__
+from bitaccel.golden.version import __version__
 
 __all__ = ["__version__"]

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from golden.inputs import parse_int_list
+from bitaccel.golden.inputs import parse_int_list
 
 from . import __version__
 
@@ -57,8 +57,8 @@ def check_output_folder(folder: str, what: str, shown: str | None = None) -> Non
 
 
 def cmd_random_artifact(args) -> int:
-    from golden.artifact import save_artifact
-    from golden.random_artifact import random_artifact
+    from bitaccel.golden.artifact import save_artifact
+    from bitaccel.golden.random_artifact import random_artifact
 
     check_output_file(args.out, "--out")
     t0 = time.perf_counter()
@@ -72,8 +72,8 @@ def cmd_random_artifact(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    from golden.artifact import load_artifact
-    from golden.model import IntegerModel
+    from bitaccel.golden.artifact import load_artifact
+    from bitaccel.golden.model import IntegerModel
 
     ids = np.array(parse_int_list(args.ids, "--ids"), dtype=np.int64)
     mask = None if args.mask is None else np.array(parse_int_list(args.mask, "--mask"), dtype=np.int64)
@@ -92,7 +92,7 @@ def cmd_infer(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from golden.artifact import load_artifact
+    from bitaccel.golden.artifact import load_artifact
 
     art = load_artifact(args.artifact)
     bits = sorted(set(art.quant.values()))
@@ -108,9 +108,9 @@ DEMO_ARTIFACT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models
 
 def cmd_demo(args) -> int:
     """Main job: a trained model's mr sentence through the generated RTL, checked against golden/, measured."""
-    from golden.artifact import load_artifact
-    from model.data import load_mr
-    from sim.run_command import format_run, run_sentence
+    from bitaccel.golden.artifact import load_artifact
+    from bitaccel.model.data import load_mr
+    from bitaccel.sim.run_command import format_run, run_sentence
 
     def progress(message: str) -> None:
         print(f"      {message}", flush=True)
@@ -136,7 +136,7 @@ def cmd_demo(args) -> int:
 
 
 def _hw_params(args):
-    from hw.params import HwParams
+    from bitaccel.hw.params import HwParams
 
     return HwParams(rows=args.rows, cols=args.cols, lanes=args.lanes, max_seq=args.max_seq,
                     max_hidden=args.max_hidden, max_ffn=args.max_ffn, max_head_dim=args.max_head_dim,
@@ -144,8 +144,8 @@ def _hw_params(args):
 
 
 def cmd_generate(args) -> int:
-    from hw.generate import generate, resolve_units
-    from hw.toolchain import find_verilator, lint_verilog
+    from bitaccel.hw.generate import generate, resolve_units
+    from bitaccel.hw.toolchain import find_verilator, lint_verilog
 
     params = _hw_params(args).validate()
     units = None if args.units is None else resolve_units(u for u in args.units.replace(" ", "").split(",") if u)
@@ -175,7 +175,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from hw.synth import synthesize
+    from bitaccel.hw.synth import synthesize
 
     r = synthesize(_hw_params(args), unit=args.unit, target=args.target, pnr=args.pnr, keep_dir=args.keep)
     if args.json:
@@ -196,7 +196,7 @@ def cmd_synth(args) -> int:
 
 
 def _add_hw_params(s) -> None:
-    from hw.params import HwParams
+    from bitaccel.hw.params import HwParams
 
     d = HwParams()
     s.add_argument("--rows", type=int, required=True, help="MAC array rows R")
@@ -214,8 +214,8 @@ def _add_hw_params(s) -> None:
 
 
 def cmd_train(args) -> int:
-    from model.data import default_model_dir
-    from model.train import train
+    from bitaccel.model.data import default_model_dir
+    from bitaccel.model.train import train
 
     model = args.model if args.model is not None else str(default_model_dir())
     r = train(args.task, model, args.schedule, args.out, method=args.method, progressive=args.progressive,
@@ -236,7 +236,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from model.train import evaluate_run
+    from bitaccel.model.train import evaluate_run
 
     r = evaluate_run(args.run, split=args.split, integer=args.integer, stage=args.stage, glue_dir=args.glue_dir,
                      squad_dir=args.squad_dir, n_best=args.n_best, max_answer_length=args.max_answer_length)
@@ -261,7 +261,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from model.train import export_run
+    from bitaccel.model.train import export_run
 
     art = export_run(args.run, args.out, stage=args.stage)
     bits = sorted(set(art.quant.values()))
@@ -330,7 +330,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hw.spec.units import UNITS
+    from bitaccel.hw.spec.units import UNITS
 
     p = _Parser(prog="bitaccel", description=__doc__)
     p.add_argument("--version", action="version", version=f"bitaccel {__version__}")
@@ -381,10 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
     _add_train_commands(sub)
 
-    from sim.commands import add_commands  # `simulate` and `report`
+    from bitaccel.sim.commands import add_commands  # `simulate` and `report`
 
     add_commands(sub)
-    from sim.run_command import add_command as add_run_command  # `run`
+    from bitaccel.sim.run_command import add_command as add_run_command  # `run`
 
     add_run_command(sub)
     return p

@@ -3,7 +3,7 @@
 Data flow: model/ -> artifact -> golden/ -> compiler/ -> hw/ -> sim/. Imports NumPy, golden,
 hw.params and hw.spec only (never Amaranth, torch or sim). docs/compiler.md is the reference.
 
-    from compiler import Target, compile_program, execute
+    from bitaccel.compiler import Target, compile_program, execute
     prog = compile_program(artifact, Target(), ids=[101, 7592, 102])
     execute(prog)["layers.0.scores"]     # == IntegerModel(artifact).forward(...)["intermediates"][...]
 """

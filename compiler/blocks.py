@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from golden.config import ModelConfig
-from hw.spec.isa import Layout
+from bitaccel.golden.config import ModelConfig
+from bitaccel.hw.spec.isa import Layout
 
 __all__ = ["Embed", "Norm", "Quant", "Linear", "Scores", "Softmax", "Context", "encoder_blocks"]
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.formats import residual_range, signed_bits_for
-from golden.layernorm import layernorm
-from golden.matmul import blas_matmul
-from golden.requant import requantize
-from golden.softmax import softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
-from golden.threshold import bits_to_codes, threshold
-from hw.spec.isa import INSTR_BYTES, BSource, Layout, Op, Post, decode
+from bitaccel.golden.formats import residual_range, signed_bits_for
+from bitaccel.golden.layernorm import layernorm
+from bitaccel.golden.matmul import blas_matmul
+from bitaccel.golden.requant import requantize
+from bitaccel.golden.softmax import softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
+from bitaccel.golden.threshold import bits_to_codes, threshold
+from bitaccel.hw.spec.isa import INSTR_BYTES, BSource, Layout, Op, Post, decode
 
 from . import memory as mem
 from .program import Piece, Program, View

@@ -15,11 +15,11 @@ import dataclasses
 
 import numpy as np
 
-from golden.artifact import Artifact
-from golden.config import site_signed
-from golden.inputs import check_inputs
-from hw.spec.buffers import pad_rows, plan_buffers
-from hw.spec.isa import INSTR_BYTES, BSource, Instruction, Layout, Op, Post, encode_program
+from bitaccel.golden.artifact import Artifact
+from bitaccel.golden.config import site_signed
+from bitaccel.golden.inputs import check_inputs
+from bitaccel.hw.spec.buffers import pad_rows, plan_buffers
+from bitaccel.hw.spec.isa import INSTR_BYTES, BSource, Instruction, Layout, Op, Post, encode_program
 
 from . import memory as mem
 from .blocks import Context, Embed, Linear, Norm, Quant, Scores, Softmax, encoder_blocks

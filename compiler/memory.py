@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.packing import n_words, unpack_bits
-from hw.spec.buffers import pad_rows
-from hw.spec.isa import Layout
+from bitaccel.golden.packing import n_words, unpack_bits
+from bitaccel.hw.spec.buffers import pad_rows
+from bitaccel.hw.spec.isa import Layout
 
 __all__ = ["ALIGN", "CONST_BYTES", "ExtImage", "act_address", "to_stored", "from_stored",
            "weight_block", "read_weight_block", "weight_block_bytes",

@@ -19,9 +19,9 @@ import tempfile
 
 import numpy as np
 
-from golden.config import ModelConfig
-from golden.inputs import check_inputs
-from hw.spec.isa import INSTR_BITS, INSTR_BYTES, Instruction, IsaError, decode_program
+from bitaccel.golden.config import ModelConfig
+from bitaccel.golden.inputs import check_inputs
+from bitaccel.hw.spec.isa import INSTR_BITS, INSTR_BYTES, Instruction, IsaError, decode_program
 
 from .memory import token_words
 from .target import Target

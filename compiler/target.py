@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from golden.config import site_names
-from golden.formats import NumericFormat
-from hw.params import HwParams
+from bitaccel.golden.config import site_names
+from bitaccel.golden.formats import NumericFormat
+from bitaccel.hw.params import HwParams
 
-from hw.spec.buffers import buffer_words
+from bitaccel.hw.spec.buffers import buffer_words
 
 __all__ = ["CompileError", "Target", "check_model"]
 

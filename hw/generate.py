@@ -38,7 +38,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Fragment, MemoryInstance, Shape
 from amaranth.lib import memory, wiring
 
-from golden.version import __version__
+from bitaccel.golden.version import __version__
 
 from .params import HwParams
 from .spec.units import UNITS as UNIT_SPECS

@@ -39,7 +39,7 @@ from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formats import (GAMMA_BITS, RESIDUAL_BITS, RSQRT_Q, NumericFormat, layernorm_var_bits, residual_range,
+from bitaccel.golden.formats import (GAMMA_BITS, RESIDUAL_BITS, RSQRT_Q, NumericFormat, layernorm_var_bits, residual_range,
                             signed_bits_for)
 
 from .params import HwParams
@@ -58,7 +58,7 @@ def _sat(m: Module, value, lo: int, hi: int, shape):
 
 
 def _rshift_round(value, s: int):
-    """golden.formats.rshift_round with a constant shift: (v + 2**(s-1)) >> s; s <= 0 shifts left."""
+    """bitaccel.golden.formats.rshift_round with a constant shift: (v + 2**(s-1)) >> s; s <= 0 shifts left."""
     if s <= 0:
         return value << -s
     return (value + (1 << (s - 1))) >> s

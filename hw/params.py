@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from golden.formats import (ACT_BITS, NumericFormat, RESIDUAL_BITS, acc_max_abs, exp_sum_bits, layernorm_var_bits,
+from bitaccel.golden.formats import (ACT_BITS, NumericFormat, RESIDUAL_BITS, acc_max_abs, exp_sum_bits, layernorm_var_bits,
                             signed_bits_for)
 
 

@@ -10,7 +10,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS
+from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS
 
 from .params import HwParams
 from .spec.validate import require_int

@@ -23,7 +23,7 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formats import RSQRT_IN_BITS, RSQRT_Q
+from bitaccel.golden.formats import RSQRT_IN_BITS, RSQRT_Q
 
 from .spec.validate import require_int
 

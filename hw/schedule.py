@@ -54,7 +54,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from golden.formats import acc_bits, code_range
+from bitaccel.golden.formats import acc_bits, code_range
 
 __all__ = ["ArraySpec", "operand_encoding", "pe_acc_bits", "check_fits", "matmul_beats", "assemble",
            "beats_count", "ideal_cycles", "plane_count", "tile_grid", "tile_plan", "array_cycles",

@@ -27,7 +27,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from golden.formats import NumericFormat, acc_bits, exp_sum_bits
+from bitaccel.golden.formats import NumericFormat, acc_bits, exp_sum_bits
 
 from .divider import RestoringDivider
 from .params import HwParams

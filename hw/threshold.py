@@ -10,7 +10,7 @@ from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formats import RESIDUAL_BITS
+from bitaccel.golden.formats import RESIDUAL_BITS
 
 from .params import HwParams
 from .spec.validate import require_int

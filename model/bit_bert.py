@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.activations import ACT2FN
 
-from golden.config import BETA_SITES, LAYER_SITES, LINEARS, MODEL_SITES
+from bitaccel.golden.config import BETA_SITES, LAYER_SITES, LINEARS, MODEL_SITES
 
 from .quant import (ACT_BITS, WEIGHT_BITS, ActQuantizer, BitEmbedding, BitLinear, BoolAttention, quantized_linear,
                     quantized_matmul)
@@ -315,7 +315,7 @@ class BitBertForSequenceClassification(nn.Module):
         model = cls(BertConfig.from_pretrained(folder), **flags)
         model.load_state_dict(load_file(os.path.join(folder, WEIGHTS_FILE)))
         if meta.get("integer_format") is not None:
-            from golden.formats import NumericFormat
+            from bitaccel.golden.formats import NumericFormat
             model.integer_format = NumericFormat.from_dict(meta["integer_format"])
         return model
 

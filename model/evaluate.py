@@ -175,7 +175,7 @@ def load_stage_model(run_dir: str, stage: int | None = None):
 
 
 def _integer_logits(art, tensors: dict, batch_size: int = 64) -> np.ndarray:
-    from golden.model import IntegerModel
+    from bitaccel.golden.model import IntegerModel
 
     model = IntegerModel(art)
     out = np.zeros((len(tensors["input_ids"]), art.config.num_labels), dtype=np.float64)
@@ -212,7 +212,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "dev", integer: str | 
            "precision": chosen.precision, "examples": int(len(labels)),
            "metrics": glue_metrics(run["task"], logits, labels)}
     if integer is not None:
-        from golden.artifact import load_artifact
+        from bitaccel.golden.artifact import load_artifact
 
         art = load_artifact(integer)
         if art.config.num_labels != model.num_labels or art.config.hidden != model.config.hidden_size:
@@ -262,7 +262,7 @@ def tokenizer_reference(tokenizer, source: str, task: str, max_len: int) -> dict
 def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, stage: int | None = None,
                sample_size: int = 64):
     """Export the run's final (or given) stage best model to an artifact; numerics chosen on a dev sample."""
-    from golden.version import __version__
+    from bitaccel.golden.version import __version__
 
     from .export import export
 

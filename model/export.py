@@ -26,11 +26,11 @@ import os
 import numpy as np
 import torch
 
-from golden.artifact import Artifact, save_artifact
-from golden.config import LINEARS, ModelConfig, site_has_beta
-from golden.fold import fold_all, to_fixed
-from golden.formats import GAMMA_BITS, RESIDUAL_BITS, NumericFormat
-from golden.packing import pack_bits, pm1_to_bits
+from bitaccel.golden.artifact import Artifact, save_artifact
+from bitaccel.golden.config import LINEARS, ModelConfig, site_has_beta
+from bitaccel.golden.fold import fold_all, to_fixed
+from bitaccel.golden.formats import GAMMA_BITS, RESIDUAL_BITS, NumericFormat
+from bitaccel.golden.packing import pack_bits, pm1_to_bits
 
 from .bit_bert import BitBertForSequenceClassification
 from .quant import weight_signs_scale

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from golden.config import LINEARS, ModelConfig, site_signed
-from golden.fold import unpack_pm1
-from golden.formats import RSQRT_IN_BITS, RSQRT_Q, NumericFormat, code_max_abs, residual_range
-from golden.model import IntegerModel
-from golden.packing import unpack_bits
+from bitaccel.golden.config import LINEARS, ModelConfig, site_signed
+from bitaccel.golden.fold import unpack_pm1
+from bitaccel.golden.formats import RSQRT_IN_BITS, RSQRT_Q, NumericFormat, code_max_abs, residual_range
+from bitaccel.golden.model import IntegerModel
+from bitaccel.golden.packing import unpack_bits
 
 from .quant import binarize_weight, quantize, word_embedding_signs_scale
 
@@ -48,7 +48,7 @@ _INT32_MIN_HALF = -(1 << 30)    # golden.softmax.softmax_exp's masked score (np.
 
 # ----------------------------------------------------------------------------- golden's integer steps, in torch
 def rshift_round(x: torch.Tensor, s) -> torch.Tensor:
-    """golden.formats.rshift_round: floor((x + 2^(s-1)) / 2^s) on int64; s <= 0 shifts left. s: int or int64 tensor."""
+    """bitaccel.golden.formats.rshift_round: floor((x + 2^(s-1)) / 2^s) on int64; s <= 0 shifts left. s: int or int64 tensor."""
     if isinstance(s, torch.Tensor):
         return (x + (torch.ones_like(s) << (s - 1))) >> s      # per-row shifts, all > 0 (LayerNorm)
     s = int(s)
@@ -58,19 +58,19 @@ def rshift_round(x: torch.Tensor, s) -> torch.Tensor:
 
 
 def requantize(acc: torch.Tensor, m, b, s, lo, hi) -> torch.Tensor:
-    """golden.requant.requantize: clamp(rshift_round(acc * M + B, S), lo, hi), int64."""
+    """bitaccel.golden.requant.requantize: clamp(rshift_round(acc * M + B, S), lo, hi), int64."""
     y = rshift_round(acc * m + b, int(s))
     return torch.minimum(torch.maximum(y, lo), hi)
 
 
 def bit_length(v: torch.Tensor) -> torch.Tensor:
-    """golden.layernorm.bit_length: exact bit length of non-negative int64 values."""
+    """bitaccel.golden.layernorm.bit_length: exact bit length of non-negative int64 values."""
     powers = torch.ones(63, dtype=torch.int64, device=v.device) << torch.arange(63, device=v.device)
     return (v[..., None] >= powers).sum(dim=-1)
 
 
 def rsqrt_fixed(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """golden.layernorm.rsqrt_fixed: (r, s) with r the largest integer, r^2 * (V >> 2s) <= 2^(2 RSQRT_Q)."""
+    """bitaccel.golden.layernorm.rsqrt_fixed: (r, s) with r the largest integer, r^2 * (V >> 2s) <= 2^(2 RSQRT_Q)."""
     s = torch.clamp((bit_length(v) - RSQRT_IN_BITS + 1) // 2, min=0)
     vs = v >> (2 * s)
     limit = 1 << (2 * RSQRT_Q)
@@ -83,7 +83,7 @@ def rsqrt_fixed(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def layernorm(x: torch.Tensor, gamma_q: torch.Tensor, beta_q: torch.Tensor, eps_q: int,
               fmt: NumericFormat) -> torch.Tensor:
-    """golden.layernorm.layernorm: x (..., H) residual int64 -> y (..., H) residual int64."""
+    """bitaccel.golden.layernorm.layernorm: x (..., H) residual int64 -> y (..., H) residual int64."""
     lo, hi = residual_range()
     h = x.shape[-1]
     s1 = x.sum(dim=-1, keepdim=True)
@@ -97,7 +97,7 @@ def layernorm(x: torch.Tensor, gamma_q: torch.Tensor, beta_q: torch.Tensor, eps_
 
 
 def softmax_exp(scores: torch.Tensor, valid: torch.Tensor, lut: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """golden.softmax.softmax_exp: integer scores (..., S), valid keys (broadcastable bool) -> (e, sum (..., 1))."""
+    """bitaccel.golden.softmax.softmax_exp: integer scores (..., S), valid keys (broadcastable bool) -> (e, sum (..., 1))."""
     if not bool(valid.any(dim=-1).all()):
         raise ValueError("softmax: every row needs at least one unmasked key")
     t = scores.masked_fill(~valid, _INT32_MIN_HALF)
@@ -107,19 +107,19 @@ def softmax_exp(scores: torch.Tensor, valid: torch.Tensor, lut: torch.Tensor) ->
 
 
 def softmax_binarize(e: torch.Tensor, total: torch.Tensor, theta: int, fmt: NumericFormat) -> torch.Tensor:
-    """golden.softmax.softmax_binarize: e >= ceil(theta * sum / 2^theta_frac) -> {0, 1} int64."""
+    """bitaccel.golden.softmax.softmax_binarize: e >= ceil(theta * sum / 2^theta_frac) -> {0, 1} int64."""
     row_thr = (int(theta) * total + ((1 << fmt.theta_frac) - 1)) >> fmt.theta_frac
     return (e >= row_thr).to(torch.int64)
 
 
 def softmax_reciprocal(total: torch.Tensor, fmt: NumericFormat) -> torch.Tensor:
-    """golden.softmax.softmax_reciprocal: floor(2^(exp_frac + prob_frac + recip_guard) / sum)."""
+    """bitaccel.golden.softmax.softmax_reciprocal: floor(2^(exp_frac + prob_frac + recip_guard) / sum)."""
     return torch.div(torch.full_like(total, 1 << (fmt.exp_frac + fmt.prob_frac + fmt.recip_guard)), total,
                      rounding_mode="floor")
 
 
 def softmax_probs(e: torch.Tensor, recip: torch.Tensor, fmt: NumericFormat) -> torch.Tensor:
-    """golden.softmax.softmax_probs: rshift_round(e * R, exp_frac + recip_guard)."""
+    """bitaccel.golden.softmax.softmax_probs: rshift_round(e * R, exp_frac + recip_guard)."""
     return rshift_round(e * recip, fmt.exp_frac + fmt.recip_guard)
 
 

@@ -61,8 +61,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from golden.formats import ACT_BITS as GOLDEN_ACT_BITS
-from golden.formats import code_range
+from bitaccel.golden.formats import ACT_BITS as GOLDEN_ACT_BITS
+from bitaccel.golden.formats import code_range
 
 #: Smallest scale alpha used in the forward pass (alpha is clamped to it, here and in export).
 ALPHA_MIN = 1e-5

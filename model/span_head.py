@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import BertConfig, BertForQuestionAnswering
 
-from golden.config import LAYER_SITES
+from bitaccel.golden.config import LAYER_SITES
 
 from .bit_bert import META_FILE, WEIGHTS_FILE, BitBertForSequenceClassification, _key
 from .distill import with_block_terms

@@ -510,7 +510,7 @@ def _reuse_teacher(run_dir: str, opts: Options, model, how: str, data: dict, kno
 def _versions() -> dict:
     import transformers
 
-    from golden.version import __version__
+    from bitaccel.golden.version import __version__
     return {"bitaccel": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": sys.version.split()[0]}
 

@@ -20,19 +20,19 @@ DEFAULT_ARRAYS = "8x8x64,16x16x64"
 # ----------------------------------------------------------------------------- model resolution
 def resolve_model(model: str, act_bits: int = 1) -> dict:
     """A preset name (golden.config.PRESETS) or an artifact path -> {name, config, quant, numerics}."""
-    from golden.config import PRESETS
-    from golden.formats import ACT_BITS, NumericFormat
+    from bitaccel.golden.config import PRESETS
+    from bitaccel.golden.formats import ACT_BITS, NumericFormat
 
     if act_bits not in ACT_BITS:
         raise ValueError(f"--act-bits must be one of {', '.join(map(str, ACT_BITS))}, not {act_bits!r}")
     if model in PRESETS:
-        from golden.config import uniform_quant
+        from bitaccel.golden.config import uniform_quant
         cfg = PRESETS[model]
         return {"name": model, "source": "preset", "config": cfg, "quant": uniform_quant(cfg, act_bits),
                 "numerics": NumericFormat()}
     if not os.path.isfile(model):
         raise ValueError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor an artifact file")
-    from golden.artifact import load_artifact
+    from bitaccel.golden.artifact import load_artifact
     art = load_artifact(model)
     return {"name": os.path.basename(model), "source": "artifact", "config": art.config, "quant": dict(art.quant),
             "numerics": art.numerics, "artifact": art}
@@ -55,7 +55,7 @@ def _cycles(x: float) -> int:
 
 def design_notes(params, seq: int) -> list[str]:
     """Where the modeled design exceeds the default hardware limits (hw.params.HwParams), one sentence each."""
-    from hw.params import HwParams
+    from bitaccel.hw.params import HwParams
 
     d = HwParams()
     notes = []
@@ -80,9 +80,9 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None 
     SRAM (`sim.energy.inference_energy`, not the generated design); ``ideal_cycles`` is the MAC array's
     peak bound on the program's products (hw.schedule.ideal_cycles).
     """
-    from hw.params import HwParams
-    from hw.schedule import ideal_cycles
-    from hw.spec.isa import Op
+    from bitaccel.hw.params import HwParams
+    from bitaccel.hw.schedule import ideal_cycles
+    from bitaccel.hw.spec.isa import Op
 
     from .cycles import params_for
     from .energy import activity_energy, design_memory_bits, energy_table_rows, inference_energy
@@ -98,8 +98,8 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None 
         raise ValueError(f"--sram-kib must be a finite number >= 0, not {sram_kib!r}")
     units = [u for u in synth_units.replace(" ", "").split(",") if u]
     if synth:
-        from hw.spec.units import resolve
-        from hw.synth import TARGETS
+        from bitaccel.hw.spec.units import resolve
+        from bitaccel.hw.synth import TARGETS
         if synth_target not in TARGETS:
             raise ValueError(f"--synth-target must be one of {', '.join(TARGETS)}, not {synth_target!r}")
         try:
@@ -119,7 +119,7 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None 
     params = {s: params_for(cfg, seq, *s, quant, fmt, max_exp_lut=lut) for s in sizes}
     notes = design_notes(params[sizes[0]], seq)
     if art is None:
-        from golden.random_artifact import random_artifact
+        from bitaccel.golden.random_artifact import random_artifact
         art = random_artifact(cfg, seed=0, numerics=fmt, quant=dict(quant))
     rows = []
     for size in sizes:
@@ -169,7 +169,7 @@ def report(model: str = "minilm", arrays: str = DEFAULT_ARRAYS, seq: int | None 
 
 
 def _synth(params, units: list[str], target: str) -> dict:
-    from hw.synth import synthesize
+    from bitaccel.hw.synth import synthesize
 
     out = {"status": "run", "target": target, "units": {}}
     for unit in units:
@@ -291,8 +291,8 @@ def simulate(unit: str, sim: str = "icarus", array: str = "2x2x8", workload=None
 
     `progress`: optional callable(str) that hears about the build and a long run (sim.runner.run).
     """
-    from hw.params import HwParams
-    from hw.spec.units import UNITS, simulated_units
+    from bitaccel.hw.params import HwParams
+    from bitaccel.hw.spec.units import UNITS, simulated_units
 
     from .cycles import CycleModel
     from .energy import unit_energy
@@ -398,7 +398,7 @@ def cmd_simulate(args) -> int:
 
 def add_commands(subparsers) -> None:
     """Register `simulate` and `report` on the `bitaccel` sub-command parsers."""
-    from hw.spec.units import UNITS, simulated_units
+    from bitaccel.hw.spec.units import UNITS, simulated_units
 
     from .workload import UNIT_WORKLOAD_KEYS
 

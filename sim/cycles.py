@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import warnings
 
-from golden.config import ModelConfig
-from golden.formats import RESIDUAL_BITS
-from hw.layernorm import LayerNormUnit
-from hw.mac_array import BinaryMacArray
-from hw.params import HwParams
-from hw.requant import RequantUnit
-from hw.schedule import beats_count, ideal_cycles, tile_grid, uniform_array_cycles
-from hw.softmax import SoftmaxMode, SoftmaxUnit
-from hw.threshold import ThresholdUnit
+from bitaccel.golden.config import ModelConfig
+from bitaccel.golden.formats import RESIDUAL_BITS
+from bitaccel.hw.layernorm import LayerNormUnit
+from bitaccel.hw.mac_array import BinaryMacArray
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.requant import RequantUnit
+from bitaccel.hw.schedule import beats_count, ideal_cycles, tile_grid, uniform_array_cycles
+from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
+from bitaccel.hw.threshold import ThresholdUnit
 
 from .workload import quant_map
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from golden.config import ModelConfig
-from golden.formats import GAMMA_BITS, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS, RSQRT_Q, acc_max_abs
-from hw.popcount import POPCOUNT_GROUP, XNOR_GROUP, tree_cost, tree_latency
-from hw.rsqrt import RsqrtUnit
-from hw.schedule import tile_grid
+from bitaccel.golden.config import ModelConfig
+from bitaccel.golden.formats import GAMMA_BITS, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS, RSQRT_Q, acc_max_abs
+from bitaccel.hw.popcount import POPCOUNT_GROUP, XNOR_GROUP, tree_cost, tree_latency
+from bitaccel.hw.rsqrt import RsqrtUnit
+from bitaccel.hw.schedule import tile_grid
 
 from .cycles import CycleModel, params_for
 from .workload import Block, LayerNorm, Matmul, PostProc, Softmax, inference_blocks
@@ -376,7 +376,7 @@ def design_memory_bits(params) -> dict:
     elaboration). The MAC array has no memory (its operands are streamed in), so it is not elaborated."""
     from amaranth.hdl import Fragment
 
-    from hw.generate import UNITS, memories
+    from bitaccel.hw.generate import UNITS, memories
     out = {}
     for name, factory in UNITS.items():
         if name == "mac_array":

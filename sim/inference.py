@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler import execute, read_external
+from bitaccel.compiler import execute, read_external
 
 from . import runner
 

@@ -47,12 +47,12 @@ from __future__ import annotations
 import warnings
 from collections import deque
 
-from hw.encoder.matmul_exec import POST_DEPTH
-from hw.encoder.ports import BUS_BITS
-from hw.encoder.softmax_exec import HEADER_WORDS
-from hw.mac_array import OUT_FIFO_DEPTH
-from hw.softmax import SoftmaxMode, SoftmaxUnit
-from hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post
+from bitaccel.hw.encoder.matmul_exec import POST_DEPTH
+from bitaccel.hw.encoder.ports import BUS_BITS
+from bitaccel.hw.encoder.softmax_exec import HEADER_WORDS
+from bitaccel.hw.mac_array import OUT_FIFO_DEPTH
+from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
+from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post
 
 from .cycles import CycleModel
 
@@ -522,7 +522,7 @@ def model_program(artifact, seq: int, params, seed: int = 0):
     (hw.params.HwParams), compiled without traces."""
     import numpy as np
 
-    from compiler import Target, compile_program
+    from bitaccel.compiler import Target, compile_program
 
     ids = np.random.default_rng(seed).integers(0, artifact.config.vocab_size, seq)
     return compile_program(artifact, Target(params), ids=ids, trace=False)

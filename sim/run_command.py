@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from golden.inputs import parse_int_list
+from bitaccel.golden.inputs import parse_int_list
 
 __all__ = ["add_command", "hw_params_for", "tokenize", "run_sentence", "format_run"]
 
@@ -35,7 +35,7 @@ def hw_params_for(art, seq_len: int, rows: int, cols: int, lanes: int):
     max_seq is the next power of two >= seq_len (at most the model's max_position), so
     sentences of similar length share one build.
     """
-    from hw.params import HwParams
+    from bitaccel.hw.params import HwParams
 
     c = art.config
     max_seq = min(1 << (seq_len - 1).bit_length(), max(c.max_position, seq_len))
@@ -93,10 +93,10 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
                  mask: str | None = None, clock_mhz: float = 200.0, trace: bool = False,
                  build_dir: str = "sim_build", progress=None) -> dict:
     """Run one input on the RTL; returns the dict `bitaccel run --json` prints (module docstring)."""
-    from compiler import Target, compile_program
-    from golden.artifact import load_artifact
-    from golden.model import IntegerModel
-    from hw.encoder.regs import STATUS_DONE
+    from bitaccel.compiler import Target, compile_program
+    from bitaccel.golden.artifact import load_artifact
+    from bitaccel.golden.model import IntegerModel
+    from bitaccel.hw.encoder.regs import STATUS_DONE
 
     from . import runner
     from .energy import AXI_BEAT_BITS, measured_energy

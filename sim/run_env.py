@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 
-from golden.formats import NumericFormat
+from bitaccel.golden.formats import NumericFormat
 
 __all__ = ["ENV", "params_to_dict", "params_from_dict"]
 
@@ -31,7 +31,7 @@ def params_to_dict(params) -> dict:
 
 def params_from_dict(d: dict):
     """Inverse of `params_to_dict` (validated)."""
-    from hw.params import HwParams
+    from bitaccel.hw.params import HwParams
 
     d = dict(d)
     numerics = NumericFormat.from_dict(d.pop("numerics")) if "numerics" in d else NumericFormat()

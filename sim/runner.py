@@ -71,8 +71,10 @@ import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from hw.spec.units import UNITS
-from hw.toolchain import stop_process_group
+import bitaccel
+
+from bitaccel.hw.spec.units import UNITS
+from bitaccel.hw.toolchain import stop_process_group
 
 from .run_env import ENV, params_from_dict, params_to_dict
 
@@ -96,7 +98,9 @@ UNIT_BENCHES = {u.name: u.bench for u in UNITS.values() if u.bench is not None}
 WAVES_ENV = "BITACCEL_WAVES"
 #: Bumped whenever the build recipe changes, so old stamps rebuild.
 _RECIPE = 5
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+#: The folder that holds the `bitaccel` package (site-packages, or the checkout for an editable install):
+#: the simulator's Python imports the benches (bitaccel.sim.bench.*) from there.
+_PACKAGE_ROOT = str(Path(bitaccel.__file__).resolve().parent.parent)
 #: Verilator: C++ optimization of the design model (the run-time library keeps Verilator's -Os).
 #: -O0 compiles the model much faster; at these sizes the Python testbench, not the model, sets the run time.
 VERILATOR_OPT_FAST = "-O0"
@@ -159,7 +163,7 @@ def check_simulator(sim: str) -> SimTool:
     if sim not in SIMULATORS:
         raise ValueError(f"simulator must be one of {SIMULATORS}, not {sim!r}")
     _need_cocotb()
-    from hw.toolchain import ToolError, find_iverilog, find_verilator
+    from bitaccel.hw.toolchain import ToolError, find_iverilog, find_verilator
 
     if sim == "icarus":
         try:
@@ -224,7 +228,7 @@ def check_simulator(sim: str) -> SimTool:
 # ----------------------------------------------------------------------------- parameters
 def config_name(params) -> str:
     """Short, stable name of a configuration (`hw.generate.config_name`, also in every generated file's header)."""
-    from hw.generate import config_name as name
+    from bitaccel.hw.generate import config_name as name
 
     return name(params)
 
@@ -301,15 +305,15 @@ def _set_limit(runner, seconds: float, progress=None) -> None:
 
 @contextlib.contextmanager
 def _environment(tool: SimTool, extra: dict | None = None):
-    """Temporarily: the tool's PATH / VERILATOR_ROOT, no WAVES/GUI (we choose waves), repo root on sys.path."""
+    """Temporarily: the tool's PATH / VERILATOR_ROOT, no WAVES/GUI (we choose waves), the package's root on sys.path."""
     saved_env, saved_path = dict(os.environ), list(sys.path)
     try:
         os.environ.update(tool.env)
         os.environ.update(extra or {})
         for name in ("WAVES", "GUI"):
             os.environ.pop(name, None)
-        if _REPO_ROOT not in sys.path:
-            sys.path.insert(0, _REPO_ROOT)   # cocotb passes sys.path to the simulator as PYTHONPATH
+        if _PACKAGE_ROOT not in sys.path:
+            sys.path.insert(0, _PACKAGE_ROOT)   # cocotb passes sys.path to the simulator as PYTHONPATH
         yield
     finally:
         os.environ.clear()
@@ -353,7 +357,7 @@ def wave_file(unit: str, sim: str, build_dir) -> Path:
 def _build_args(sim: str, waves: bool) -> list[str]:
     if sim == "icarus":
         return ["-g2005"]
-    from hw.toolchain import LINT_WAIVERS
+    from bitaccel.hw.toolchain import LINT_WAIVERS
 
     fst = waves and verilator_wave_format() == "fst"
     return ["-Wno-fatal", *LINT_WAIVERS, *(["--trace-fst"] if fst else [])]
@@ -410,7 +414,7 @@ def build(unit: str, sim: str, params, work_dir="sim_build", waves: bool | None 
     Returns ``{"build_dir", "verilog", "rebuilt", "generate_s", "build_s", "tool", "config"}``.
     Raises SimulatorUnavailable, SimulationError (with the build log's tail) or SimulationTimeout.
     """
-    from hw.generate import resolve_units
+    from bitaccel.hw.generate import resolve_units
 
     resolve_units([unit])
     tool = check_simulator(sim)
@@ -422,7 +426,7 @@ def build(unit: str, sim: str, params, work_dir="sim_build", waves: bool | None 
 
 def _build_locked(unit: str, sim: str, params, tool: SimTool, work: Path, cdir: Path, waves: bool,
                   timeout_s: float, progress=None) -> dict:
-    from hw.generate import generate
+    from bitaccel.hw.generate import generate
 
     rtl, obj = cdir / "rtl", cdir / "obj"
     t0 = time.perf_counter()
@@ -569,7 +573,7 @@ def run(unit: str, sim: str, params, workload=None, seed: int = 0, work_dir="sim
         raise ValueError(f"unknown unit {unit!r}; known units: {', '.join(UNIT_BENCHES)}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, not {seed!r}")
-    from hw.generate import resolve_units
+    from bitaccel.hw.generate import resolve_units
 
     resolve_units([unit])
     if workload is None:

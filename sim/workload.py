@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from golden.config import ModelConfig, site_names, uniform_quant
-from golden.formats import ACT_BITS, RESIDUAL_BITS, NumericFormat, acc_bits
+from bitaccel.golden.config import ModelConfig, site_names, uniform_quant
+from bitaccel.golden.formats import ACT_BITS, RESIDUAL_BITS, NumericFormat, acc_bits
 
 __all__ = ["Matmul", "PostProc", "Softmax", "LayerNorm", "Block", "inference_blocks", "quant_map",
            "parse_array", "parse_arrays", "UNIT_WORKLOAD_KEYS", "unit_workload"]

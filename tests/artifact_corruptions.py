@@ -21,7 +21,7 @@ import struct
 
 import numpy as np
 
-from golden.artifact import header_bytes
+from bitaccel.golden.artifact import header_bytes
 
 KINDS = ("flip", "header_flip", "truncate", "append", "length", "edit")
 #: Share of each kind in a run (sums to 1).

@@ -4,7 +4,7 @@ import zlib
 import numpy as np
 import pytest
 
-from golden.random_artifact import random_artifact
+from bitaccel.golden.random_artifact import random_artifact
 
 
 @pytest.fixture(scope="session")

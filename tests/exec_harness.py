@@ -31,8 +31,8 @@ from amaranth.hdl import Elaboratable, Module, signed
 from amaranth.lib import memory
 from amaranth.lib.wiring import In
 
-from compiler import Machine
-from hw.spec.isa import INSTR_BYTES, decode
+from bitaccel.compiler import Machine
+from bitaccel.hw.spec.isa import INSTR_BYTES, decode
 from tests.hwsim import run
 
 __all__ = ["run_instruction", "act_physical", "act_flat"]

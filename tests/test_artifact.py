@@ -5,9 +5,9 @@ import struct
 import numpy as np
 import pytest
 
-from golden.artifact import FORMAT_VERSION, Artifact, ArtifactError, header_bytes, load_artifact, save_artifact
-from golden.model import IntegerModel
-from golden.random_artifact import random_artifact
+from bitaccel.golden.artifact import FORMAT_VERSION, Artifact, ArtifactError, header_bytes, load_artifact, save_artifact
+from bitaccel.golden.model import IntegerModel
+from bitaccel.golden.random_artifact import random_artifact
 
 
 @pytest.fixture(scope="module")

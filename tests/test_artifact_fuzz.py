@@ -13,8 +13,8 @@ import collections
 import pytest
 
 from bitaccel.cli import main
-from golden.artifact import ArtifactError, load_artifact, save_artifact
-from golden.random_artifact import random_artifact
+from bitaccel.golden.artifact import ArtifactError, load_artifact, save_artifact
+from bitaccel.golden.random_artifact import random_artifact
 
 from tests.artifact_corruptions import corruptions
 

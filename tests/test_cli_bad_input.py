@@ -207,29 +207,29 @@ def test_bad_input_exits_2_with_one_line(argv, files, tmp_path, capsys):
 
 def test_generate_lint_without_verilator_fails_before_generating(files, tmp_path, capsys, monkeypatch):
     """A missing Verilator for --lint is reported before minutes of generation, and nothing is written."""
-    import hw.generate
-    import hw.toolchain
+    from bitaccel.hw import generate as hw_generate
+    from bitaccel.hw import toolchain as hw_toolchain
 
     def no_verilator():
-        raise hw.toolchain.ToolError("verilator not found: install it")
+        raise hw_toolchain.ToolError("verilator not found: install it")
 
     def must_not_run(*a, **k):
         raise AssertionError("generation ran before the lint tool was checked")
 
-    monkeypatch.setattr(hw.toolchain, "find_verilator", no_verilator)
-    monkeypatch.setattr(hw.generate, "generate", must_not_run)
+    monkeypatch.setattr(hw_toolchain, "find_verilator", no_verilator)
+    monkeypatch.setattr(hw_generate, "generate", must_not_run)
     status, err = run_bad_input(["generate", "--rows", "2", "--cols", "2", "--lanes", "8", "--lint",
                                  "--out", "{T}/g"], files, tmp_path, capsys)
     assert status == 2 and len(err.splitlines()) == 1 and "verilator not found" in err
 
 
 def test_generate_out_problem_fails_before_generating(files, tmp_path, capsys, monkeypatch):
-    import hw.generate
+    from bitaccel.hw import generate as hw_generate
 
     def must_not_run(*a, **k):
         raise AssertionError("generation ran before the output folder was checked")
 
-    monkeypatch.setattr(hw.generate, "generate_unit", must_not_run)
+    monkeypatch.setattr(hw_generate, "generate_unit", must_not_run)
     status, err = run_bad_input(["generate", "--rows", "2", "--cols", "2", "--lanes", "8", "--out", "{F}/g"],
                                 files, tmp_path, capsys)
     assert status == 2 and len(err.splitlines()) == 1 and "notes.txt" in err
@@ -242,12 +242,12 @@ def test_workload_file_error_names_the_file(files, tmp_path, capsys):
 
 
 def test_report_plot_problem_fails_before_the_sweep(files, tmp_path, capsys, monkeypatch):
-    import sim.commands
+    from bitaccel.sim import commands as sim_commands
 
     def must_not_run(*a, **k):
         raise AssertionError("the sweep ran before the plot path was checked")
 
-    monkeypatch.setattr(sim.commands, "report", must_not_run)
+    monkeypatch.setattr(sim_commands, "report", must_not_run)
     status, err = run_bad_input(["report", "--model", "tiny", "--arrays", "2x2x8", "--plot", "{F}/r.png"],
                                 files, tmp_path, capsys)
     assert status == 2 and len(err.splitlines()) == 1

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bitaccel.cli import main
-from golden.config import PRESETS
-from golden.inputs import check_inputs
+from bitaccel.golden.config import PRESETS
+from bitaccel.golden.inputs import check_inputs
 
 
 def test_report_tiny_defaults_to_its_max_sequence(capsys):

@@ -106,10 +106,10 @@ def test_interrupted_simulation_leaves_no_child(how, status, line, tmp_path_fact
 @needs_icarus
 def test_long_simulation_reports_progress(tmp_path_factory, monkeypatch):
     """A build and a long run say what they do, and a tool that runs on says so every PROGRESS_EVERY_S."""
-    import sim.runner
-    from sim.commands import simulate
+    from bitaccel.sim import runner as sim_runner
+    from bitaccel.sim.commands import simulate
 
-    monkeypatch.setattr(sim.runner, "PROGRESS_EVERY_S", 0.5)
+    monkeypatch.setattr(sim_runner, "PROGRESS_EVERY_S", 0.5)
     messages: list[str] = []
     work = tmp_path_factory.mktemp("progress_sim_build")
     r = simulate("threshold_unit", "icarus", "2x2x8", "rows=600", 0, str(work), progress=messages.append)
@@ -121,7 +121,7 @@ def test_long_simulation_reports_progress(tmp_path_factory, monkeypatch):
 
 _TOOL_SCRIPT = """
 import sys
-from hw.toolchain import Tool
+from bitaccel.hw.toolchain import Tool
 print("ready", flush=True)
 Tool("sh", ("sh", "-c")).run(["sleep 300 & sleep 300 & wait"])
 """

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from bitaccel.cli import main
-from hw.params import HwParams
-from sim.energy import ENERGY, measured_energy
+from bitaccel.hw.params import HwParams
+from bitaccel.sim.energy import ENERGY, measured_energy
 
 #: The tiny encoder (the whole-encoder tests' shape) and its hardware limits.
 TINY = dict(vocab_size=60, hidden=64, layers=2, heads=2, ffn=128, max_position=8)
@@ -67,9 +67,9 @@ def test_measured_energy_is_linear_and_zero_without_activity():
 
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory) -> str:
-    from golden.artifact import save_artifact
-    from golden.config import ModelConfig
-    from golden.random_artifact import random_artifact
+    from bitaccel.golden.artifact import save_artifact
+    from bitaccel.golden.config import ModelConfig
+    from bitaccel.golden.random_artifact import random_artifact
 
     path = tmp_path_factory.mktemp("run") / "tiny.safetensors"
     save_artifact(random_artifact(ModelConfig(**TINY), seed=5, act_bits=1), str(path))
@@ -84,9 +84,9 @@ def _one_line_error(status: int, err: str, needle: str) -> None:
 
 @pytest.mark.sim
 def test_run_tiny_encoder_on_verilator(tiny_artifact, capsys):
-    from golden.artifact import load_artifact
-    from golden.model import IntegerModel
-    from sim import runner
+    from bitaccel.golden.artifact import load_artifact
+    from bitaccel.golden.model import IntegerModel
+    from bitaccel.sim import runner
 
     try:
         runner.check_simulator("verilator")
@@ -115,8 +115,8 @@ def test_run_tiny_encoder_on_verilator(tiny_artifact, capsys):
 
 def test_text_is_tokenized_with_the_artifacts_tokenizer(tiny_artifact, tmp_path):
     pytest.importorskip("tokenizers")
-    from golden.artifact import load_artifact
-    from sim.run_command import _packaged_minilm_dir, tokenize
+    from bitaccel.golden.artifact import load_artifact
+    from bitaccel.sim.run_command import _packaged_minilm_dir, tokenize
 
     if _packaged_minilm_dir() is None:
         pytest.skip("the packaged all-MiniLM-L6-v2 folder is not installed")
@@ -132,8 +132,8 @@ def test_text_is_tokenized_with_the_artifacts_tokenizer(tiny_artifact, tmp_path)
 
 def test_text_longer_than_max_position_fails(tiny_artifact, tmp_path, capsys):
     pytest.importorskip("tokenizers")
-    from golden.artifact import load_artifact, save_artifact
-    from sim.run_command import _packaged_minilm_dir
+    from bitaccel.golden.artifact import load_artifact, save_artifact
+    from bitaccel.sim.run_command import _packaged_minilm_dir
 
     if _packaged_minilm_dir() is None:
         pytest.skip("the packaged all-MiniLM-L6-v2 folder is not installed")
@@ -147,7 +147,7 @@ def test_text_longer_than_max_position_fails(tiny_artifact, tmp_path, capsys):
 
 
 def test_unavailable_simulator_fails_with_one_line(tiny_artifact, capsys, monkeypatch):
-    from sim import runner
+    from bitaccel.sim import runner
 
     def missing(sim):
         raise runner.SimulatorUnavailable(f"{sim} not found: install it")

@@ -25,12 +25,12 @@ def _imports(path: str) -> set[str]:
 def test_benches_do_not_import_the_host_side_runner(name):
     """sim/bench runs inside the simulator; sim/runner.py (builds, subprocesses) is the host side."""
     imports = _imports(os.path.join(REPO, "sim", "bench", name))
-    assert not {"sim.runner", "..runner", "sim.measure", "sim.commands"} & imports, imports
+    assert not {"bitaccel.sim.runner", "..runner", "bitaccel.sim.measure", "bitaccel.sim.commands"} & imports, imports
 
 
 def test_run_env_imports_neither_side():
     assert _imports(os.path.join(REPO, "sim", "run_env.py")) <= {"__future__", "dataclasses", "types",
-                                                                  "golden.formats", "hw.params"}
+                                                                  "bitaccel.golden.formats", "bitaccel.hw.params"}
 
 
 def test_one_integer_validator_in_the_units():
@@ -44,11 +44,38 @@ def test_one_integer_validator_in_the_units():
 
 
 def test_dead_code_is_gone():
-    import golden.model
-    import golden.packing
-    import sim.commands
-    from golden.artifact import Artifact
+    from bitaccel.golden import model as golden_model
+    from bitaccel.golden import packing as golden_packing
+    from bitaccel.sim import commands as sim_commands
+    from bitaccel.golden.artifact import Artifact
 
-    assert not hasattr(golden.model, "infer") and not hasattr(golden.packing, "bits_to_pm1")
+    assert not hasattr(golden_model, "infer") and not hasattr(golden_packing, "bits_to_pm1")
     assert not hasattr(Artifact, "bits")
-    assert not hasattr(sim.commands, "SimulationPending") and not hasattr(sim.commands, "_bench_workload")
+    assert not hasattr(sim_commands, "SimulationPending") and not hasattr(sim_commands, "_bench_workload")
+
+
+LAYERS = ("compiler", "golden", "hw", "model", "sim")
+
+
+def test_the_installed_package_adds_one_name():
+    """Issue #10 packaging: the layers import as bitaccel.<layer>; `golden`, `sim`, ... are not importable names."""
+    import subprocess
+    import sys
+    import tempfile
+
+    code = ("import importlib.util, bitaccel.golden.model, bitaccel.sim.bench.harness, bitaccel.hw.params\n"
+            f"print([n for n in {LAYERS!r} if importlib.util.find_spec(n) is not None])")
+    with tempfile.TemporaryDirectory() as elsewhere:   # not the checkout, whose folders are on no path
+        out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_no_module_imports_a_layer_by_its_folder_name():
+    bad = []
+    for folder in (*LAYERS, "bitaccel", "tests", "bench"):
+        for dirpath, _, files in os.walk(os.path.join(REPO, folder)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(dirpath, name)
+                    bad += [(path, m) for m in _imports(path) if m.split(".")[0] in LAYERS]
+    assert not bad, bad

@@ -12,17 +12,17 @@ import pathlib
 import numpy as np
 import pytest
 
-from compiler import CompileError, ExecError, Machine, ProgramError, Target, compile_program, execute, load_program
-from compiler import program as program_module
-from compiler.memory import act_address, drain_order, from_stored, to_stored, trace_offsets, trace_words
-from golden.config import ModelConfig, uniform_quant
-from golden.formats import NumericFormat
-from golden.model import IntegerModel
-from golden.random_artifact import random_artifact
-from hw.params import HwParams
-from hw.spec.buffers import act_tensor_words
-from hw.spec import isa
-from hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, IsaError, Layout, Op, decode, encode
+from bitaccel.compiler import CompileError, ExecError, Machine, ProgramError, Target, compile_program, execute, load_program
+from bitaccel.compiler import program as program_module
+from bitaccel.compiler.memory import act_address, drain_order, from_stored, to_stored, trace_offsets, trace_words
+from bitaccel.golden.config import ModelConfig, uniform_quant
+from bitaccel.golden.formats import NumericFormat
+from bitaccel.golden.model import IntegerModel
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.spec.buffers import act_tensor_words
+from bitaccel.hw.spec import isa
+from bitaccel.hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, IsaError, Layout, Op, decode, encode
 
 TINY = ModelConfig(vocab_size=100, hidden=64, layers=2, heads=2, ffn=128, max_position=32)
 ODD = ModelConfig(vocab_size=50, hidden=48, layers=1, heads=3, ffn=80, max_position=24, type_vocab=3)
@@ -443,7 +443,7 @@ def test_compiler_imports_no_hardware_elaboration_torch_or_sim():
 def test_read_external_gives_every_traced_checkpoint():
     """After a run, the external image alone (as an RTL run leaves it) holds every golden intermediate
     except the softmax internals; read_external places them in golden's shapes."""
-    from compiler import Machine, read_external
+    from bitaccel.compiler import Machine, read_external
     art = artifact("odd", 2)
     rng = np.random.default_rng(5)
     ids, mask, types = inputs(rng, ODD, 7)

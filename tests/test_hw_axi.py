@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw.encoder.axi import RESP_OKAY, RESP_SLVERR, AxiLiteRegisters, AxiReader, AxiWriter, Register
+from bitaccel.hw.encoder.axi import RESP_OKAY, RESP_SLVERR, AxiLiteRegisters, AxiReader, AxiWriter, Register
 from tests.hwsim import run, stream_get, stream_put
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from hw.encoder.layouts import instruction_layout
-from hw.encoder.top import Accelerator
-from hw.params import HwParams
-from hw.spec.isa import INSTR_BITS, Op, field_offsets
+from bitaccel.hw.encoder.layouts import instruction_layout
+from bitaccel.hw.encoder.top import Accelerator
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.spec.isa import INSTR_BITS, Op, field_offsets
 
 
 @pytest.mark.parametrize("op", list(Op))

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from compiler import Target, compile_program
-from golden.config import ModelConfig
-from golden.random_artifact import random_artifact
-from hw.encoder.embed import EmbedExec
-from hw.encoder.regs import ERR_TOKEN
-from hw.encoder.top import MAX_READ_BEATS
-from hw.params import HwParams
+from bitaccel.compiler import Target, compile_program
+from bitaccel.golden.config import ModelConfig
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.hw.encoder.embed import EmbedExec
+from bitaccel.hw.encoder.regs import ERR_TOKEN
+from bitaccel.hw.encoder.top import MAX_READ_BEATS
+from bitaccel.hw.params import HwParams
 from tests.exec_harness import run_instruction
 
 P = HwParams(rows=2, cols=3, lanes=16, max_seq=8, max_hidden=64, max_ffn=128, max_head_dim=16, max_exp_lut=64)

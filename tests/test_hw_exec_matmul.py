@@ -16,14 +16,14 @@ import functools
 import numpy as np
 import pytest
 
-from compiler import Target, compile_program
-from golden.config import ModelConfig
-from golden.random_artifact import random_artifact
-from hw.encoder.matmul_exec import MatmulExec
-from hw.encoder.regs import ERR_RANGE
-from hw.encoder.top import MAX_READ_BEATS
-from hw.params import HwParams
-from hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, Post, encode
+from bitaccel.compiler import Target, compile_program
+from bitaccel.golden.config import ModelConfig
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.hw.encoder.matmul_exec import MatmulExec
+from bitaccel.hw.encoder.regs import ERR_RANGE
+from bitaccel.hw.encoder.top import MAX_READ_BEATS
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, Post, encode
 from tests.exec_harness import _steps_before, _Wrapper, act_flat, run_instruction
 from tests.hwsim import run
 

@@ -14,19 +14,19 @@ import pytest
 from amaranth.hdl import Assert, Cat, Format, Module, Signal
 from amaranth.lib import memory
 
-from compiler import Machine, Target, compile_program
-from compiler import memory as mem
-from compiler.execute import ExecError
-from compiler.program import View
-from golden.config import ModelConfig
-from golden.random_artifact import random_artifact
-from hw.encoder.layernorm_exec import LayerNormExec
-from hw.encoder.quant_exec import CodeWriter, QuantExec
-from hw.encoder.regs import ERR_FRAMING, ERR_LENGTH, ERR_MASKED_ROW, ERR_RANGE
-from hw.encoder.softmax_exec import SoftmaxExec
-from hw.encoder.top import MAX_READ_BEATS
-from hw.params import HwParams
-from hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, decode, encode
+from bitaccel.compiler import Machine, Target, compile_program
+from bitaccel.compiler import memory as mem
+from bitaccel.compiler.execute import ExecError
+from bitaccel.compiler.program import View
+from bitaccel.golden.config import ModelConfig
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.hw.encoder.layernorm_exec import LayerNormExec
+from bitaccel.hw.encoder.quant_exec import CodeWriter, QuantExec
+from bitaccel.hw.encoder.regs import ERR_FRAMING, ERR_LENGTH, ERR_MASKED_ROW, ERR_RANGE
+from bitaccel.hw.encoder.softmax_exec import SoftmaxExec
+from bitaccel.hw.encoder.top import MAX_READ_BEATS
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, decode, encode
 from tests.exec_harness import act_flat, act_physical, run_instruction
 from tests.hwsim import run, stream_put
 

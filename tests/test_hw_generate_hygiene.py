@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-from golden.version import __version__
-from hw import generate as gen
-from hw.params import HwParams
+from bitaccel.golden.version import __version__
+from bitaccel.hw import generate as gen
+from bitaccel.hw.params import HwParams
 
 A = HwParams(rows=2, cols=2, lanes=8)
 B = HwParams(rows=2, cols=4, lanes=8)

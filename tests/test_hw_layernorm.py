@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from golden.fold import to_fixed
-from golden.formats import GAMMA_BITS, RESIDUAL_BITS, NumericFormat, residual_range
-from golden.layernorm import layernorm, layernorm_eps_q, rsqrt_fixed
-from golden.model import IntegerModel
-from golden.random_artifact import random_artifact
-from hw.layernorm import LayerNormUnit
-from hw.params import HwParams
-from hw.rsqrt import RsqrtUnit
+from bitaccel.golden.fold import to_fixed
+from bitaccel.golden.formats import GAMMA_BITS, RESIDUAL_BITS, NumericFormat, residual_range
+from bitaccel.golden.layernorm import layernorm, layernorm_eps_q, rsqrt_fixed
+from bitaccel.golden.model import IntegerModel
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.hw.layernorm import LayerNormUnit
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.rsqrt import RsqrtUnit
 from hwsim import run, stream_get, stream_put
 
 LO, HI = residual_range()

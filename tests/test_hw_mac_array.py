@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from golden.formats import acc_bits, code_range
-from golden.matmul import bitserial_matmul, blas_matmul
-from hw.mac_array import BinaryMacArray
-from hw.params import HwParams
-from hw.popcount import Popcount, XorPopcount, tree_latency
-from hw.toolchain import LINT_WAIVERS
-from hw.schedule import (ArraySpec, array_cycles, assemble, beats_count, check_fits, ideal_cycles, matmul_beats,
+from bitaccel.golden.formats import acc_bits, code_range
+from bitaccel.golden.matmul import bitserial_matmul, blas_matmul
+from bitaccel.hw.mac_array import BinaryMacArray
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.popcount import Popcount, XorPopcount, tree_latency
+from bitaccel.hw.toolchain import LINT_WAIVERS
+from bitaccel.hw.schedule import (ArraySpec, array_cycles, assemble, beats_count, check_fits, ideal_cycles, matmul_beats,
                          pe_acc_bits, tile_grid, tile_plan, uniform_array_cycles)
 from hwsim import run, stream_get, stream_put
 

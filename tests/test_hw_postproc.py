@@ -19,16 +19,16 @@ from amaranth.back import verilog
 from amaranth.hdl import Module, Signal, UnusedElaboratable
 from amaranth.sim import Simulator
 
-from golden.fold import fold_code_requant, fold_residual_requant, fold_threshold
-from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, NumericFormat, code_range, residual_range
-from golden.model import IntegerModel
-from golden.random_artifact import random_artifact
-from golden.requant import requantize
-from golden.threshold import threshold
-from hw.params import HwParams
-from hw.requant import RequantUnit
-from hw.table import channel_bits, row_count, row_of_channel
-from hw.threshold import ThresholdUnit
+from bitaccel.golden.fold import fold_code_requant, fold_residual_requant, fold_threshold
+from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, NumericFormat, code_range, residual_range
+from bitaccel.golden.model import IntegerModel
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.golden.requant import requantize
+from bitaccel.golden.threshold import threshold
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.requant import RequantUnit
+from bitaccel.hw.table import channel_bits, row_count, row_of_channel
+from bitaccel.hw.threshold import ThresholdUnit
 from hwsim import run, stream_get, stream_put
 
 STALL = 0.3          # probability of an idle cycle before each input beat / of holding out.ready low

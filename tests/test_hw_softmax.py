@@ -21,13 +21,13 @@ from amaranth.back import verilog
 from amaranth.hdl import UnusedElaboratable
 from hwsim import run, stream_get, stream_put
 
-from golden.formats import NumericFormat, acc_bits, exp_sum_bits
-from golden.model import IntegerModel
-from golden.random_artifact import random_artifact
-from golden.softmax import exp_lut, softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
-from hw.divider import RestoringDivider
-from hw.params import HwParams
-from hw.softmax import SoftmaxMode, SoftmaxUnit
+from bitaccel.golden.formats import NumericFormat, acc_bits, exp_sum_bits
+from bitaccel.golden.model import IntegerModel
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.golden.softmax import exp_lut, softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
+from bitaccel.hw.divider import RestoringDivider
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
 
 FMT = NumericFormat()
 BINARY, MULTIBIT = SoftmaxMode.BINARY, SoftmaxMode.MULTIBIT

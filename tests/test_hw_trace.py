@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw.encoder.trace import TraceWriter
+from bitaccel.hw.encoder.trace import TraceWriter
 from tests.hwsim import run, stream_get, stream_put
 
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from golden.model import IntegerModel
-from golden.random_artifact import random_artifact
-from golden.reference import FloatModel, quantize_float
+from bitaccel.golden.model import IntegerModel
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.golden.reference import FloatModel, quantize_float
 
 
 def batch(rng, cfg, b=3, s=24):

@@ -3,9 +3,9 @@ and run by golden.model.IntegerModel predicts the same class as the PyTorch mode
 import numpy as np
 import torch
 
-from golden.artifact import load_artifact
-from golden.model import IntegerModel
-from model.train import evaluate_run, export_run, train
+from bitaccel.golden.artifact import load_artifact
+from bitaccel.golden.model import IntegerModel
+from bitaccel.model.train import evaluate_run, export_run, train
 from test_model_train import write_setup
 
 

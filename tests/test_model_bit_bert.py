@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from golden.artifact import load_artifact
-from golden.model import IntegerModel
-from golden.reference import FloatModel
-from model.bit_bert import BitBertForSequenceClassification as BitBert
-from model.export import export
-from model.quant import weight_signs_scale
+from bitaccel.golden.artifact import load_artifact
+from bitaccel.golden.model import IntegerModel
+from bitaccel.golden.reference import FloatModel
+from bitaccel.model.bit_bert import BitBertForSequenceClassification as BitBert
+from bitaccel.model.export import export
+from bitaccel.model.quant import weight_signs_scale
 
 VOCAB, SEQ = 100, 16
 

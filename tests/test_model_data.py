@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from model import data
-from model.data import (TASKS, Example, encode, get_task, load_examples, load_glue, load_mr,
+from bitaccel.model import data
+from bitaccel.model.data import (TASKS, Example, encode, get_task, load_examples, load_glue, load_mr,
                         make_dataloader, mr_split_of, mr_splits, read_glue_tsv)
-from model.metrics import (accuracy, canonical_task, f1, glue_metrics, matthews_corrcoef, pearson,
+from bitaccel.model.metrics import (accuracy, canonical_task, f1, glue_metrics, matthews_corrcoef, pearson,
                            rankdata, spearman)
 
 # ---------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_qqp_short_rows_skipped_and_counted(tmp_path, caplog):
     d = write_glue(tmp_path, "qqp")
     result = read_glue_tsv("qqp", d / "train.tsv")
     assert result.skipped_lines == [3, 5] and len(result.examples) == 2
-    with caplog.at_level(logging.WARNING, logger="model.data"):
+    with caplog.at_level(logging.WARNING, logger="bitaccel.model.data"):
         load_glue("qqp", "train", tmp_path)
     assert "skipped 2 row(s)" in caplog.text and "lines 3, 5" in caplog.text
 

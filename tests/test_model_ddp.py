@@ -5,8 +5,8 @@ import subprocess
 import sys
 from collections import Counter
 
-from model.checkpoint import load_checkpoint
-from model.train import read_metrics
+from bitaccel.model.checkpoint import load_checkpoint
+from bitaccel.model.train import read_metrics
 from test_model_train import write_setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,12 +11,12 @@ import torch
 from torch.nn import functional as F
 from transformers import BertConfig, BertForSequenceClassification
 
-from golden.artifact import load_artifact
-from golden.formats import NumericFormat
-from golden.model import IntegerModel
-from model.bit_bert import BitBertForSequenceClassification as BitBert
-from model.export import export, fold_constants
-from model.integer_path import IntegerPath
+from bitaccel.golden.artifact import load_artifact
+from bitaccel.golden.formats import NumericFormat
+from bitaccel.golden.model import IntegerModel
+from bitaccel.model.bit_bert import BitBertForSequenceClassification as BitBert
+from bitaccel.model.export import export, fold_constants
+from bitaccel.model.integer_path import IntegerPath
 
 VOCAB, SEQ = 100, 12
 
@@ -194,7 +194,7 @@ def test_int_stage_export_agrees_100_percent(tmp_path):
     """32/32 -> 1/2 -> 1/1 -> int on the synthetic task: the exported artifact is the PyTorch model."""
     from test_model_train import write_setup
 
-    from model.train import evaluate_run, export_run, load_stage_model, train
+    from bitaccel.model.train import evaluate_run, export_run, load_stage_model, train
 
     model, glue = write_setup(tmp_path, n_train=400, n_dev=200)
     run = tmp_path / "run"

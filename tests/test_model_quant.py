@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from golden.fold import binarize_weight as golden_binarize_weight
-from golden.fold import unpack_pm1
-from golden.formats import code_range
-from golden.reference import quantize_float
-from model.quant import (ALPHA_MIN, ActQuantizer, BitEmbedding, BitLinear, binarize_weight, quant_codes, quantize,
+from bitaccel.golden.fold import binarize_weight as golden_binarize_weight
+from bitaccel.golden.fold import unpack_pm1
+from bitaccel.golden.formats import code_range
+from bitaccel.golden.reference import quantize_float
+from bitaccel.model.quant import (ALPHA_MIN, ActQuantizer, BitEmbedding, BitLinear, binarize_weight, quant_codes, quantize,
                          weight_signs_scale)
 
 #: (bits, signed) of every quantizer kind.
@@ -206,7 +206,7 @@ def test_bit_linear_and_embedding(rng):
 @pytest.mark.parametrize("bits,signed", [(1, True), (1, False), (2, True), (4, False), (8, True)])
 def test_binary_linear_int8_forward_equals_float_path(bits, signed, rng):
     """BinaryLinear (exact int8 forward) = F.linear(quantize(x), binarize_weight(W), b): values and every gradient."""
-    from model.quant import BinaryLinear, int8_codes
+    from bitaccel.model.quant import BinaryLinear, int8_codes
     assert int8_codes(bits, signed) and not int8_codes(8, False)
     x = torch.tensor(rng.normal(size=(3, 5, 40)), dtype=torch.float32, requires_grad=True)
     alpha = torch.tensor(0.37, requires_grad=True)

@@ -13,12 +13,12 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
 from bitaccel.cli import main
-from model import checkpoint as ckpt_mod
-from model import train as train_mod
-from model.bit_bert import BitBertForSequenceClassification as BitBert
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.distill import distillation_loss, masked_mse, soft_cross_entropy
-from model.train import (METHODS, Stage, param_digest, parse_schedule, plan_stages, read_metrics, train)
+from bitaccel.model import checkpoint as ckpt_mod
+from bitaccel.model import train as train_mod
+from bitaccel.model.bit_bert import BitBertForSequenceClassification as BitBert
+from bitaccel.model.checkpoint import load_checkpoint, save_checkpoint
+from bitaccel.model.distill import distillation_loss, masked_mse, soft_cross_entropy
+from bitaccel.model.train import (METHODS, Stage, param_digest, parse_schedule, plan_stages, read_metrics, train)
 
 FILLER = [f"w{i}" for i in range(40)]
 
@@ -310,7 +310,7 @@ def test_cli_export_refuses_teacher_and_run_reuses_it(setup, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- the integer stage and the recipe
 def test_schedule_with_integer_stage():
-    from model.train import has_integer_stage
+    from bitaccel.model.train import has_integer_stage
     assert parse_schedule("32/32,1/2,1/1,int") == [(32, 32), (1, 2), (1, 1)] and has_integer_stage("32/32,1/1, int")
     plan = plan_stages("32/32,1/2,1/1,int")
     assert plan[-1] == Stage(3, 1, 1, 1, 2, integer=True) and plan[-1].name == "3-w1a1-int"
@@ -323,7 +323,7 @@ def test_schedule_with_integer_stage():
 
 
 def test_optimizer_groups_follow_the_official_code(setup):
-    from model.train import ALPHA_LR, Options, make_optimizer
+    from bitaccel.model.train import ALPHA_LR, Options, make_optimizer
     model, _ = setup
     m = BitBert.from_pretrained(model, num_labels=2, weight_bits=1, act_bits=1)
     opts = Options(task="sst2", model=model, schedule="32/32,1/1").resolve()

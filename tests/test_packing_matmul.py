@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.formats import code_range
-from golden.matmul import (bitserial_matmul, blas_matmul, n_neg, xnor_popcount_matmul, xnor_popcount_matmul_01,
+from bitaccel.golden.formats import code_range
+from bitaccel.golden.matmul import (bitserial_matmul, blas_matmul, n_neg, xnor_popcount_matmul, xnor_popcount_matmul_01,
                            xnor_popcount_matmul_0101)
-from golden.packing import n_words, pack_bits, pm1_to_bits, tail_mask, unpack_bits
+from bitaccel.golden.packing import n_words, pack_bits, pm1_to_bits, tail_mask, unpack_bits
 
 KINDS = [(1, True), (1, False), (2, True), (2, False), (4, True), (4, False), (8, True), (8, False)]
 

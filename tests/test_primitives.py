@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.fold import fold_code_requant, fold_residual_requant, fold_threshold, round_half_up
-from golden.formats import MULT_BITS, NumericFormat, fixed_multiplier, residual_range, rshift_round
-from golden.layernorm import layernorm, layernorm_eps_q, rsqrt_fixed
-from golden.reference import layernorm_float, quantize_float
-from golden.requant import requantize
-from golden.softmax import exp_lut, softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
-from golden.threshold import threshold
+from bitaccel.golden.fold import fold_code_requant, fold_residual_requant, fold_threshold, round_half_up
+from bitaccel.golden.formats import MULT_BITS, NumericFormat, fixed_multiplier, residual_range, rshift_round
+from bitaccel.golden.layernorm import layernorm, layernorm_eps_q, rsqrt_fixed
+from bitaccel.golden.reference import layernorm_float, quantize_float
+from bitaccel.golden.requant import requantize
+from bitaccel.golden.softmax import exp_lut, softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
+from bitaccel.golden.threshold import threshold
 
 FMT = NumericFormat()
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler import Target, compile_program
-from golden.config import ModelConfig
-from golden.random_artifact import random_artifact
-from hw.params import HwParams
-from hw.schedule import beats_count
-from hw.spec.isa import BSource, Op, Post
-from sim.program_cycles import MEM_LATENCY, UNIT_COUNTERS, program_cycles
+from bitaccel.compiler import Target, compile_program
+from bitaccel.golden.config import ModelConfig
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.schedule import beats_count
+from bitaccel.hw.spec.isa import BSource, Op, Post
+from bitaccel.sim.program_cycles import MEM_LATENCY, UNIT_COUNTERS, program_cycles
 
 TINY = dict(vocab_size=60, hidden=64, layers=2, heads=2, ffn=128, max_position=8)
 PARAMS = HwParams(rows=2, cols=3, lanes=16, max_seq=8, max_hidden=64, max_ffn=128, max_head_dim=32,
@@ -123,7 +123,7 @@ def _measured_minilm() -> tuple[int, int]:
 def test_minilm_model_agrees_with_the_measured_rtl_run():
     """The program of bench/encoder_run.py (random MiniLM seed 0, W1A1, no traces, 8x8x64, the T it recorded):
     the model within 2 % of the cycles docs/RESULTS.md records (equal today: 10,367,695 at T = 128)."""
-    from sim.run_command import hw_params_for
+    from bitaccel.sim.run_command import hw_params_for
 
     t, measured = _measured_minilm()
     art = random_artifact("minilm", seed=0)

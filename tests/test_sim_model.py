@@ -19,24 +19,24 @@ import numpy as np
 import pytest
 from hwsim import run
 
-from golden.config import PRESETS
-from golden.formats import NumericFormat, acc_bits, code_range, residual_range
-from golden.layernorm import layernorm
-from golden.matmul import bitserial_matmul
-from golden.requant import requantize
-from golden.softmax import softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
-from golden.threshold import threshold
-from hw.layernorm import LayerNormUnit
-from hw.mac_array import BinaryMacArray
-from hw.params import HwParams
-from hw.requant import RequantUnit
-from hw.schedule import assemble, matmul_beats, pe_acc_bits
-from hw.softmax import SoftmaxMode, SoftmaxUnit
-from hw.threshold import ThresholdUnit
-from sim import commands
-from sim.cycles import CycleModel, params_for
-from sim.energy import CATEGORIES, ENERGY, ENERGY_TABLE, Counts, inference_energy, popcount_cost, unit_energy
-from sim.workload import inference_blocks, parse_array, parse_arrays, unit_workload
+from bitaccel.golden.config import PRESETS
+from bitaccel.golden.formats import NumericFormat, acc_bits, code_range, residual_range
+from bitaccel.golden.layernorm import layernorm
+from bitaccel.golden.matmul import bitserial_matmul
+from bitaccel.golden.requant import requantize
+from bitaccel.golden.softmax import softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
+from bitaccel.golden.threshold import threshold
+from bitaccel.hw.layernorm import LayerNormUnit
+from bitaccel.hw.mac_array import BinaryMacArray
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.requant import RequantUnit
+from bitaccel.hw.schedule import assemble, matmul_beats, pe_acc_bits
+from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
+from bitaccel.hw.threshold import ThresholdUnit
+from bitaccel.sim import commands
+from bitaccel.sim.cycles import CycleModel, params_for
+from bitaccel.sim.energy import CATEGORIES, ENERGY, ENERGY_TABLE, Counts, inference_energy, popcount_cost, unit_energy
+from bitaccel.sim.workload import inference_blocks, parse_array, parse_arrays, unit_workload
 
 TOLERANCE = 0.05
 FMT = NumericFormat()
@@ -305,8 +305,8 @@ def test_layernorm_cycles_match_simulation(hidden, rows, add):
 ])
 def test_model_matches_cocotb_measurement(unit, array, workload, tmp_path_factory):
     """`simulate` (sim.measure.run_unit on Icarus): bit-exact, and the model within 5 % of the measured cycles."""
-    pytest.importorskip("sim.measure", reason="sim.measure (cocotb benches) not in this checkout")
-    from sim.commands import SimulationFailed
+    pytest.importorskip("bitaccel.sim.measure", reason="bitaccel.sim.measure (cocotb benches) not in this checkout")
+    from bitaccel.sim.commands import SimulationFailed
     try:
         r = commands.simulate(unit, "icarus", array, workload, seed=3,
                               work_dir=str(tmp_path_factory.getbasetemp() / "sim_build"))
@@ -347,7 +347,7 @@ def test_energy_counts_scale_with_sequence_length():
     cfg = PRESETS["minilm"]
     params = params_for(cfg, 128, 8, 8, 64)
     cm = CycleModel(params)
-    from sim.energy import block_counts
+    from bitaccel.sim.energy import block_counts
 
     def xnor_by_kind(seq):
         out = {}
@@ -444,7 +444,7 @@ def test_report_json_and_plot(tmp_path, capsys):
 
 
 def test_report_from_artifact_and_synth_column(tmp_path, monkeypatch, tiny_artifacts):
-    from golden.artifact import save_artifact
+    from bitaccel.golden.artifact import save_artifact
     path = tmp_path / "tiny.safetensors"
     save_artifact(tiny_artifacts[2], path)
     r = commands.report(str(path), "2x2x8", seq=8)
@@ -455,8 +455,8 @@ def test_report_from_artifact_and_synth_column(tmp_path, monkeypatch, tiny_artif
         calls.append((params.rows, params.cols, params.lanes, unit, target))
         return {"luts": 100, "carry": 1, "ffs": 50, "bram": 0, "dsp": 0, "synth_s": 0.1, "yosys": "test"}
 
-    import hw.synth
-    monkeypatch.setattr(hw.synth, "synthesize", fake_synth)
+    from bitaccel.hw import synth as hw_synth
+    monkeypatch.setattr(hw_synth, "synthesize", fake_synth)
     r = commands.report("tiny", "2x2x8,4x4x8", seq=8, synth=True)
     assert calls == [(2, 2, 8, "mac_array", "xilinx"), (4, 4, 8, "mac_array", "xilinx")]
     assert r["arrays"][0]["resources"]["luts"] == 100

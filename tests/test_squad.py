@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertTokenizer
 
-from model.span_head import BitBertForSpans, SpanOutput, masked_soft_cross_entropy, span_distillation_loss
-from model.squad_data import SquadExample, prepare_features, read_squad
-from model.squad_metrics import (decode_best_spans, exact_match_score, f1_score, feature_nbest,
+from bitaccel.model.span_head import BitBertForSpans, SpanOutput, masked_soft_cross_entropy, span_distillation_loss
+from bitaccel.model.squad_data import SquadExample, prepare_features, read_squad
+from bitaccel.model.squad_metrics import (decode_best_spans, exact_match_score, f1_score, feature_nbest,
                                  normalize_answer, squad_scores)
 
 # ---------------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def test_squad_scores_max_over_truths_and_percentages(caplog):
 
 def test_squad_metrics_is_pure_python_and_numpy():
     import ast
-    import model.squad_metrics as sm
+    import bitaccel.model.squad_metrics as sm
     tree = ast.parse(open(sm.__file__).read())
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

@@ -12,12 +12,12 @@ import torch
 from transformers import AutoTokenizer, BertForQuestionAnswering, BertTokenizer
 
 from bitaccel.cli import main
-from model import train as train_mod
-from model.checkpoint import load_checkpoint
-from model.span_head import SPAN_FORMAT, BitBertForSpans
-from model.squad_data import prepare_features, read_squad
-from model.squad_metrics import decode_best_spans, squad_scores
-from model.train import param_digest, read_metrics, train
+from bitaccel.model import train as train_mod
+from bitaccel.model.checkpoint import load_checkpoint
+from bitaccel.model.span_head import SPAN_FORMAT, BitBertForSpans
+from bitaccel.model.squad_data import prepare_features, read_squad
+from bitaccel.model.squad_metrics import decode_best_spans, squad_scores
+from bitaccel.model.train import param_digest, read_metrics, train
 from test_squad import VOCAB, WORDS, tiny_config
 
 # windows of 20 tokens: [CLS] + a question of up to 8 + [SEP] + context + [SEP]; a 16-word context takes 2

@@ -19,7 +19,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.spec.isa import Op
+from bitaccel.hw.spec.isa import Op
 
 from .layouts import instruction_layout
 from .ports import BUS_BITS, rd_signatures, request_read, trace_signatures

@@ -18,10 +18,10 @@ from amaranth.hdl import Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formats import GAMMA_BITS, RESIDUAL_BITS, layernorm_var_bits, residual_range
-from hw.layernorm import LayerNormUnit
-from hw.params import HwParams
-from hw.spec.isa import DIM_BITS, Op
+from bitaccel.golden.formats import GAMMA_BITS, RESIDUAL_BITS, layernorm_var_bits, residual_range
+from bitaccel.hw.layernorm import LayerNormUnit
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.spec.isa import DIM_BITS, Op
 
 from .layouts import instruction_layout
 from .ports import fits_signed, fits_unsigned, rd_signatures, request_read, trace_signatures

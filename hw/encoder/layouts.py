@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from amaranth.lib import data
 
-from hw.spec.isa import FORMATS, INSTR_BITS, OPCODE_BITS, Op
+from bitaccel.hw.spec.isa import FORMATS, INSTR_BITS, OPCODE_BITS, Op
 
 __all__ = ["instruction_layout"]
 

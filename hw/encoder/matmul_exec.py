@@ -52,12 +52,12 @@ from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
-from hw.mac_array import BinaryMacArray
-from hw.params import HwParams
-from hw.requant import RequantUnit
-from hw.spec.isa import BSource, Layout, Op, Post
-from hw.threshold import ThresholdUnit
+from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
+from bitaccel.hw.mac_array import BinaryMacArray
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.requant import RequantUnit
+from bitaccel.hw.spec.isa import BSource, Layout, Op, Post
+from bitaccel.hw.threshold import ThresholdUnit
 
 from .layouts import instruction_layout
 from .ports import rd_signatures, request_read, trace_signatures

@@ -26,12 +26,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
-from hw.params import HwParams
-from hw.requant import RequantUnit
-from hw.spec.isa import DIM_BITS, Layout, Op
-from hw.table import row_of_channel
-from hw.threshold import ThresholdUnit
+from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.requant import RequantUnit
+from bitaccel.hw.spec.isa import DIM_BITS, Layout, Op
+from bitaccel.hw.table import row_of_channel
+from bitaccel.hw.threshold import ThresholdUnit
 
 from .layouts import instruction_layout
 from .ports import fits_signed, fits_unsigned, rd_signatures, request_read, trace_signatures

@@ -18,7 +18,7 @@ from amaranth.hdl import Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.spec.isa import FORMATS, INSTR_BITS, INSTR_BYTES, OPCODE_BITS, Op, field_offsets
+from bitaccel.hw.spec.isa import FORMATS, INSTR_BITS, INSTR_BYTES, OPCODE_BITS, Op, field_offsets
 
 from .regs import ERR_FETCH, ERR_OPCODE, ERR_UNSUPPORTED
 

@@ -21,11 +21,11 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
-from hw.params import HwParams
-from hw.requant import RequantUnit
-from hw.softmax import SoftmaxMode, SoftmaxUnit
-from hw.spec.isa import DIM_BITS, Layout, Op
+from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.requant import RequantUnit
+from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
+from bitaccel.hw.spec.isa import DIM_BITS, Layout, Op
 
 from .layouts import instruction_layout
 from .ports import fits_signed, fits_unsigned, rd_signatures, request_read, trace_signatures

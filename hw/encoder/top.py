@@ -22,11 +22,11 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.version import __version__
+from bitaccel.golden.version import __version__
 
 from ..params import HwParams
-from hw.spec.buffers import buffer_words
-from hw.spec.isa import Op
+from bitaccel.hw.spec.buffers import buffer_words
+from bitaccel.hw.spec.isa import Op
 
 from .axi import AxiLiteRegisters, AxiReader, AxiWriter, axi4_lite_signature, axi4_read_signature, axi4_write_signature
 from .embed import EmbedExec

@@ -11,8 +11,8 @@ follows docs/encoder.md §5.
 """
 from __future__ import annotations
 
-from hw.params import HwParams
-from hw.spec.isa import Layout
+from bitaccel.hw.params import HwParams
+from bitaccel.hw.spec.isa import Layout
 
 __all__ = ["ACT_ROLES", "RES_ROLES", "pad_rows", "act_tensor_words", "plan_buffers", "buffer_words"]
 

@@ -41,17 +41,17 @@ class UnitSpec:
 
 
 UNITS: dict[str, UnitSpec] = {u.name: u for u in (
-    UnitSpec("mac_array", "hw.mac_array:BinaryMacArray", "sim.bench.tb_mac_array", "mac_array",
+    UnitSpec("mac_array", "bitaccel.hw.mac_array:BinaryMacArray", "bitaccel.sim.bench.tb_mac_array", "mac_array",
              "R x C array of xnor-popcount PEs, L lanes each, bit-serial over activation planes"),
-    UnitSpec("threshold_unit", "hw.threshold:ThresholdUnit", "sim.bench.tb_threshold_unit", "threshold",
+    UnitSpec("threshold_unit", "bitaccel.hw.threshold:ThresholdUnit", "bitaccel.sim.bench.tb_threshold_unit", "threshold",
              "per-channel integer threshold compare: accumulators -> 1-bit codes"),
-    UnitSpec("requant_unit", "hw.requant:RequantUnit", "sim.bench.tb_requant_unit", "requant",
+    UnitSpec("requant_unit", "bitaccel.hw.requant:RequantUnit", "bitaccel.sim.bench.tb_requant_unit", "requant",
              "fixed-point requantization y = clamp((M * acc + b) >> s): multi-bit codes and the residual stream"),
-    UnitSpec("softmax_unit", "hw.softmax:SoftmaxUnit", "sim.bench.tb_softmax_unit", "softmax",
+    UnitSpec("softmax_unit", "bitaccel.hw.softmax:SoftmaxUnit", "bitaccel.sim.bench.tb_softmax_unit", "softmax",
              "fixed-point softmax rows (exp LUT, masked sum, threshold or reciprocal probabilities)"),
-    UnitSpec("layernorm_unit", "hw.layernorm:LayerNormUnit", "sim.bench.tb_layernorm_unit", "layernorm",
+    UnitSpec("layernorm_unit", "bitaccel.hw.layernorm:LayerNormUnit", "bitaccel.sim.bench.tb_layernorm_unit", "layernorm",
              "residual add and integer LayerNorm (S1/S2 sums, rsqrt, gamma/beta)"),
-    UnitSpec("accelerator", "hw.encoder.top:Accelerator", "sim.bench.tb_accelerator", None,
+    UnitSpec("accelerator", "bitaccel.hw.encoder.top:Accelerator", "bitaccel.sim.bench.tb_accelerator", None,
              "the whole-encoder top level: sequencer, buffers, the units above, AXI ports"),
 )}
 

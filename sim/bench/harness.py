@@ -38,7 +38,7 @@ from cocotb.triggers import ClockCycles, Event, ReadOnly, RisingEdge, SimTimeout
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
-from sim.run_env import ENV, params_from_dict
+from bitaccel.sim.run_env import ENV, params_from_dict
 
 __all__ = ["CLOCK_NS", "Codec", "Beat", "Transfer", "StreamDriver", "StreamMonitor", "Scoreboard", "Op", "TB",
            "bench_test", "run_config", "workload_options", "padded_chunks", "bits_of", "signed_range",
@@ -468,7 +468,7 @@ class TB:
 
     def __init__(self, dut, test_name: str):
         from amaranth.hdl import UnusedElaboratable
-        from hw.generate import UNITS
+        from bitaccel.hw.generate import UNITS
 
         cfg = run_config()
         self.dut, self.cfg, self.test_name = dut, cfg, test_name

@@ -31,21 +31,21 @@ from cocotb.triggers import ClockCycles, First, RisingEdge, SimTimeoutError, Tim
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
 
-from compiler import Machine, Target, compile_program
-from compiler.memory import token_words
-from golden.config import ModelConfig
-from golden.random_artifact import random_artifact
-from golden.version import __version__
-from hw.encoder import regs as R
-from hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, Op, decode, encode
+from bitaccel.compiler import Machine, Target, compile_program
+from bitaccel.compiler.memory import token_words
+from bitaccel.golden.config import ModelConfig
+from bitaccel.golden.random_artifact import random_artifact
+from bitaccel.golden.version import __version__
+from bitaccel.hw.encoder import regs as R
+from bitaccel.hw.spec.isa import FORMATS, INSTR_BYTES, Instruction, Op, decode, encode
 
 import json
 import logging
 import os
 
-from compiler import load_program
+from bitaccel.compiler import load_program
 
-from sim.bench.harness import CLOCK_NS, bench_test, run_config
+from bitaccel.sim.bench.harness import CLOCK_NS, bench_test, run_config
 
 RAM_BYTES = 1 << 22
 

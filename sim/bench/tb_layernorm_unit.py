@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.fold import to_fixed
-from golden.formats import GAMMA_BITS, RESIDUAL_BITS, residual_range
-from golden.layernorm import layernorm, layernorm_eps_q
+from bitaccel.golden.fold import to_fixed
+from bitaccel.golden.formats import GAMMA_BITS, RESIDUAL_BITS, residual_range
+from bitaccel.golden.layernorm import layernorm, layernorm_eps_q
 
-from sim.bench.harness import Beat, bench_test, workload_options
+from bitaccel.sim.bench.harness import Beat, bench_test, workload_options
 
 DEFAULT_WORKLOAD = {"hidden": 48, "rows": 3, "random_rows": 12, "gap": 0.3, "backpressure": 0.3}
 LO, HI = residual_range()

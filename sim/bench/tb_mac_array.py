@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.formats import code_range
-from golden.matmul import bitserial_matmul, blas_matmul
-from hw.schedule import array_cycles, assemble, beats_count, check_fits, matmul_beats
+from bitaccel.golden.formats import code_range
+from bitaccel.golden.matmul import bitserial_matmul, blas_matmul
+from bitaccel.hw.schedule import array_cycles, assemble, beats_count, check_fits, matmul_beats
 
-from sim.bench.harness import bench_test, workload_options
+from bitaccel.sim.bench.harness import bench_test, workload_options
 
 DEFAULT_WORKLOAD = {"m": 5, "n": 7, "k": 40, "a_bits": 1, "a_signed": 1, "b_bits": 1, "b_signed": 1,
                     "gap": 0.3, "backpressure": 0.3}

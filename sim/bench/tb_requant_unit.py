@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.fold import fold_code_requant, fold_residual_requant
-from golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, NumericFormat, residual_range
-from golden.requant import requantize
+from bitaccel.golden.fold import fold_code_requant, fold_residual_requant
+from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, NumericFormat, residual_range
+from bitaccel.golden.requant import requantize
 
-from sim.bench.harness import channel_workload_options, bench_test, channel_beats, lanes_of, signed_range, table_rows
+from bitaccel.sim.bench.harness import channel_workload_options, bench_test, channel_beats, lanes_of, signed_range, table_rows
 
 DEFAULT_WORKLOAD = {"rows": 6, "channels": 40, "gap": 0.3, "backpressure": 0.3}
 M_MAX = (1 << (MULT_BITS - 1)) - 1

@@ -28,10 +28,10 @@ import dataclasses
 
 import numpy as np
 
-from golden.softmax import exp_lut, softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
-from hw.softmax import SoftmaxMode
+from bitaccel.golden.softmax import exp_lut, softmax_binarize, softmax_exp, softmax_probs, softmax_reciprocal
+from bitaccel.hw.softmax import SoftmaxMode
 
-from sim.bench.harness import Beat, bench_test, bits_of, workload_options
+from bitaccel.sim.bench.harness import Beat, bench_test, bits_of, workload_options
 
 BINARY, MULTIBIT = SoftmaxMode.BINARY, SoftmaxMode.MULTIBIT
 DEFAULT_WORKLOAD = {"seq_len": 20, "rows": 3, "mode": "binary", "random_rows": 16, "gap": 0.3, "backpressure": 0.3}

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.fold import fold_threshold
-from golden.threshold import threshold
+from bitaccel.golden.fold import fold_threshold
+from bitaccel.golden.threshold import threshold
 
-from sim.bench.harness import bench_test, channel_beats, channel_workload_options, lanes_of, signed_range, table_rows
+from bitaccel.sim.bench.harness import bench_test, channel_beats, channel_workload_options, lanes_of, signed_range, table_rows
 
 DEFAULT_WORKLOAD = {"rows": 6, "channels": 40, "gap": 0.3, "backpressure": 0.3}
 
