@@ -62,11 +62,11 @@ def cmd_random_artifact(args) -> int:
 
     check_output_file(args.out, "--out")
     t0 = time.perf_counter()
-    art = random_artifact(args.config, seed=args.seed, act_bits=args.act_bits)
+    art = random_artifact(args.config, seed=args.seed, act_bits=args.act_bits, head=args.head)
     save_artifact(art, args.out)
     c = art.config
     print(f"wrote {args.out}: {args.config} (layers={c.layers} hidden={c.hidden} heads={c.heads} ffn={c.ffn}), "
-          f"W1A{args.act_bits}, seed {args.seed}, {os.path.getsize(args.out) / 2**20:.1f} MiB, "
+          f"W1A{args.act_bits}, {art.head} head, seed {args.seed}, {os.path.getsize(args.out) / 2**20:.1f} MiB, "
           f"{time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -81,6 +81,14 @@ def cmd_infer(args) -> int:
         raise ValueError(f"--mask has {mask.size} entries but --ids has {ids.size}")
     art = load_artifact(args.artifact)
     out = IntegerModel(art, path=args.path).forward(ids, mask)
+    if art.head == "span":                  # per-token start / end logits (decoding needs the context's offsets)
+        start, end = ([float(v) for v in out[k][0]] for k in ("start_logits", "end_logits"))
+        if args.json:
+            print(json.dumps({"start_logits": start, "end_logits": end}))
+        else:
+            print("start logits: " + " ".join(f"{v:+.6f}" for v in start))
+            print("end logits:   " + " ".join(f"{v:+.6f}" for v in end))
+        return 0
     logits = [float(v) for v in out["logits"][0]]
     pred = int(out["prediction"][0])
     if args.json:
@@ -96,7 +104,7 @@ def cmd_info(args) -> int:
 
     art = load_artifact(args.artifact)
     bits = sorted(set(art.quant.values()))
-    info = {"config": art.config.to_dict(), "numerics": art.numerics.to_dict(), "activation_bits": bits,
+    info = {"config": art.config.to_dict(), "head": art.head, "numerics": art.numerics.to_dict(), "activation_bits": bits,
             "tokenizer": art.tokenizer, "producer": art.producer, "tensors": len(art.tensors)}
     print(json.dumps(info, indent=2))
     return 0
@@ -248,6 +256,9 @@ def cmd_eval(args) -> int:
               f"{r['examples']} questions in {r['features']} windows")
         print(f"  pytorch: EM {r['metrics']['exact_match']:.2f} F1 {r['metrics']['f1']:.2f}  "
               f"(n-best {r['n_best']}, max answer length {r['max_answer_length']} tokens)")
+        if "integer" in r:
+            m = r["integer"]["metrics"]
+            print(f"  integer: EM {m['exact_match']:.2f} F1 {m['f1']:.2f}  (golden IntegerModel on the artifact)")
         return 0
     fmt = lambda m: " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "main")     # noqa: E731
     print(f"{r['run']}: task {r['task']}, stage {r['stage']} ({r['precision']}), split {r['split']}, "
@@ -265,7 +276,8 @@ def cmd_export(args) -> int:
 
     art = export_run(args.run, args.out, stage=args.stage)
     bits = sorted(set(art.quant.values()))
-    print(f"wrote {args.out}: {art.config.layers} layers, hidden {art.config.hidden}, activation bits {bits}, "
+    print(f"wrote {args.out}: {art.head} head, {art.config.layers} layers, hidden {art.config.hidden}, "
+          f"activation bits {bits}, "
           f"residual_frac {art.numerics.residual_frac}, {os.path.getsize(args.out) / 2**20:.2f} MiB")
     return 0
 
@@ -315,7 +327,7 @@ def _add_train_commands(sub) -> None:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("export", help="export a run's final model to an artifact (not squad runs yet)")
+    s = sub.add_parser("export", help="export a run's final model to an artifact (classifier or span head)")
     s.add_argument("run", help="run folder")
     s.add_argument("--out", required=True, help="artifact file to write (.safetensors)")
     s.add_argument("--stage", type=int, help="schedule step to export (default: the last)")
@@ -340,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", choices=["tiny", "minilm", "bert-base"], default="tiny")
     s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--act-bits", type=int, choices=[1, 2, 4, 8], default=1, help="activation bits (default 1: W1A1)")
+    s.add_argument("--head", choices=["classifier", "span"], default="classifier",
+                   help="classifier (default: pooler + classifier) or span (SQuAD start / end logits per token)")
     s.add_argument("--out", required=True, help="artifact file to write (.safetensors)")
     s.set_defaults(func=cmd_random_artifact)
 
@@ -348,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ids", required=True, help="comma-separated token ids, e.g. 101,7592,102")
     s.add_argument("--mask", help="comma-separated 0/1 attention mask (default: all ones)")
     s.add_argument("--path", choices=["blas", "packed"], default="blas", help="how dot products are computed")
-    s.add_argument("--json", action="store_true", help="print one JSON object with keys logits, prediction")
+    s.add_argument("--json", action="store_true", help="print one JSON object with keys logits, prediction "
+                                                       "(span artifacts: start_logits, end_logits)")
     s.set_defaults(func=cmd_infer)
 
     s = sub.add_parser("info", help="print an artifact's manifest (config, numerics, bits, provenance)")

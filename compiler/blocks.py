@@ -17,14 +17,17 @@ it reads and writes; `compiler.lower` turns blocks into instructions with addres
       Quant(ffn1.in) Linear(ffn1)           res.h1 -> act.x -> act.f (ffn2.in, ReLU folded)
       Linear(ffn2, residual)                act.f -> res.y                        ffn2.acc, ffn2.out
       Norm(ln2, add)                        res.y + res.h1 -> res.s -> res.h      res2, ln2
+    classifier head:
     Quant(pooler.in, [CLS] row)             res.h row 0 -> act.cls                pooler.in
     Linear(pooler, to external memory)      act.cls -> output                     pooler.acc
+    span head: no pooler; the last Norm(ln2) also writes its sums and outputs (the final residual
+    stream of every token) to the external output (`Norm.to_output`)
 """
 from __future__ import annotations
 
 import dataclasses
 
-from bitaccel.golden.config import ModelConfig
+from bitaccel.golden.config import ModelConfig, check_head
 from bitaccel.hw.spec.isa import Layout
 
 __all__ = ["Embed", "Norm", "Quant", "Linear", "Scores", "Softmax", "Context", "encoder_blocks"]
@@ -42,7 +45,9 @@ class Norm:
     """[Residual add `src` + `res` -> `sum_to`], then LayerNorm `ln` -> `out`.
 
     `ln` is the artifact prefix and the checkpoint name of the output; `sum_name` the
-    checkpoint name of the sum (None without add).
+    checkpoint name of the sum (None without add). `to_output`: the instruction always writes its
+    trace (per row the sum row, then the output row) to the external output region, whatever the
+    compile's trace option (the span head's final residual stream).
     """
 
     ln: str
@@ -51,6 +56,7 @@ class Norm:
     res: str | None = None
     sum_to: str | None = None
     sum_name: str | None = None
+    to_output: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,22 +116,26 @@ class Context:
     head: int
 
 
-def encoder_blocks(config: ModelConfig) -> list:
-    """The blocks of one inference, in execution order (see the module docstring)."""
+def encoder_blocks(config: ModelConfig, head: str = "classifier") -> list:
+    """The blocks of one inference, in execution order (see the module docstring); `head` as the artifact's."""
+    span = check_head(head) == "span"
     blocks: list = [Embed(out="s"), Norm("embeddings.ln", src="s", out="h")]
     for i in range(config.layers):
         pre = f"layers.{i}"
         for lin, region, layout in (("q", "q", Layout.HEADS), ("k", "k", Layout.HEADS), ("v", "vt", Layout.TRANS)):
             blocks.append(Quant(f"{pre}.{lin}.in", src="h", out="x"))
             blocks.append(Linear(f"{pre}.{lin}", f"{pre}.{lin}.in", "x", "site", region, f"{pre}.{lin}.out", layout))
-        for head in range(config.heads):
-            blocks += [Scores(i, head), Softmax(i, head), Context(i, head)]
+        for h in range(config.heads):
+            blocks += [Scores(i, h), Softmax(i, h), Context(i, h)]
         blocks.append(Linear(f"{pre}.o", f"{pre}.o.in", "x", "residual", "y"))
         blocks.append(Norm(f"{pre}.ln1", src="y", res="h", sum_to="s", sum_name=f"{pre}.res1", out="h1"))
         blocks.append(Quant(f"{pre}.ffn1.in", src="h1", out="x"))
         blocks.append(Linear(f"{pre}.ffn1", f"{pre}.ffn1.in", "x", "site", "f", f"{pre}.ffn2.in"))
         blocks.append(Linear(f"{pre}.ffn2", f"{pre}.ffn2.in", "f", "residual", "y"))
         blocks.append(Norm(f"{pre}.ln2", src="y", res="h1", sum_to="s", sum_name=f"{pre}.res2", out="h"))
+    if span:
+        blocks[-1] = dataclasses.replace(blocks[-1], to_output=True)
+        return blocks
     blocks.append(Quant("pooler.in", src="h", out="cls", rows=1))
     blocks.append(Linear("pooler", "pooler.in", "cls", "ext", "output", rows=1))
     return blocks

@@ -8,6 +8,11 @@ With `trace=True` every instruction taps its results into the trace region in th
 order (docs/encoder.md §6), so every mapped golden intermediate (all but the softmax unit's
 internals exp, exp_sum, recip) can be read after the run; with `trace=False` only the values that
 live in on-chip buffers (read right after their instruction) and the output are mapped.
+
+The output region holds what the host head needs: the pooler accumulators (classifier head,
+H int32 from MATMUL EXT) or, for a span head, the last LAYERNORM's trace (per token the sum row
+`layers.{L-1}.res2`, then the output row `layers.{L-1}.ln2`: 2 x T x H int32), which that
+instruction always writes there (tap = 1, trace = the output region), with or without `trace`.
 """
 from __future__ import annotations
 
@@ -41,7 +46,8 @@ def _role_bits(art: Artifact) -> dict[str, int]:
         return max(q[f"layers.{i}.{s}"] for i in layers for s in sites)
 
     return {"x": widest("q.in", "k.in", "v.in", "o.in", "ffn1.in"), "q": widest("q.out"), "k": widest("k.out"),
-            "vt": widest("v.out"), "p": widest("probs"), "f": widest("ffn2.in"), "cls": q["pooler.in"]}
+            "vt": widest("v.out"), "p": widest("probs"), "f": widest("ffn2.in"),
+            "cls": q["pooler.in"] if art.head == "classifier" else 0}     # span head: no [CLS] region
 
 
 class _Lowering:
@@ -51,7 +57,7 @@ class _Lowering:
         self.art, self.cfg, self.target, self.trace = art, art.config, target, trace
         self.p = target.params
         self.t = seq_len
-        self.blocks = encoder_blocks(self.cfg)
+        self.blocks = encoder_blocks(self.cfg, art.head)
         c = self.cfg
         self.plan = plan_buffers(seq_len, c.hidden, c.ffn, c.heads, c.head_dim, _role_bits(art), self.p.lanes,
                                        self.p.rows)
@@ -66,6 +72,7 @@ class _Lowering:
         self.instrs: list[Instruction] = []
         self.points: dict[str, dict] = {}
         self.trace_allocs: list[int] = []   # sizes (bytes) of the taps, in order
+        self.in_trace: set[int] = set()     # pcs whose tap address is relative to the trace region
 
     # ------------------------------------------------------------------ helpers
     def base(self, buf: str, role: str) -> int:
@@ -104,20 +111,29 @@ class _Lowering:
         return (1, t, c.hidden)
 
     def point(self, name: str, kind: str, view: View, lead: tuple, col0: int = 0) -> None:
-        entry = self.points.setdefault(name, {"shape": self.shape(name), "buffers": [], "trace": []})
+        """Record a piece of checkpoint `name`: kind "buffers", "trace" (address relative to the trace
+        region) or "output" (an absolute external address; listed with the trace pieces)."""
+        entry = self.points.setdefault(name, {"shape": self.shape(name), "buffers": [], "trace": [], "output": []})
         entry[kind].append(Piece(len(self.instrs), view, lead, col0))
 
     def tap(self, names: list[str], rows: int, cols: int, lead: tuple, col0: int = 0, unit: int = 1,
-            tile_cols: int = 0) -> tuple[int, int]:
+            tile_cols: int = 0, at: int | None = None) -> tuple[int, int]:
         """Allocate a trace of interleaved rows x cols streams `names` -> (tap, offset in the trace); records pieces.
 
         The hardware's order (docs/encoder.md §6): `unit` values of each stream in turn, the
         values in `compiler.memory.drain_order(rows, cols, tile_cols)`. Every trace starts on a
-        `compiler.memory.ALIGN`-byte boundary (bus words).
+        `compiler.memory.ALIGN`-byte boundary (bus words). `at`: write it at this absolute
+        external address instead (the span head's output region), with or without `trace`.
         """
+        if at is not None:
+            for s, name in enumerate(names):
+                self.point(name, "output", View("ext", at, rows, cols, cols, streams=len(names), stream=s, unit=unit,
+                                                tile_cols=tile_cols), lead, col0)
+            return 1, at
         if not self.trace:
             return 0, 0
         offset = sum(self.trace_allocs)
+        self.in_trace.add(len(self.instrs))
         for s, name in enumerate(names):   # addresses are fixed up once the trace region is placed
             self.point(name, "trace", View("ext", offset, rows, cols, cols, streams=len(names), stream=s, unit=unit,
                                            tile_cols=tile_cols), lead, col0)
@@ -162,7 +178,8 @@ class _Lowering:
             elif isinstance(b, Context):
                 self.site_consts(f"layers.{b.layer}.o.in")
         self.addr["tokens"] = self.ext.reserve("tokens", 4 * self.t)
-        self.addr["output"] = self.ext.reserve("output", 4 * c.hidden)
+        out_words = c.hidden if self.art.head == "classifier" else 2 * self.t * c.hidden   # pooler acc / last LN trace
+        self.addr["output"] = self.ext.reserve("output", 4 * out_words)
 
     def softmax_consts(self, layer: int) -> int:
         a, pre = self.art, f"layers.{layer}"
@@ -192,7 +209,8 @@ class _Lowering:
         if b.res:
             self.point(b.sum_name, "buffers", self.res_view(b.sum_to, t, h), (0,))
         self.point(b.ln, "buffers", self.res_view(b.out, t, h), (0,))
-        tap, tr = self.tap(streams, t, h, (0,), unit=h)        # per row: the sum row, then the output row
+        at = self.addr["output"] if b.to_output else None
+        tap, tr = self.tap(streams, t, h, (0,), unit=h, at=at)   # per row: the sum row, then the output row
         self.emit(Op.LAYERNORM, rows=t, hidden=h, add=int(b.res is not None), src=self.base("res", b.src),
                   res=self.base("res", b.res) if b.res else 0, sum_dst=self.base("res", b.sum_to) if b.res else 0,
                   dst=self.base("res", b.out), consts=self.addr[b.ln], tap=tap, trace=tr)
@@ -290,24 +308,23 @@ class _Lowering:
         if len(self.ext.data) > 1 << 32:
             raise CompileError(f"model exceeds the hardware limit of 2**32 bytes of external memory: "
                                f"the image needs {len(self.ext.data)} bytes")
-        instrs = [self.relocate(i, trace_base) for i in self.instrs]
+        instrs = [self.relocate(i, trace_base) if pc in self.in_trace else i for pc, i in enumerate(self.instrs)]
         words = encode_program(instrs)
         addr, size = self.ext.regions["program"]
         assert len(words) == size, (len(words), size)
         self.ext.data[addr:addr + size] = words
         points = {}
         for name, e in self.points.items():
-            trace = tuple(Piece(p.pc, _shift(p.view, trace_base), p.lead, p.col0) for p in e["trace"])
+            trace = tuple(Piece(p.pc, _shift(p.view, trace_base), p.lead, p.col0) for p in e["trace"]) + tuple(e["output"])
             points[name] = Checkpoint(e["shape"], tuple(e["buffers"]), trace)
         return instrs, points, self.ext.array(), dict(self.ext.regions)
 
     @staticmethod
     def relocate(instr: Instruction, trace_base: int) -> Instruction:
-        """Trace offsets -> absolute external addresses."""
+        """Trace offset -> absolute external address (an instruction that taps into the trace region)."""
         f = dict(instr.fields)
-        if f.get("tap"):
-            key = "ext_out" if instr.op == Op.MATMUL else "trace"
-            f[key] += trace_base
+        key = "ext_out" if instr.op == Op.MATMUL else "trace"
+        f[key] += trace_base
         return Instruction(instr.op, f)
 
 

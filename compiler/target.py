@@ -103,7 +103,7 @@ def check_model(art, target: Target, seq_len: int) -> None:
     _limit("max_seq", seq_len, p.max_seq, "sequence length")
     _limit("max_vocab", c.vocab_size, target.max_vocab, "vocab_size")
     _limit("max_type_vocab", c.type_vocab, target.max_type_vocab, "type_vocab")
-    for site in site_names(c):
+    for site in site_names(c, art.head):
         _limit("max_act_bits", art.quant[site], p.max_act_bits, f"activation bits of {site}")
     for i in range(c.layers):
         _limit("max_exp_lut", len(art[f"layers.{i}.softmax.exp_lut"]), p.max_exp_lut,

@@ -5,9 +5,10 @@ nothing is executed on load):
   8 bytes   little-endian u64 N, the header length
   N bytes   JSON header: {tensor name: {dtype, shape, data_offsets}, "__metadata__": {"bitaccel": MANIFEST}}
   rest      raw little-endian tensor bytes, in header order
-MANIFEST is a JSON string: format name and version, model config, numeric format,
-the activation bits of every quantization site, the tokenizer reference, the
-producer, and the SHA-256 of every tensor. See docs/artifact.md.
+MANIFEST is a JSON string: format name and version, model config, the head kind
+("classifier" or "span"; absent in older files = "classifier"), numeric format, the
+activation bits of every quantization site, the tokenizer reference, the producer, and
+the SHA-256 of every tensor. See docs/artifact.md.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from .config import LINEARS, ModelConfig, site_has_beta, site_names, site_width
+from .config import HEADS, LINEARS, ModelConfig, check_head, site_has_beta, site_names, site_width
 from .formats import NumericFormat
 from .packing import n_words
 
@@ -42,7 +43,11 @@ class ArtifactError(ValueError):
 
 @dataclasses.dataclass
 class Artifact:
-    """An artifact in memory: config, numeric format, per-site bits, tensors and provenance."""
+    """An artifact in memory: config, numeric format, per-site bits, tensors, provenance and head kind.
+
+    head : "classifier" (binarized pooler + full-precision classifier) or "span" (full-precision
+        start / end logits per token, `span.weight` (2, H) and `span.bias` (2)); golden.config.HEADS.
+    """
 
     config: ModelConfig
     numerics: NumericFormat
@@ -50,6 +55,7 @@ class Artifact:
     tensors: dict[str, np.ndarray]
     tokenizer: dict = dataclasses.field(default_factory=lambda: {"kind": "none"})
     producer: str = ""
+    head: str = "classifier"
 
     def __getitem__(self, name: str) -> np.ndarray:
         try:
@@ -61,7 +67,11 @@ class Artifact:
         """Check that every expected tensor is present with its dtype and shape, and nothing else."""
         self.config.validate()
         self.numerics.validate()
-        expected_sites = set(site_names(self.config))
+        if self.head not in HEADS:
+            raise ArtifactError(f"head must be one of {', '.join(HEADS)}, not {self.head!r}")
+        if self.head == "span" and self.config.num_labels != 2:
+            raise ArtifactError(f"a span head has num_labels = 2 (start, end), not {self.config.num_labels}")
+        expected_sites = set(site_names(self.config, self.head))
         if set(self.quant) != expected_sites:
             missing = sorted(expected_sites - set(self.quant))
             extra = sorted(set(self.quant) - expected_sites)
@@ -69,7 +79,7 @@ class Artifact:
         for site, bits in self.quant.items():
             if bits not in (1, 2, 4, 8):
                 raise ArtifactError(f"site {site!r}: activation bits must be 1, 2, 4 or 8, not {bits!r}")
-        expected = expected_tensors(self.config, self.quant)
+        expected = expected_tensors(self.config, self.quant, self.head)
         missing = sorted(set(expected) - set(self.tensors))
         if missing:
             raise ArtifactError(f"artifact is missing {len(missing)} tensor(s), first: {missing[:3]}")
@@ -88,8 +98,11 @@ class Artifact:
         return self
 
 
-def expected_tensors(config: ModelConfig, quant: dict[str, int]) -> dict[str, tuple[type, tuple | None]]:
-    """Every tensor an artifact holds: name -> (dtype, shape); shape None = any non-empty vector."""
+def expected_tensors(config: ModelConfig, quant: dict[str, int],
+                     head: str = "classifier") -> dict[str, tuple[type, tuple | None]]:
+    """Every tensor an artifact holds: name -> (dtype, shape); shape None = any non-empty vector.
+
+    head "classifier": pooler (binary linear) and classifier; "span": span.weight (2, H), span.bias (2)."""
     c = config
     h, v, p, t = c.hidden, c.vocab_size, c.max_position, c.type_vocab
     out: dict[str, tuple[type, tuple | None]] = {
@@ -100,11 +113,15 @@ def expected_tensors(config: ModelConfig, quant: dict[str, int]) -> dict[str, tu
         "embeddings.position_q": (np.int16, (p, h)),
         "embeddings.token_type": (np.float32, (t, h)),
         "embeddings.token_type_q": (np.int16, (t, h)),
-        "classifier.weight": (np.float32, (c.num_labels, h)),
-        "classifier.bias": (np.float32, (c.num_labels,)),
     }
+    if check_head(head) == "classifier":
+        out["classifier.weight"] = (np.float32, (c.num_labels, h))
+        out["classifier.bias"] = (np.float32, (c.num_labels,))
+        _add_linear(out, "pooler", *c.linear_shape("pooler"))
+    else:
+        out["span.weight"] = (np.float32, (2, h))
+        out["span.bias"] = (np.float32, (2,))
     _add_layernorm(out, "embeddings.ln", h)
-    _add_linear(out, "pooler", *c.linear_shape("pooler"))
     for i in range(c.layers):
         pre = f"layers.{i}"
         for lin in LINEARS:
@@ -114,7 +131,7 @@ def expected_tensors(config: ModelConfig, quant: dict[str, int]) -> dict[str, tu
         out[f"{pre}.softmax.exp_lut"] = (np.int64, None)
         for res in ("o.out", "ffn2.out"):
             _add_requant(out, f"{pre}.{res}", h)
-    for site in site_names(config):
+    for site in site_names(config, head):
         width = site_width(config, site)
         out[f"{site}.alpha"] = (np.float64, ())
         if site_has_beta(site):
@@ -200,6 +217,7 @@ def save_artifact(artifact: Artifact, path: str | os.PathLike) -> None:
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "config": artifact.config.to_dict(),
+        "head": artifact.head,
         "numerics": artifact.numerics.to_dict(),
         "quant": dict(sorted(artifact.quant.items())),
         "tokenizer": artifact.tokenizer,
@@ -294,7 +312,8 @@ def _parse(data: bytes) -> Artifact:
     except (TypeError, ValueError) as e:      # unknown keywords, out-of-range values
         raise ArtifactError(f"bad manifest: {e}") from None
     art = Artifact(config=config, numerics=numerics, quant=dict(manifest["quant"]), tensors=tensors,
-                   tokenizer=manifest["tokenizer"], producer=manifest["producer"])
+                   tokenizer=manifest["tokenizer"], producer=manifest["producer"],
+                   head=manifest.get("head", "classifier"))
     try:
         return art.validate()
     except ArtifactError:
@@ -321,6 +340,9 @@ def _check_manifest_types(m: dict) -> None:
                       ("producer", str), ("sha256", dict)):
         if not isinstance(m.get(key), kind):
             raise ArtifactError(f"bad manifest: {key!r} must be a JSON {kind.__name__}")
+    if "head" in m and m["head"] not in HEADS:
+        raise ArtifactError(f"bad manifest: 'head' must be one of {', '.join(map(repr, HEADS))}, "
+                            f"not {m['head']!r}")
     if not all(_is_int(v) for v in m["quant"].values()):
         raise ArtifactError("bad manifest: activation bits in 'quant' must be integers")
     if not all(isinstance(v, str) for v in m["sha256"].values()):

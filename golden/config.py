@@ -18,15 +18,20 @@ LAYER_SITES = {
     "ffn1.in": True,                               # residual stream -> codes (beta per feature)
     "ffn2.in": False,                              # ReLU(FFN1) -> {0,1} codes (beta per feature)
 }
-#: Sites outside the layers.
+#: Sites outside the layers (the classifier head's pooler input; a span head has none).
 MODEL_SITES = {"pooler.in": True}
+#: Head kinds an artifact can carry (its manifest's "head"): "classifier" = binarized pooler on [CLS]
+#: + full-precision classifier (num_labels outputs); "span" = full-precision start / end logits of
+#: every token from the final residual stream (SQuAD; num_labels = 2, no pooler).
+HEADS = ("classifier", "span")
 #: Sites with a learned per-feature threshold beta (the official BiT code's placement).
 BETA_SITES = ("q.in", "k.in", "v.in", "o.in", "ffn1.in", "ffn2.in", "pooler.in")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Shape of a BERT encoder with a classification (or regression, num_labels=1) head."""
+    """Shape of a BERT encoder with a classification (or regression, num_labels=1) head; a span head
+    (the artifact's head "span") has num_labels = 2, its start and end outputs."""
 
     vocab_size: int = 30522
     hidden: int = 384
@@ -79,10 +84,17 @@ PRESETS = {
 }
 
 
-def site_names(config: ModelConfig) -> list[str]:
-    """Every quantization site of a model, e.g. 'layers.0.q.in', ..., 'pooler.in'."""
+def check_head(head: str) -> str:
+    """`head` if it is one of HEADS, else ValueError."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+    return head
+
+
+def site_names(config: ModelConfig, head: str = "classifier") -> list[str]:
+    """Every quantization site of a model, e.g. 'layers.0.q.in', ..., 'pooler.in' (classifier head only)."""
     names = [f"layers.{i}.{s}" for i in range(config.layers) for s in LAYER_SITES]
-    return names + list(MODEL_SITES)
+    return names + (list(MODEL_SITES) if check_head(head) == "classifier" else [])
 
 
 def site_short(name: str) -> str:
@@ -109,8 +121,8 @@ def site_signed(name: str) -> bool:
     raise ValueError(f"unknown quantization site {name!r}")
 
 
-def uniform_quant(config: ModelConfig, act_bits: int) -> dict[str, int]:
+def uniform_quant(config: ModelConfig, act_bits: int, head: str = "classifier") -> dict[str, int]:
     """Every site at the same activation bit width (W1A1, W1A2, W1A4, W1A8)."""
     if act_bits not in ACT_BITS:
         raise ValueError(f"activation bits must be one of {ACT_BITS}, not {act_bits!r}")
-    return {name: act_bits for name in site_names(config)}
+    return {name: act_bits for name in site_names(config, head)}

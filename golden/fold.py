@@ -111,8 +111,11 @@ def softmax_scale(p: dict, layer: int, head_dim: int) -> float:
     return float(p[f"{pre}.q.out.alpha"]) * float(p[f"{pre}.k.out.alpha"]) / math.sqrt(head_dim)
 
 
-def fold_all(config: ModelConfig, fmt: NumericFormat, quant: dict[str, int], p: dict) -> dict[str, np.ndarray]:
-    """All integer tensors of an artifact from its float tensors `p` (see artifact.expected_tensors)."""
+def fold_all(config: ModelConfig, fmt: NumericFormat, quant: dict[str, int], p: dict,
+             head: str = "classifier") -> dict[str, np.ndarray]:
+    """All integer tensors of an artifact from its float tensors `p` (see artifact.expected_tensors).
+
+    head "span" has no pooler (its start / end head stays in full precision: nothing to fold)."""
     out: dict[str, np.ndarray] = {}
     f_r = fmt.residual_frac
     out["embeddings.word.scale_q"] = to_fixed(p["embeddings.word.scale"], f_r, 32, "word embedding scale").astype(np.int32)
@@ -123,11 +126,12 @@ def fold_all(config: ModelConfig, fmt: NumericFormat, quant: dict[str, int], p: 
         out[f"{ln}.gamma_q"] = to_fixed(p[f"{ln}.gamma"], fmt.gamma_frac, 16, f"{ln}.gamma").astype(np.int16)
         out[f"{ln}.beta_q"] = to_fixed(p[f"{ln}.beta"], f_r, 16, f"{ln}.beta").astype(np.int16)
         out[f"{ln}.eps_q"] = np.array(layernorm_eps_q(config.layer_norm_eps, config.hidden, fmt), np.int64)
-    linears = [f"layers.{i}.{lin}" for i in range(config.layers) for lin in LINEARS] + ["pooler"]
+    linears = [f"layers.{i}.{lin}" for i in range(config.layers) for lin in LINEARS]
+    linears += ["pooler"] if head == "classifier" else []
     for lin in linears:
         out[f"{lin}.n_neg"] = (config.linear_shape(lin.rsplit(".", 1)[-1])[1]
                                - np.bitwise_count(p[f"{lin}.bits"]).sum(axis=-1)).astype(np.int32)
-    for site in site_names(config):
+    for site in site_names(config, head):
         bits, signed = quant[site], site_signed(site)
         alpha = float(p[f"{site}.alpha"])
         if not alpha > 0:

@@ -1,8 +1,10 @@
 """Bit-exact integer inference of a BiT encoder from an artifact (what the accelerator computes).
 
 Accelerator part (integers, bit-exact with the RTL): embedding LayerNorm, every layer,
-the pooler accumulator. Host part (float64): embedding gather/add (integer, defined
-here too), pooler tanh and the classifier. See docs/numerics.md for each step.
+the pooler accumulator (classifier head) or the final residual stream (span head). Host
+part (float64): embedding gather/add (integer, defined here too), then pooler tanh and the
+classifier (`head`), or the span head's start / end logits of every token (`span_logits`)
+and the best answer span (`best_span`). See docs/numerics.md for each step.
 """
 from __future__ import annotations
 
@@ -172,7 +174,12 @@ class IntegerModel:
         return h2
 
     def forward(self, ids, mask=None, types=None, keep_intermediates: bool = False) -> dict:
-        """ids (S,) or (B, S) -> {"logits" (B, C) float64, "prediction" (B,), "intermediates" {name: int64}}."""
+        """ids (S,) or (B, S) -> {"logits" (B, C) float64, "prediction" (B,), "intermediates" {name: int64}}.
+
+        Span head (artifact head "span"): {"start_logits" (B, S) float64, "end_logits" (B, S),
+        "hidden" (B, S, H) int64: the final residual stream (= intermediates "layers.{L-1}.ln2"),
+        "intermediates"}; padding tokens get logits too (decoding skips them).
+        """
         ids, valid, types = check_inputs(self.cfg, ids, mask, types)
         keep = {} if keep_intermediates else None
         e = self.embed(ids, types)
@@ -181,6 +188,10 @@ class IntegerModel:
         _keep(keep, "embeddings.ln", h)
         for i in range(self.cfg.layers):
             h = self.layer(i, h, valid, keep)
+        if self.art.head == "span":
+            start, end = self.span_logits(h)
+            return {"start_logits": start, "end_logits": end, "hidden": np.asarray(h, dtype=np.int64),
+                    "intermediates": keep or {}}
         x = self.quantize("pooler.in", h[:, 0, :])
         acc = self.linear("pooler", x, self.art.quant["pooler.in"], True)
         _keep(keep, "pooler.in", x)
@@ -194,6 +205,40 @@ class IntegerModel:
         scale = float(a["pooler.in.alpha"]) * float(a["pooler.scale"])
         pooled = np.tanh(scale * pooler_acc.astype(np.float64) + a["pooler.bias"].astype(np.float64))
         return pooled @ a["classifier.weight"].astype(np.float64).T + a["classifier.bias"].astype(np.float64)
+
+    def span_logits(self, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Host: final residual stream (..., S, H) int16 values -> (start, end) logits (..., S) float64.
+
+        x = hidden * 2**-residual_frac (the residual format's real value); [start, end] = x W_s^T + b_s
+        with the full-precision span.weight (2, H) and span.bias (2).
+        """
+        a = self.art
+        x = np.asarray(hidden).astype(np.float64) * 2.0 ** -self.fmt.residual_frac
+        logits = x @ a["span.weight"].astype(np.float64).T + a["span.bias"].astype(np.float64)
+        return logits[..., 0], logits[..., 1]
+
+
+def best_span(start_logits, end_logits, allowed, max_answer_length: int = 30) -> tuple[int, int, float]:
+    """The best answer span of one sequence: (start, end, score), end inclusive.
+
+    Maximizes start_logits[s] + end_logits[e] over s <= e < s + max_answer_length with both
+    tokens `allowed` (bool (S,), e.g. the context tokens); ties go to the smallest s, then e.
+    ValueError if no token is allowed.
+    """
+    start = np.asarray(start_logits, dtype=np.float64)
+    end = np.asarray(end_logits, dtype=np.float64)
+    ok = np.asarray(allowed, dtype=bool)
+    if start.ndim != 1 or start.shape != end.shape or ok.shape != start.shape:
+        raise ValueError(f"start, end and allowed must have one shape (S,), not {start.shape}, {end.shape}, {ok.shape}")
+    if max_answer_length < 1:
+        raise ValueError(f"max_answer_length must be >= 1, not {max_answer_length}")
+    if not ok.any():
+        raise ValueError("no token may start or end the answer")
+    s_idx, e_idx = np.meshgrid(np.arange(start.size), np.arange(start.size), indexing="ij")
+    valid = ok[:, None] & ok[None, :] & (e_idx >= s_idx) & (e_idx - s_idx < max_answer_length)
+    score = np.where(valid, start[:, None] + end[None, :], -np.inf)
+    s, e = np.unravel_index(int(np.argmax(score)), score.shape)     # first maximum in (s, e) order
+    return int(s), int(e), float(score[s, e])
 
 
 def _keep(keep: dict | None, name: str, value: np.ndarray) -> None:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import ModelConfig, site_has_beta, site_signed
+from .config import ModelConfig, check_head, site_has_beta, site_signed
 from .formats import code_range
 from .inputs import check_inputs
 from .fold import unpack_pm1
@@ -42,8 +42,9 @@ class FloatModel:
     """Float reference over a dict of float tensors (an artifact's `tensors`, or a draft of them)."""
 
     def __init__(self, config: ModelConfig, quant: dict[str, int], tensors: dict,
-                 calibrate: Callable[[str, np.ndarray], None] | None = None):
+                 calibrate: Callable[[str, np.ndarray], None] | None = None, head: str = "classifier"):
         self.cfg, self.quant, self.t, self.calibrate = config, quant, tensors, calibrate
+        self.head = check_head(head)
 
     def q(self, site: str, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Quantize real values at a site -> (alpha, codes); the real value is alpha * codes.
@@ -100,7 +101,8 @@ class FloatModel:
         return h2
 
     def forward(self, ids, mask=None, types=None, keep_intermediates: bool = False) -> dict:
-        """ids (S,) or (B, S) -> {"logits" (B, C), "prediction" (B,), "intermediates" {name: float64}}."""
+        """ids (S,) or (B, S) -> {"logits" (B, C), "prediction" (B,), "intermediates" {name: float64}};
+        span head: {"start_logits" (B, S), "end_logits" (B, S), "intermediates"} from the final h."""
         ids, valid, types = check_inputs(self.cfg, ids, mask, types)
         keep = {} if keep_intermediates else None
         h = self.ln("embeddings.ln", self.embed(ids, types))
@@ -108,6 +110,9 @@ class FloatModel:
             keep["embeddings.ln"] = h
         for i in range(self.cfg.layers):
             h = self.layer(i, h, valid, keep)
+        if self.head == "span":
+            logits = h @ self.t["span.weight"].astype(np.float64).T + self.t["span.bias"].astype(np.float64)
+            return {"start_logits": logits[..., 0], "end_logits": logits[..., 1], "intermediates": keep or {}}
         pooled = np.tanh(self.linear("pooler", self.q("pooler.in", h[:, 0, :])))
         logits = pooled @ self.t["classifier.weight"].astype(np.float64).T + self.t["classifier.bias"].astype(np.float64)
         return {"logits": logits, "prediction": logits.argmax(axis=-1), "intermediates": keep or {}}

@@ -4,8 +4,8 @@
 Classification tasks (mr, GLUE): `load_split`, `predict` (logits), `evaluate` (glue_metrics).
 SQuAD (span extraction): `load_squad_split` (sliding-window features of the official JSON),
 `predict_spans` (start / end logits), `evaluate_spans` (n-best decoding, official EM / F1 in %,
-main metric F1). Span runs can be evaluated in PyTorch only: their export (and so ``integer``)
-is not supported yet.
+main metric F1). Span runs export to artifacts with head "span" (`export_run`), and ``integer``
+decodes the golden IntegerModel's start / end logits the same way (EM / F1 beside PyTorch's).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 from .bit_bert import BitBertForSequenceClassification
 from .data import encode, get_task, load_tokenizer
 from .metrics import glue_metrics
-from .plan import SQUAD, Stage, is_span_task
+from .plan import SQUAD, Stage, is_span_task, task_spec
 from .run_folder import load_run, run_stages, stage_path, stage_result
 from .span_head import BitBertForSpans
 from .squad_data import SquadExample, SquadFeatures, prepare_features, read_squad
@@ -230,8 +230,6 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "dev", integer: str | 
 
 def _evaluate_span_run(run_dir: str, run: dict, split: str, integer, stage: int | None, squad_dir,
                        n_best: int | None, max_answer_length: int | None) -> dict:
-    if integer is not None:
-        raise ValueError(f"--integer: {run_dir} is a squad run, and export of span models is not supported yet")
     n_best = N_BEST if n_best is None else n_best
     max_answer_length = MAX_ANSWER_LENGTH if max_answer_length is None else max_answer_length
     for name, v in (("n_best", n_best), ("max_answer_length", max_answer_length)):
@@ -242,21 +240,46 @@ def _evaluate_span_run(run_dir: str, run: dict, split: str, integer, stage: int 
     sdir = os.fspath(squad_dir) if squad_dir is not None else opts["squad_dir"]
     data = load_squad_split(split, tokenizer, opts["max_len"], opts["doc_stride"], opts["max_query_len"], sdir)
     metrics = evaluate_spans(model, data, opts["eval_batch_size"], n_best, max_answer_length)
-    return {"run": os.path.abspath(run_dir), "task": run["task"], "split": split, "stage": chosen.name,
-            "precision": chosen.precision, "examples": len(data.examples),
-            "features": int(len(data.tensors["input_ids"])), "n_best": n_best,
-            "max_answer_length": max_answer_length, "metrics": metrics}
+    out = {"run": os.path.abspath(run_dir), "task": run["task"], "split": split, "stage": chosen.name,
+           "precision": chosen.precision, "examples": len(data.examples),
+           "features": int(len(data.tensors["input_ids"])), "n_best": n_best,
+           "max_answer_length": max_answer_length, "metrics": metrics}
+    if integer is not None:
+        from bitaccel.golden.artifact import load_artifact
+        from bitaccel.golden.model import IntegerModel
+
+        art = load_artifact(integer)
+        if art.head != "span" or art.config.hidden != model.config.hidden_size:
+            raise ValueError(f"{integer} does not hold this run's model (head {art.head}, hidden {art.config.hidden})")
+        tensors, golden = data.tensors, IntegerModel(art)
+        start, end = np.full(tuple(tensors["input_ids"].shape), -np.inf), np.full(tuple(tensors["input_ids"].shape),
+                                                                                  -np.inf)
+        for rows, b in eval_batches(tensors, opts["eval_batch_size"]):
+            o = golden.forward(b["input_ids"].numpy(), b["attention_mask"].numpy(), b["token_type_ids"].numpy())
+            width = o["start_logits"].shape[1]
+            start[rows.numpy(), :width], end[rows.numpy(), :width] = o["start_logits"], o["end_logits"]
+        texts = decode_best_spans(start, end, data.features.example_index, data.features.offsets,
+                                  [e.context for e in data.examples], n_best=n_best,
+                                  max_answer_length=max_answer_length)
+        scores = squad_scores({e.id: t for e, t in zip(data.examples, texts)},
+                              {e.id: list(e.answers) for e in data.examples})
+        out["integer"] = {"artifact": os.path.abspath(os.fspath(integer)), "metrics": {**scores, "main": scores["f1"]}}
+    return out
 
 
-def tokenizer_reference(tokenizer, source: str, task: str, max_len: int) -> dict:
-    """The artifact manifest's tokenizer reference: what to tokenize inputs with (and a vocabulary hash)."""
+def tokenizer_reference(tokenizer, source: str, task: str, max_len: int, span: dict | None = None) -> dict:
+    """The artifact manifest's tokenizer reference: what to tokenize inputs with (and a vocabulary hash).
+
+    squad: also ``max_query_len`` and ``doc_stride`` (question + context pairs as model/squad_data.py
+    builds them; pass them in `span`)."""
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     digest = hashlib.sha256("\n".join(w for w, _ in vocab).encode()).hexdigest()
-    spec = get_task(task)
+    spec = task_spec(task)
+    labels = getattr(spec, "labels", None)
     return {"kind": "huggingface", "class": type(tokenizer).__name__, "source": source,
             "vocab_size": len(vocab), "vocab_sha256": digest,
             "do_lower_case": bool(getattr(tokenizer, "do_lower_case", False)), "max_len": max_len,
-            "task": spec.name, "labels": list(spec.labels) if spec.labels else None}
+            "task": spec.name, "labels": list(labels) if labels else None, **(span or {})}
 
 
 def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, stage: int | None = None,
@@ -268,13 +291,17 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, stage: i
 
     run_dir = os.fspath(run_dir)
     run = load_run(run_dir)
-    if is_span_task(run["task"]):
-        raise ValueError(f"{run_dir} is a squad run: export of span models is not supported yet")
     opts = run["options"]
     chosen, model, tokenizer = _stage_model_and_tokenizer(run_dir, stage)
-    dev = load_split(run["task"], "dev", tokenizer, opts["max_len"], opts["glue_dir"])
+    span = None
+    if is_span_task(run["task"]):            # head "span"; the sample: the first dev windows
+        dev = load_squad_split("dev", tokenizer, opts["max_len"], opts["doc_stride"], opts["max_query_len"],
+                               opts["squad_dir"]).tensors
+        span = {"max_query_len": opts["max_query_len"], "doc_stride": opts["doc_stride"]}
+    else:
+        dev = load_split(run["task"], "dev", tokenizer, opts["max_len"], opts["glue_dir"])
     sample = trim_batch({k: dev[k][:sample_size] for k in ("input_ids", "attention_mask", "token_type_ids")})
-    ref = tokenizer_reference(tokenizer, run.get("tokenizer_source", ""), run["task"], opts["max_len"])
+    ref = tokenizer_reference(tokenizer, run.get("tokenizer_source", ""), run["task"], opts["max_len"], span)
     return export(model, out_path, tokenizer_ref=ref, sample=sample,
                   producer=f"bitaccel {__version__} train run {os.path.basename(os.path.abspath(run_dir))} "
                            f"stage {chosen.name} ({opts['method']}, schedule {opts['schedule']})")

@@ -3,9 +3,14 @@
 The float tensors are read from the model exactly as its forward pass uses them:
 sign bits and scales from `model.quant.weight_signs_scale` (float64), alpha clamped like
 the forward (`ActQuantizer.effective_alpha`), beta, biases, LayerNorm, embeddings and the
-classifier; then golden.fold.fold_all derives the integer tensors and the artifact is
+head; then golden.fold.fold_all derives the integer tensors and the artifact is
 validated and written atomically. The eval-mode model then equals
 golden.reference.FloatModel on the artifact's tensors.
+
+Two heads (the artifact's ``head``): a `BitBertForSequenceClassification` exports its binary
+pooler and full-precision classifier ("classifier"); a `BitBertForSpans` (SQuAD) exports its
+full-precision ``qa_outputs`` as ``span.weight`` (2, H) / ``span.bias`` (2) and has no pooler
+("span"). Both pass the same checks (`check_exportable`).
 
 Numeric format (`choose_numerics`), everything else at NumericFormat's defaults:
 
@@ -34,23 +39,31 @@ from bitaccel.golden.packing import pack_bits, pm1_to_bits
 
 from .bit_bert import BitBertForSequenceClassification
 from .quant import weight_signs_scale
+from .span_head import BitBertForSpans
 
 EXPORT_ACT_BITS = (1, 2, 4, 8)
 
 
-def model_config(model: BitBertForSequenceClassification) -> ModelConfig:
-    """golden ModelConfig of a model (sizes from its Hugging Face config)."""
+def head_kind(model) -> str:
+    """The artifact head of a model: "span" for BitBertForSpans, else "classifier"."""
+    return "span" if isinstance(model, BitBertForSpans) else "classifier"
+
+
+def model_config(model: BitBertForSequenceClassification | BitBertForSpans) -> ModelConfig:
+    """golden ModelConfig of a model (sizes from its Hugging Face config; num_labels 2 for a span head)."""
     c = model.config
+    labels = 2 if head_kind(model) == "span" else model.num_labels
     return ModelConfig(vocab_size=c.vocab_size, hidden=c.hidden_size, layers=c.num_hidden_layers,
                        heads=c.num_attention_heads, ffn=c.intermediate_size, max_position=c.max_position_embeddings,
-                       type_vocab=c.type_vocab_size, num_labels=model.num_labels,
+                       type_vocab=c.type_vocab_size, num_labels=labels,
                        layer_norm_eps=float(c.layer_norm_eps)).validate()
 
 
-def check_exportable(model: BitBertForSequenceClassification) -> None:
+def check_exportable(model: BitBertForSequenceClassification | BitBertForSpans) -> None:
     """Raise ValueError, with the reason, unless the model is a W1 two-set softmax model with calibrated alphas."""
-    if not isinstance(model, BitBertForSequenceClassification):
-        raise ValueError(f"export needs a BitBertForSequenceClassification, not {type(model).__name__}")
+    if not isinstance(model, (BitBertForSequenceClassification, BitBertForSpans)):
+        raise ValueError(f"export needs a BitBertForSequenceClassification or BitBertForSpans, "
+                         f"not {type(model).__name__}")
     if model.weight_bits != 1:
         raise ValueError(f"export needs binary weights (weight_bits=1); this model has weight_bits={model.weight_bits}")
     bad = {n: q.bits for n, q in model.named_sites() if q.bits not in EXPORT_ACT_BITS}
@@ -101,13 +114,17 @@ def float_tensors(model: BitBertForSequenceClassification, word_bits: bool = Tru
         "embeddings.word.scale": scale[:, 0].cpu().numpy().astype(np.float64),
         "embeddings.position": _f32(emb.position.weight),
         "embeddings.token_type": _f32(emb.token_type.weight),
-        "classifier.weight": _f32(model.classifier.weight),
-        "classifier.bias": _f32(model.classifier.bias),
     }
+    if head_kind(model) == "span":           # qa_outputs rows: start, end
+        t["span.weight"] = _f32(model.head.qa_outputs.weight)
+        t["span.bias"] = _f32(model.head.qa_outputs.bias)
+    else:
+        t["classifier.weight"] = _f32(model.classifier.weight)
+        t["classifier.bias"] = _f32(model.classifier.bias)
+        _linear(t, "pooler", model.pooler)
     if word_bits:
         t["embeddings.word.bits"] = pack_bits(pm1_to_bits(signs.cpu().numpy().astype(np.int8)))
     _layernorm(t, "embeddings.ln", emb.ln)
-    _linear(t, "pooler", model.pooler)
     for i, layer in enumerate(model.layers):
         for lin in LINEARS:
             _linear(t, f"layers.{i}.{lin}", layer.linears[lin])
@@ -190,7 +207,7 @@ def fold_constants(model: BitBertForSequenceClassification, numerics: NumericFor
     check_exportable(model)
     quant = {name: q.bits for name, q in model.named_sites()}
     tensors = float_tensors(model, word_bits=False)
-    tensors.update(fold_all(model_config(model), numerics.validate(), quant, tensors))
+    tensors.update(fold_all(model_config(model), numerics.validate(), quant, tensors, head_kind(model)))
     return tensors
 
 
@@ -199,8 +216,8 @@ def export(model: BitBertForSequenceClassification, out_path: str | os.PathLike,
            sample: dict | None = None) -> Artifact:
     """Write `model` as an artifact to out_path and return it.
 
-    model : a W1 two-set model with act_bits in {1, 2, 4, 8} and initialized alphas
-        (ValueError with the reason otherwise).
+    model : a W1 two-set model (BitBertForSequenceClassification or BitBertForSpans) with act_bits
+        in {1, 2, 4, 8} and initialized alphas (ValueError with the reason otherwise).
     tokenizer_ref : the manifest's tokenizer reference (default {"kind": "none"}).
     numerics : fixed-point format; default the model's frozen `integer_format` (integer-exact
         mode, model/integer_path.py) if set, else `choose_numerics(model, tensors, sample)`.
@@ -210,9 +227,10 @@ def export(model: BitBertForSequenceClassification, out_path: str | os.PathLike,
     quant = {name: q.bits for name, q in model.named_sites()}
     tensors = float_tensors(model)
     fmt = (numerics or model.integer_format or choose_numerics(model, tensors, sample)).validate()
-    tensors.update(fold_all(config, fmt, quant, tensors))
+    head = head_kind(model)
+    tensors.update(fold_all(config, fmt, quant, tensors, head))
     art = Artifact(config=config, numerics=fmt, quant=quant, tensors=tensors,
                    tokenizer=dict(tokenizer_ref) if tokenizer_ref is not None else {"kind": "none"},
-                   producer=producer).validate()
+                   producer=producer, head=head).validate()
     save_artifact(art, out_path)
     return art

@@ -21,8 +21,9 @@ Losses:
 
 ``save`` / ``load`` use the classifier's folder layout (config.json, bitaccel_model.json with
 the flags, model.safetensors: no pickle) with the format ``bitaccel-bit-bert-spans``, so
-neither class loads the other's folders. Not here yet: the integer-exact mode and export
-of the head.
+neither class loads the other's folders. Export (model/export.py) writes an artifact with
+head "span" (``span.weight`` / ``span.bias`` = ``qa_outputs``). Not here yet: the
+integer-exact mode.
 """
 from __future__ import annotations
 
@@ -147,6 +148,14 @@ class BitBertForSpans(nn.Module):
     @property
     def bi_attention(self) -> bool:
         return self._flags["bi_attention"]
+
+    @property
+    def two_set(self) -> bool:
+        return self._flags["two_set"]
+
+    @property
+    def ffn_act(self) -> str:
+        return self._flags["ffn_act"]
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write config.json, bitaccel_model.json (format SPAN_FORMAT, flags) and model.safetensors into `folder`."""

@@ -1,4 +1,4 @@
-"""`bitaccel run`: one sentence (or token ids) through the generated accelerator RTL, measured.
+"""`bitaccel run`: one sentence (or token ids, or a question + context) through the generated accelerator RTL, measured.
 
 The hardware is generated for ``--array`` R x C x L with limits taken from the artifact
 (`hw_params_for`: hidden, FFN, head size and act bits of the model, the exp-LUT length of
@@ -10,6 +10,15 @@ the RTL's pooler accumulators, golden's own prediction, ``bit_exact`` (RTL vs go
 every checkpoint the program leaves: all of them with ``--trace``, else the pooler output),
 the accelerator's measured cycles (START to DONE) and per-unit busy cycles, the latency at
 ``--clock-mhz``, and the energy of the measured activity (`sim.energy.measured_energy`).
+
+A span (question answering) artifact takes ``--question`` and ``--context`` instead
+(`tokenize_pair`: [CLS] question [SEP] context [SEP] with the artifact's tokenizer, the question
+cut to the manifest's ``max_query_len`` tokens as model/squad_data.py does; one window: an input
+longer than the manifest's ``max_len`` or the model's max_position is refused). The accelerator
+writes the final residual stream of every token to its output region; the host computes the
+start / end logits (`golden.model.IntegerModel.span_logits`) and the best span of context tokens
+(`golden.model.best_span`, at most ``--max-answer-length`` tokens), printed as the answer text
+(from the tokenizer's character offsets), its token span and score, beside golden's own span.
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ import numpy as np
 
 from bitaccel.golden.inputs import parse_int_list
 
-__all__ = ["add_command", "hw_params_for", "tokenize", "run_sentence", "format_run"]
+__all__ = ["add_command", "hw_params_for", "tokenize", "tokenize_pair", "run_sentence", "format_run"]
 
 
 class RunFailed(ValueError):
@@ -56,18 +65,16 @@ def _packaged_minilm_dir() -> str | None:
     return path if os.path.isdir(path) else None
 
 
-def tokenize(art, text: str) -> np.ndarray:
-    """Token ids of `text` with the tokenizer the artifact's manifest names (offline; ValueError if none).
-
-    Candidates: the manifest's ``source`` folder, then the packaged all-MiniLM-L6-v2 folder; the
+def _tokenizer(art, instead: str):
+    """The `tokenizers.Tokenizer` the artifact's manifest names (offline; ValueError if none), no truncation
+    or padding. Candidates: the manifest's ``source`` folder, then the packaged all-MiniLM-L6-v2 folder; the
     first whose vocabulary matches the manifest's ``vocab_size`` (and ``vocab_sha256`` when given) is used.
-    """
+    `instead`: what the error message suggests giving instead."""
     import hashlib
 
     ref = art.tokenizer or {}
     if ref.get("kind") != "huggingface":
-        raise ValueError(f"the artifact names no tokenizer (tokenizer kind {ref.get('kind', 'none')!r}); "
-                         "give token ids with --ids instead of --text")
+        raise ValueError(f"the artifact names no tokenizer (tokenizer kind {ref.get('kind', 'none')!r}); {instead}")
     candidates = [p for p in (ref.get("source"), _packaged_minilm_dir()) if p and os.path.isdir(p)]
     for folder in candidates:
         tok_file = os.path.join(folder, "tokenizer.json")
@@ -84,18 +91,78 @@ def tokenize(art, text: str) -> np.ndarray:
             continue
         tok.no_truncation()
         tok.no_padding()
-        return np.array(tok.encode(text).ids, dtype=np.int64)
+        return tok
     raise ValueError(f"the artifact's tokenizer ({ref.get('class', '?')} from {ref.get('source') or '?'}) is not "
-                     "available on this machine; give token ids with --ids")
+                     f"available on this machine; {instead}")
+
+
+def tokenize(art, text: str) -> np.ndarray:
+    """Token ids of `text` with the tokenizer the artifact's manifest names (offline; ValueError if none)."""
+    tok = _tokenizer(art, "give token ids with --ids instead of --text")
+    return np.array(tok.encode(text).ids, dtype=np.int64)
+
+
+def tokenize_pair(art, question: str, context: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """(ids, token types, offsets) of [CLS] question [SEP] context [SEP], as model/squad_data.py builds a window.
+
+    The question loses its leading blanks and is cut after the manifest's ``max_query_len``-th token
+    (at that token's character end); offsets[t] is (char start, char end) of token t in `context`
+    for context tokens, None for question and special tokens. ValueError (one line) for an empty
+    question or context, or a pair longer than the manifest's ``max_len`` (one window; no sliding)
+    or the model's max_position.
+    """
+    tok = _tokenizer(art, "a span artifact needs its tokenizer for --question / --context")
+    ref = art.tokenizer
+    question = question.lstrip()
+    if not question.strip() or not context.strip():
+        raise ValueError("--question and --context must not be empty")
+    max_query = ref.get("max_query_len")
+    if isinstance(max_query, int) and max_query > 0:
+        q_offsets = tok.encode(question, add_special_tokens=False).offsets
+        if len(q_offsets) > max_query:
+            question = question[:q_offsets[max_query - 1][1]]
+    enc = tok.encode(question, context)
+    limit = min(x for x in (ref.get("max_len"), art.config.max_position) if isinstance(x, int) and x > 0)
+    if len(enc.ids) > limit:
+        raise ValueError(f"question + context are {len(enc.ids)} tokens, more than the model's window of {limit} "
+                         f"tokens (max_len {ref.get('max_len')}, max_position {art.config.max_position}); "
+                         "shorten the context (bitaccel run takes one window)")
+    offsets = [tuple(o) if sid == 1 else None for o, sid in zip(enc.offsets, enc.sequence_ids)]
+    if not any(o is not None for o in offsets):
+        raise ValueError("the context has no tokens")
+    return np.array(enc.ids, dtype=np.int64), np.array(enc.type_ids, dtype=np.int64), offsets
+
+
+def _check_inputs(art, text, ids, mask, question, context, max_answer_length) -> None:
+    """ValueError (one line) unless the inputs fit the artifact's head: --text or --ids for a classifier,
+    --question and --context for a span head."""
+    if art.head == "span":
+        if text is not None or ids is not None or mask is not None:
+            raise ValueError("this artifact has a span (question answering) head: give --question and --context, "
+                             "not --text / --ids / --mask")
+        if question is None or context is None:
+            raise ValueError("a span (question answering) artifact needs both --question and --context")
+        if not isinstance(max_answer_length, int) or isinstance(max_answer_length, bool) or max_answer_length < 1:
+            raise ValueError(f"--max-answer-length must be a positive integer, not {max_answer_length!r}")
+        return
+    if question is not None or context is not None:
+        raise ValueError("--question / --context need a span (question answering) artifact; this one has a "
+                         f"{art.head} head: give --text or --ids")
+    if (text is None) == (ids is None):
+        raise ValueError("give exactly one of --text or --ids")
 
 
 def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | None = None, ids: str | None = None,
                  mask: str | None = None, clock_mhz: float = 200.0, trace: bool = False,
-                 build_dir: str = "sim_build", progress=None) -> dict:
-    """Run one input on the RTL; returns the dict `bitaccel run --json` prints (module docstring)."""
+                 build_dir: str = "sim_build", progress=None, question: str | None = None,
+                 context: str | None = None, max_answer_length: int = 30) -> dict:
+    """Run one input on the RTL; returns the dict `bitaccel run --json` prints (module docstring).
+
+    Classifier artifacts: `text` or `ids` (+ `mask`); span artifacts: `question` and `context`
+    (the answer: at most `max_answer_length` context tokens)."""
     from bitaccel.compiler import Target, compile_program
     from bitaccel.golden.artifact import load_artifact
-    from bitaccel.golden.model import IntegerModel
+    from bitaccel.golden.model import IntegerModel, best_span
     from bitaccel.hw.encoder.regs import STATUS_DONE
 
     from . import runner
@@ -103,8 +170,8 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
     from .inference import run_program
     from .workload import parse_array
 
-    if (text is None) == (ids is None):
-        raise ValueError("give exactly one of --text or --ids")
+    if question is None and context is None and (text is None) == (ids is None):
+        raise ValueError("give exactly one of --text or --ids (or --question and --context for a span artifact)")
     if sim not in runner.SIMULATORS:
         raise ValueError(f"--sim must be one of {', '.join(runner.SIMULATORS)}, not {sim!r}")
     if not (isinstance(clock_mhz, (int, float)) and 0 < clock_mhz < float("inf")):
@@ -113,7 +180,12 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
     if not os.path.isfile(artifact):
         raise ValueError(f"--artifact {artifact}: no such file")
     art = load_artifact(artifact)
-    tokens = tokenize(art, text) if text is not None else np.array(parse_int_list(ids, "--ids"), dtype=np.int64)
+    _check_inputs(art, text, ids, mask, question, context, max_answer_length)
+    types, offsets = None, None
+    if art.head == "span":
+        tokens, types, offsets = tokenize_pair(art, question, context)
+    else:
+        tokens = tokenize(art, text) if text is not None else np.array(parse_int_list(ids, "--ids"), dtype=np.int64)
     if tokens.size > art.config.max_position:
         raise ValueError(f"the input has {tokens.size} tokens, more than the model's max_position "
                          f"{art.config.max_position}")
@@ -129,23 +201,35 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
         runner.check_simulator(sim)
     except runner.SimulatorUnavailable as e:
         raise RunFailed(f"--sim {sim}: {e}") from None
-    program = compile_program(art, Target(params), ids=tokens, mask=valid, trace=trace)
-    golden = IntegerModel(art).forward(tokens, valid, keep_intermediates=True)
+    program = compile_program(art, Target(params), ids=tokens, mask=valid, types=types, trace=trace)
+    golden = IntegerModel(art).forward(tokens, valid, types, keep_intermediates=True)
     t0 = time.perf_counter()                      # build (if needed) + simulation + read-back
     try:
         r = run_program(program, sim, reference=golden["intermediates"], work_dir=build_dir, progress=progress)
     except RuntimeError as e:                     # SimulationError / SimulationTimeout: one line, exit 2
         raise RunFailed(str(e)) from None
     wall = time.perf_counter() - t0
-    if r["status"] != STATUS_DONE or "pooler.acc" not in r["checkpoints"]:
+    output = "pooler.acc" if art.head == "classifier" else f"layers.{art.config.layers - 1}.ln2"
+    if r["status"] != STATUS_DONE or output not in r["checkpoints"]:
         raise RunFailed(f"the accelerator stopped with status {r['status']:#x} (error code {r['error_code']}, "
                         f"pc {r['pc']}); log: {r['run']['sim_log']}")
-    logits = IntegerModel(art).head(r["checkpoints"]["pooler.acc"])
+    if art.head == "span":                       # host: start / end logits from the RTL's final residual stream
+        start, end = IntegerModel(art).span_logits(r["checkpoints"][output][0])
+        context_tokens = np.array([o is not None for o in offsets])
+        s, e, score = best_span(start, end, context_tokens, max_answer_length)
+        gs, ge, _ = best_span(golden["start_logits"][0], golden["end_logits"][0], context_tokens, max_answer_length)
+        head = {"answer": context[offsets[s][0]:offsets[e][1]], "start": s, "end": e, "score": score,
+                "golden_start": gs, "golden_end": ge, "question": question, "context": context,
+                "start_logits": [float(v) for v in start], "end_logits": [float(v) for v in end]}
+    else:
+        logits = IntegerModel(art).head(r["checkpoints"][output])
+        head = {"prediction": int(np.argmax(logits[0])), "logits": [float(v) for v in logits[0]],
+                "golden_prediction": int(golden["prediction"][0]),
+                "golden_logits": [float(v) for v in golden["logits"][0]]}
     energy = measured_energy(params, r)
     cycles = int(r["cycles"])
     return {
-        "prediction": int(np.argmax(logits[0])), "logits": [float(v) for v in logits[0]],
-        "golden_prediction": int(golden["prediction"][0]), "golden_logits": [float(v) for v in golden["logits"][0]],
+        "head": art.head, **head,
         "bit_exact": bool(r["bit_exact"]), "compared": int(r["compared"]), "checked": list(r["checked"]),
         "first_mismatch": r["first_mismatch"],
         "cycles": cycles, "unit_cycles": {k: int(v) for k, v in r["busy"].items()},
@@ -168,13 +252,17 @@ def _si_pj(pj: float) -> str:
 
 def format_run(r: dict) -> str:
     """The run as text: prediction, bit-exactness, cycles per unit, latency, energy breakdown."""
-    lines = [f"{r['tokens']} tokens on {r['array']} ({r['sim']}, {r['instructions']} instructions)",
-             f"prediction:  {r['prediction']}  logits " + " ".join(f"{v:+.6f}" for v in r["logits"]),
-             f"golden:      {r['golden_prediction']}  logits " + " ".join(f"{v:+.6f}" for v in r["golden_logits"]),
-             f"bit_exact:   {str(r['bit_exact']).lower()} ({r['compared']} integers in {len(r['checked'])} checkpoints"
-             + (f"; first mismatch {r['first_mismatch']}" if r["first_mismatch"] else "") + ")",
-             f"cycles:      {r['cycles']} (measured START to DONE)",
-             f"latency:     {r['latency_ms']:.4f} ms at {r['clock_mhz']:g} MHz"]
+    lines = [f"{r['tokens']} tokens on {r['array']} ({r['sim']}, {r['instructions']} instructions)"]
+    if r.get("head") == "span":
+        lines += [f"answer:      {r['answer']!r}  tokens {r['start']}..{r['end']}  score {r['score']:+.6f}",
+                  f"golden:      tokens {r['golden_start']}..{r['golden_end']}"]
+    else:
+        lines += [f"prediction:  {r['prediction']}  logits " + " ".join(f"{v:+.6f}" for v in r["logits"]),
+                  f"golden:      {r['golden_prediction']}  logits " + " ".join(f"{v:+.6f}" for v in r["golden_logits"])]
+    lines += [f"bit_exact:   {str(r['bit_exact']).lower()} ({r['compared']} integers in {len(r['checked'])} checkpoints"
+              + (f"; first mismatch {r['first_mismatch']}" if r["first_mismatch"] else "") + ")",
+              f"cycles:      {r['cycles']} (measured START to DONE)",
+              f"latency:     {r['latency_ms']:.4f} ms at {r['clock_mhz']:g} MHz"]
     lines += [f"  busy {name:<15} {n:>12}  {100 * n / r['cycles'] if r['cycles'] else 0:5.1f} %"
               for name, n in r["unit_cycles"].items()]
     lines.append(f"AXI traffic: {r['axi_read_bytes']} bytes read, {r['axi_write_bytes']} bytes written")
@@ -194,22 +282,29 @@ def cmd_run(args) -> int:
         print(f"bitaccel run: {message}", file=sys.stderr, flush=True)
 
     r = run_sentence(args.artifact, args.array, args.sim, text=args.text, ids=args.ids, mask=args.mask,
-                     clock_mhz=args.clock_mhz, trace=args.trace, build_dir=args.build_dir, progress=progress)
+                     clock_mhz=args.clock_mhz, trace=args.trace, build_dir=args.build_dir, progress=progress,
+                     question=args.question, context=args.context, max_answer_length=args.max_answer_length)
     print(json.dumps(r) if args.json else format_run(r))
     return 0 if r["bit_exact"] else 1
 
 
 def add_command(sub) -> None:
     """Register `bitaccel run` on an argparse sub-parser set."""
-    s = sub.add_parser("run", help="run a sentence (or token ids) through the generated accelerator RTL, measured")
+    s = sub.add_parser("run", help="run a sentence (or token ids, or a question + context) through the generated "
+                                   "accelerator RTL, measured")
     s.add_argument("--artifact", required=True)
     s.add_argument("--text", help="a sentence, tokenized with the artifact's tokenizer")
     s.add_argument("--ids", help="comma-separated token ids, e.g. 101,7592,102 (instead of --text)")
     s.add_argument("--mask", help="comma-separated 0/1 attention mask (default: all ones)")
+    s.add_argument("--question", help="span (question answering) artifacts: the question")
+    s.add_argument("--context", help="span artifacts: the passage the answer is taken from")
+    s.add_argument("--max-answer-length", type=int, default=30,
+                   help="span artifacts: longest answer in tokens (default 30)")
     s.add_argument("--array", required=True, help="array size RxCxL, e.g. 8x8x64")
     s.add_argument("--sim", default="verilator", help="verilator (default) or icarus")
     s.add_argument("--clock-mhz", type=float, default=200.0, help="clock for the latency (default 200)")
-    s.add_argument("--trace", action="store_true", help="compare every intermediate, not only the pooler output")
+    s.add_argument("--trace", action="store_true",
+                   help="compare every intermediate, not only the output (pooler, or the span head's residual stream)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--build-dir", default="sim_build", help="simulator builds (default sim_build/)")
     s.set_defaults(func=cmd_run)

@@ -2,8 +2,8 @@
 
 The table `BAD_INPUTS` is also counted by bench/reliability.py for docs/RESULTS.md. Each
 row is ``(id, argv)``; in argv, ``{T}`` is a fresh temporary folder (the test's working
-directory), ``{A}`` a valid tiny artifact, ``{C}`` a corrupted copy of it (one flipped
-byte in a tensor), ``{F}`` a plain file and ``{D}`` an existing folder. After the command,
+directory), ``{A}`` a valid tiny artifact, ``{S}`` a valid tiny span (SQuAD) artifact,
+``{C}`` a corrupted copy of {A} (one flipped byte in a tensor), ``{F}`` a plain file and ``{D}`` an existing folder. After the command,
 the temporary folder must hold exactly what it held before.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ BAD_INPUTS = [
     ("random-artifact/out-under-file", ["random-artifact", "--out", "{F}/a.safetensors"]),
     ("random-artifact/out-unwritable", ["random-artifact", "--out", "/proc/bitaccel/a.safetensors"]),
     ("random-artifact/no-out", ["random-artifact"]),
+    ("random-artifact/head", ["random-artifact", "--head", "pointer", "--out", "{T}/a.safetensors"]),
     # infer
     ("infer/ids-overflow", ["infer", "--artifact", "{A}", "--ids", "101,99999999999999999999999,102"]),
     ("infer/ids-negative", ["infer", "--artifact", "{A}", "--ids", "101,-5,102"]),
@@ -141,6 +142,19 @@ BAD_INPUTS = [
     ("run/mask-length", ["run", "--artifact", "{A}", "--ids", "1,2,3", "--mask", "1,1", "--array", "2x3x16"]),
     ("run/sim", ["run", "--artifact", "{A}", "--ids", "1,2", "--array", "2x3x16", "--sim", "modelsim"]),
     ("run/clock-zero", ["run", "--artifact", "{A}", "--ids", "1,2", "--array", "2x3x16", "--clock-mhz", "0"]),
+    ("run/span-with-text", ["run", "--artifact", "{S}", "--text", "a fine film", "--array", "2x3x16"]),
+    ("run/span-with-ids", ["run", "--artifact", "{S}", "--ids", "1,2", "--array", "2x3x16"]),
+    ("run/span-no-context", ["run", "--artifact", "{S}", "--question", "who?", "--array", "2x3x16"]),
+    ("run/span-no-question", ["run", "--artifact", "{S}", "--context", "a b c", "--array", "2x3x16"]),
+    ("run/span-mask", ["run", "--artifact", "{S}", "--question", "who?", "--context", "a b", "--mask", "1,1",
+                       "--array", "2x3x16"]),
+    ("run/span-answer-length", ["run", "--artifact", "{S}", "--question", "who?", "--context", "a b",
+                                "--max-answer-length", "0", "--array", "2x3x16"]),
+    ("run/span-no-tokenizer", ["run", "--artifact", "{S}", "--question", "who?", "--context", "a b",
+                               "--array", "2x3x16"]),
+    ("run/classifier-with-question", ["run", "--artifact", "{A}", "--question", "who?", "--context", "a b",
+                                      "--array", "2x3x16"]),
+    ("run/classifier-context-only", ["run", "--artifact", "{A}", "--context", "a b", "--array", "2x3x16"]),
     # train, eval, export (model/ checks the values; the CLI makes them one line)
     ("train/task-unknown", ["train", "--task", "nope", "--out", "{T}/run", "--max-steps", "1"]),
     ("train/out-is-file", ["train", "--task", "mr", "--out", "{F}", "--max-steps", "1"]),
@@ -156,16 +170,17 @@ BAD_INPUTS = [
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A valid tiny artifact, a corrupted copy, a plain text file, a JSON list."""
+    """A valid tiny artifact, a tiny span artifact, a corrupted copy, a plain text file, a JSON list."""
     d = tmp_path_factory.mktemp("bad_input_files")
     art = d / "tiny.safetensors"
     assert main(["random-artifact", "--config", "tiny", "--seed", "1", "--out", str(art)]) == 0
+    assert main(["random-artifact", "--config", "tiny", "--head", "span", "--out", str(d / "span.safetensors")]) == 0
     data = bytearray(art.read_bytes())
     data[-100] ^= 0x10                       # inside the last tensor's bytes: a checksum mismatch
     (d / "corrupt.safetensors").write_bytes(bytes(data))
     (d / "notes.txt").write_text("not an artifact, not JSON\n")
     (d / "list.json").write_text("[1, 2, 3]\n")
-    return {"A": str(art), "C": str(d / "corrupt.safetensors"), "F": str(d / "notes.txt"), "J": str(d / "list.json")}
+    return {"A": str(art), "S": str(d / "span.safetensors"), "C": str(d / "corrupt.safetensors"), "F": str(d / "notes.txt"), "J": str(d / "list.json")}
 
 
 def _snapshot(root) -> dict:

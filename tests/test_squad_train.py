@@ -212,8 +212,6 @@ def test_other_methods_and_schedules(setup, tmp_path, method, extra):
     ("missing-dir", "no such folder"),
     ("missing-file", "SQuAD file not found"),
     ("int-stage", "'int' stage is not supported for squad yet"),
-    ("export", "export of span models is not supported yet"),
-    ("eval-integer", "export of span models is not supported yet"),
 ])
 def test_bad_inputs_one_line_exit_2(setup, squad_run, tmp_path, capsys, case, message):
     model, squad = setup
@@ -227,8 +225,6 @@ def test_bad_inputs_one_line_exit_2(setup, squad_run, tmp_path, capsys, case, me
         "missing-dir": train_argv(model, str(tmp_path / "nope"), out),
         "missing-file": train_argv(model, str(tmp_path / "half"), out),
         "int-stage": train_argv(model, squad, out, schedule="32/32,1/1,int"),
-        "export": ["export", run, "--out", str(tmp_path / "x.safetensors")],
-        "eval-integer": ["eval", run, "--integer", str(tmp_path / "x.safetensors")],
     }[case]
     capsys.readouterr()
     assert main(argv) == 2
