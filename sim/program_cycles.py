@@ -52,7 +52,7 @@ from bitaccel.hw.encoder.ports import BUS_BITS
 from bitaccel.hw.encoder.softmax_exec import HEADER_WORDS
 from bitaccel.hw.mac_array import OUT_FIFO_DEPTH
 from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
-from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post
+from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post, wide_codes
 
 from .cycles import CycleModel
 
@@ -229,6 +229,14 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
     blocks, col_tiles = _ceil(M, R), _ceil(N, C)
     pipe, drain = cm.array.pipe, cm.array.drain
     per_el, stages = _post_timing(ins, cm)
+    wide = wide_codes(post, ins["layout"], ins["dst_col"], ins["dst_width"], C, L)
+
+    def row_pushes(ncols: int) -> list[int]:
+        """Write-back cycles of each push of a drained row of `ncols` elements: wide, one push (the tap's
+        accumulator and code per element, then one write per plane); serial, one push per element."""
+        if wide:
+            return [(2 * ncols if ins["tap"] else 0) + ins["out_bits"]]
+        return [per_el] * ncols
 
     # ---- fixed prefix: CHECK, SETUP, SETUP2, constants, TRACE; LOAD of tile 0 at `x0`
     x0 = 3
@@ -269,18 +277,18 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
     used = 0                             # rows read and not yet taken by the serializer
     rows_out = deque()                   # (cycle valid on `results`, tile index, row in tile)
     tiles_accepted = 0
-    s_left = 0                           # elements of the row being serialized
+    s_left = deque()                     # write-back cycles of the pushes left of the row being serialized
     s_done = False
     rows_taken = 0
     total_rows = blocks * col_tiles * R
-    pipeline = deque([None] * stages)    # post pipeline registers (global advance), last = out
+    pipeline = deque([None] * stages)    # post pipeline registers (global advance): write-back cycles; last = out
     in_flight = 0                        # elements pushed and not yet retired
     meta = deque()                       # SCORES / EXT: elements in the write-back FIFO (cycle visible)
     phase = 0                            # write-back phases done on the element at the head
     beats = 0
     x = 0
     while True:
-        s_done_0, s_left_0 = s_done, s_left
+        s_done_0, s_left_0 = s_done, len(s_left)
         empty_0 = in_flight == 0 if stages else not meta
         # ------------------------------------------------ write-back (head element), retire
         retire = False
@@ -290,7 +298,7 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
             head_ready = bool(meta) and meta[0] <= x
         if head_ready:
             phase += 1
-            if phase == per_el:
+            if phase == (pipeline[-1] if stages else per_el):
                 retire, phase = True, 0
         # ------------------------------------------------ serializer push into the post pipeline
         if stages:
@@ -298,11 +306,11 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
             can_push = advance and in_flight - retire < POST_DEPTH
         else:
             can_push = len(meta) < POST_DEPTH
-        push = s_left > 0 and can_push
-        row_end = push and s_left == 1
+        push = bool(s_left) and can_push
+        row_end = push and len(s_left) == 1
         # ------------------------------------------------ serializer takes a result row
         take_row = False
-        if x >= seek_done and not s_done and (s_left == 0 or row_end) and rows_out and rows_out[0][0] <= x:
+        if x >= seek_done and not s_done and (not s_left or row_end) and rows_out and rows_out[0][0] <= x:
             take_row = True
         # ------------------------------------------------ drain reads a row of the head bank
         reading = bool(banks) and banks[0][0] <= x and used < OUT_FIFO_DEPTH - 1
@@ -316,7 +324,7 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
         if stages:
             if advance:                                   # (a retire always advances)
                 pipeline.pop()
-                pipeline.appendleft(x if push else None)
+                pipeline.appendleft(s_left[0] if push else None)
                 in_flight += push - retire
         else:
             if retire:
@@ -324,13 +332,13 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
             if push:
                 meta.append(x + 1)
         if push:
-            s_left -= 1
+            s_left.popleft()
         if take_row:
             _, tile, rho = rows_out.popleft()
             used -= 1
             rows_taken += 1
             row = (tile % blocks) * R + rho               # tiles in issue order: column tile, then row block
-            s_left = min(C, N - (tile // blocks) * C) if row < M else 0
+            s_left = deque(row_pushes(min(C, N - (tile // blocks) * C)) if row < M else [])
             if rows_taken == total_rows:
                 s_done = True
         if reading:

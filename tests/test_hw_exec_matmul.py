@@ -11,6 +11,7 @@ consecutive instructions on one unit instance (no state carried over).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -23,7 +24,7 @@ from bitaccel.hw.encoder.matmul_exec import MatmulExec
 from bitaccel.hw.encoder.regs import ERR_RANGE
 from bitaccel.hw.encoder.top import MAX_READ_BEATS
 from bitaccel.hw.params import HwParams
-from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, Post, encode
+from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, Post, encode, wide_codes
 from tests.exec_harness import _steps_before, _Wrapper, act_flat, run_instruction
 from tests.hwsim import run
 
@@ -53,6 +54,43 @@ def _program(shape: str, bits: int | str, t: int, trace: bool):
     ids = [(5 * i + 3) % CFG.vocab_size for i in range(t)]
     mask = [1] * t if t < 3 else [1] * (t - 1) + [0]
     return target, compile_program(art, target, ids=ids, mask=mask, trace=trace)
+
+
+#: Wide code writes (hw.spec.isa.wide_codes: C divides L, dst_col and the packed width): heads of 12.
+CFG_WIDE = ModelConfig(vocab_size=50, hidden=48, layers=1, heads=4, ffn=56, max_position=8, type_vocab=2)
+WIDE_CASES = [
+    # shape, act bits, T, trace, ffn: 2x4x32: every ROWS / HEADS code write wide, lanes past the packed row
+    # cleared (48 and 56 mod 32), 2-bit REQUANT codes (two plane writes a beat); 2x8x16 with FFN 64: P.V of
+    # head 0 wide with a partial last tile (N = 12 = 8 + 4), the other heads and q / k (width 12) serial
+    ("2x4x32", 2, 7, True, 56),
+    ("2x8x16", 1, 7, True, 64),
+    ("2x8x16", 1, 8, False, 64),
+]
+
+
+@functools.cache
+def _wide_program(shape: str, bits: int, t: int, trace: bool, ffn: int):
+    r, c, l = (int(x) for x in shape.split("x"))
+    cfg = dataclasses.replace(CFG_WIDE, ffn=ffn)
+    target = Target(HwParams(rows=r, cols=c, lanes=l, max_seq=8, max_hidden=48, max_ffn=64, max_head_dim=12,
+                             max_exp_lut=4096, max_act_bits=bits))
+    art = random_artifact(cfg, seed=23 + bits, act_bits=bits)
+    ids = [(7 * i + 2) % cfg.vocab_size for i in range(t)]
+    return target, compile_program(art, target, ids=ids, mask=[1] * (t - 2) + [0, 0], trace=trace)
+
+
+@pytest.mark.parametrize("shape,bits,t,trace,ffn", WIDE_CASES)
+def test_wide_code_writes_match_executor(shape, bits, t, trace, ffn):
+    target, prog = _wide_program(shape, bits, t, trace, ffn)
+    p = target.params
+    code_pcs = [pc for pc, ins in enumerate(prog.instructions) if ins.op == Op.MATMUL
+                and Post(ins.fields["post"]) in (Post.THRESHOLD, Post.REQUANT)]
+    wide = [pc for pc in code_pcs if wide_codes(**{k: prog.instructions[pc].fields[k] for k in
+                                                   ("post", "layout", "dst_col", "dst_width")},
+                                                cols=p.cols, lanes=p.lanes)]
+    assert wide and (shape == "2x4x32" or len(wide) < len(code_pcs)), (wide, code_pcs)
+    for pc in code_pcs:
+        run_instruction(_unit(target), prog, pc, seed=pc)
 
 
 def _unit(target):

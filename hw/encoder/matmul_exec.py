@@ -82,6 +82,11 @@ def _exact_div(value, divisor: int, bits: int):
     return (shifted * pow(q, -1, 1 << bits))[:bits]
 
 
+def _multiple_of(value, divisor: int):
+    """``value`` is a multiple of the constant `divisor` (the exact quotient times `divisor`, unwrapped)."""
+    return _exact_div(value, divisor, len(value)) * divisor == value
+
+
 def _saturate(value, shape):
     """`value` (a wide signed Value) clamped into the signed `shape`."""
     lo, hi = -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
@@ -112,8 +117,8 @@ class MatmulExec(wiring.Component):
     scr_w_addr, scr_w_data, scr_w_en : score-buffer write port (signed acc_width bits).
     trace_start, trace_values : to the `TraceWriter` (int32 values).
     array_beat : ``Out(1)`` high in each cycle the MAC array accepts an operand beat.
-    thr_element, req_element : ``Out(1)`` high in each cycle an element enters the threshold /
-        requant unit (activity counts for the busy counters and the energy model).
+    thr_element, req_element : ``Out(range(C + 1))`` the elements entering the threshold / requant
+        unit this cycle (activity counts for the busy counters and the energy model).
     """
 
     def __init__(self, params: HwParams, addr_width: int, act_words: int, res_words: int, scr_words: int,
@@ -144,7 +149,7 @@ class MatmulExec(wiring.Component):
             "res_w_addr": Out(range(res_words)), "res_w_data": Out(signed(RESIDUAL_BITS)), "res_w_en": Out(1),
             "scr_w_addr": Out(range(scr_words)), "scr_w_data": Out(signed(p.acc_width)), "scr_w_en": Out(1),
             **trace_signatures(addr_width),
-            "array_beat": Out(1), "thr_element": Out(1), "req_element": Out(1),
+            "array_beat": Out(1), "thr_element": Out(range(p.cols + 1)), "req_element": Out(range(p.cols + 1)),
         })
 
     def elaborate(self, platform):
@@ -156,8 +161,8 @@ class MatmulExec(wiring.Component):
         pbits = max(1, ceil_log2(self.act_phys))
 
         m.submodules.array = array = BinaryMacArray.from_params(p)
-        m.submodules.thr = thr = ThresholdUnit(1, aw, self.max_channels)
-        m.submodules.req = req = RequantUnit(1, aw, RESIDUAL_BITS, self.max_channels)
+        m.submodules.thr = thr = ThresholdUnit(C, aw, self.max_channels)
+        m.submodules.req = req = RequantUnit(C, aw, RESIDUAL_BITS, self.max_channels)
         td = self.tile_depth
         # two banks of td words: bank b at words b*td ..; the weight loader fills one while the other is issued
         m.submodules.tile = tile = memory.Memory(shape=C * L, depth=2 * td, init=[])
@@ -172,6 +177,7 @@ class MatmulExec(wiring.Component):
         tap = ins.tap
         is_codes = (post == Post.THRESHOLD) | (post == Post.REQUANT)
         uses_req = (post == Post.REQUANT) | (post == Post.RESIDUAL)
+        wide = Signal()                 # each drain beat's codes in one write per plane (hw.spec.isa.wide_codes)
         chunks = Signal(16)                                     # ceil(K / L)
         a_stride = Signal(20)                                   # a_bits * chunks: one row block of A
         b_stride = Signal(20)                                   # b_bits * chunks: one row block of B (ACT)
@@ -351,6 +357,19 @@ class MatmulExec(wiring.Component):
                     m.d.comb += [nxt.cr.eq(s.cr + 1), nxt.cq.eq(s.cq)]
             return nxt
 
+        def col_next_beat(s):
+            """The column state C channels on (wide beats: C divides the width and L, so no lane wraps inside)."""
+            nxt = Signal(col_layout, name="col_next_beat")
+            with m.If(s.cm + C == width):
+                m.d.comb += [nxt.goff.eq(s.goff + gstep), nxt.cm.eq(0), nxt.cw.eq(0), nxt.cl.eq(0)]
+            with m.Else():
+                m.d.comb += [nxt.goff.eq(s.goff), nxt.cm.eq(s.cm + C)]
+                if L > C:
+                    m.d.comb += [nxt.cl.eq(s.cl + C), nxt.cw.eq(s.cw + (s.cl == L - C))]
+                else:
+                    m.d.comb += nxt.cw.eq(s.cw + 1)
+            return nxt   # cq, cr (TRANS only) are 0: wide beats are never TRANS
+
         # seek: nblk, gw, then the column state of channel dst_col (one step per cycle, beside the loads)
         seek_done = Signal()
         seek_n = Signal(16)
@@ -388,22 +407,28 @@ class MatmulExec(wiring.Component):
         packed_len = Mux(ins.layout == Layout.TRANS, M, width)
         m.d.comb += tail.eq(packed_len[:lb] if lb else 0)
 
+        # accs: the beat's accumulators from the offered element on (serial: accs[0] is the element);
+        # sel: the element's position in its beat (its lane in the units); ncols: a wide beat's columns
         meta_layout = data.StructLayout({
-            "acc": signed(aw), "addr": 24, "slot": range(max(R, 2)), "lane": max(lb, 1), "clear": 1,
+            "accs": data.ArrayLayout(signed(aw), C), "addr": 24, "slot": range(max(R, 2)), "lane": max(lb, 1),
+            "clear": 1, "sel": range(max(C, 2)), "ncols": range(C + 1),
         })
         m.submodules.meta = meta = fifo.SyncFIFO(width=meta_layout.size, depth=POST_DEPTH)
         e = Signal(meta_layout)                # the element offered this cycle
         e_rel = Signal(16)                     # its channel relative to dst_col (table row)
-        m.d.comb += [e_rel.eq(s_colbase + s_c), e.acc.eq(s_acc[0])]
+        m.d.comb += [e_rel.eq(s_colbase + s_c), e.accs.eq(s_acc), e.sel.eq(s_c), e.ncols.eq(s_ncols)]
+        # the packed row's last element is written with this element (wide: with this beat, which then
+        # holds all C columns, the last at cm + C - 1)
+        row_last = Mux(wide, (s_col.cm + C == width) & (s_ncols == C), s_col.cm == width - 1)
         blk = Signal(pbits)                    # destination row block (stored row div R)
         kword = Signal(16)                     # packed element div L
         with m.Switch(ins.layout):
             with m.Case(Layout.ROWS):
                 m.d.comb += [blk.eq(s_i), e.slot.eq(s_rho), kword.eq(s_col.cw), e.lane.eq(s_col.cl),
-                             e.clear.eq(s_col.cm == width - 1)]
+                             e.clear.eq(row_last)]
             with m.Case(Layout.HEADS):
                 m.d.comb += [blk.eq(s_col.goff + s_i), e.slot.eq(s_rho), kword.eq(s_col.cw), e.lane.eq(s_col.cl),
-                             e.clear.eq(s_col.cm == width - 1)]
+                             e.clear.eq(row_last)]
             with m.Default():   # TRANS: stored row = channel, packed along the rows
                 m.d.comb += [blk.eq(s_col.goff + s_col.cq), e.slot.eq(s_col.cr), kword.eq(s_rw), e.lane.eq(s_rl),
                              e.clear.eq(s_r == M - 1)]
@@ -414,20 +439,27 @@ class MatmulExec(wiring.Component):
 
         to_thr = post == Post.THRESHOLD
         unit_ready = Mux(to_thr, thr.inp.ready, Mux(uses_req, req.inp.ready, 1))
-        m.d.comb += [self.thr_element.eq(thr.inp.valid & thr.inp.ready),
-                     self.req_element.eq(req.inp.valid & req.inp.ready)]
+        entering = Mux(wide, s_ncols, 1)      # elements entering a unit with a push
+        m.d.comb += [self.thr_element.eq(Mux(thr.inp.valid & thr.inp.ready, entering, 0)),
+                     self.req_element.eq(Mux(req.inp.valid & req.inp.ready, entering, 0))]
         push = Signal()
         row_end = Signal()
         m.d.comb += [
             push.eq(s_have & meta.w_rdy & unit_ready),
-            row_end.eq(push & (s_c + 1 == s_ncols)),
+            row_end.eq(push & (wide | (s_c + 1 == s_ncols))),
             meta.w_data.eq(e), meta.w_en.eq(push),
+            # the units take the beat's channel group (s_colbase, a multiple of C): wide, the whole beat;
+            # serial, the offered element in every lane (the write-back picks lane `sel`)
             thr.inp.valid.eq(s_have & meta.w_rdy & to_thr),
-            thr.inp.payload.acc[0].eq(s_acc[0]), thr.inp.payload.channel.eq(e_rel), thr.inp.payload.last.eq(1),
+            thr.inp.payload.channel.eq(s_colbase), thr.inp.payload.last.eq(1),
             req.inp.valid.eq(s_have & meta.w_rdy & uses_req),
-            req.inp.payload.acc[0].eq(s_acc[0]), req.inp.payload.channel.eq(e_rel), req.inp.payload.last.eq(1),
+            req.inp.payload.channel.eq(s_colbase), req.inp.payload.last.eq(1),
         ]
-        col_after = col_next(s_col)
+        for i in range(C):
+            m.d.comb += [thr.inp.payload.acc[i].eq(Mux(wide, s_acc[i], s_acc[0])),
+                         req.inp.payload.acc[i].eq(Mux(wide, s_acc[i], s_acc[0]))]
+        col_after = Signal(col_layout)
+        m.d.comb += col_after.eq(Mux(wide, col_next_beat(s_col), col_next(s_col)))
         end_now = Signal(col_layout)           # the column state after the last row, including this cycle's
         m.d.comb += end_now.eq(Mux(row_end, col_after, s_col_end))
         with m.If(push):
@@ -464,11 +496,19 @@ class MatmulExec(wiring.Component):
         m.d.comb += head.eq(meta.r_data)
         post_valid = Mux(to_thr, thr.out.valid, Mux(uses_req, req.out.valid, 1))
         ready_el = meta.r_rdy & post_valid
-        code_bit = thr.out.payload.bits[0]
-        req_val = req.out.payload.value[0]
-        stored = Signal(8)                     # the code's stored value (offset binary for signed multi-bit)
-        m.d.comb += stored.eq(Mux(to_thr, code_bit,
-                                  (req_val + Mux(ins.out_signed, Const(1, 9) << (ins.out_bits - 1)[:3], 0))[:8]))
+        wk = Signal(range(C + 1))              # wide beat with a tap: the element being traced
+        sel = Signal(range(max(C, 2)))         # the element's lane in the units' output
+        m.d.comb += sel.eq(Mux(wide, wk, head.sel))
+        code_bit = thr.out.payload.bits.bit_select(sel, 1)
+        req_val = req.out.payload.value[sel]
+        code_offset = Mux(ins.out_signed, Const(1, 9) << (ins.out_bits - 1)[:3], 0)
+
+        def stored_code(bit, value):
+            """A code's stored value (8 bits): its bit, or the multi-bit code in offset binary if signed."""
+            return Mux(to_thr, bit, (value + code_offset)[:8])
+
+        stored = Signal(8)
+        m.d.comb += stored.eq(stored_code(code_bit, req_val))
         post_val = Signal(signed(32))
         m.d.comb += post_val.eq(Mux(to_thr, Mux(ins.out_signed, Mux(code_bit, 1, -1), code_bit), req_val))
         phase = Signal(2)                      # 0: accumulator; 1: post value and plane 0; 2: planes 1..
@@ -481,14 +521,27 @@ class MatmulExec(wiring.Component):
         one_hot = Signal(R * L)
         lane_mask = Signal(L)
         clear_mask = Signal(R * L)
+        pos = Cat(head.lane[:lb], head.slot)   # the element's bit in the physical word: slot * L + lane
+        plane_bits = Signal(C)                 # a wide beat's codes, bit `plane` of each
+        ncols_mask = Signal(C)
+        wide_data = Signal(R * L)
+        wide_en = Signal(R * L)
+        for i in range(C):
+            m.d.comb += plane_bits[i].eq(stored_code(thr.out.payload.bits[i], req.out.payload.value[i])
+                                         .bit_select(plane, 1))
         m.d.comb += [
-            one_hot.eq(Const(1, R * L) << Cat(head.lane[:lb], head.slot)),
+            ncols_mask.eq((Const(1, C + 1) << head.ncols) - 1),
+            wide_data.eq(plane_bits << pos),
+            wide_en.eq((ncols_mask << pos) | clear_mask),
+        ]
+        m.d.comb += [
+            one_hot.eq(Const(1, R * L) << pos),
             lane_mask.eq(Mux(head.clear & (tail != 0), Const((1 << L) - 1, L) << tail, 0)),
             clear_mask.eq(lane_mask << (head.slot * L)),
             self.act_w_addr.eq(head.addr + plane_off),
-            self.act_w_data.eq(Mux(stored.bit_select(plane, 1), one_hot, 0)),
+            self.act_w_data.eq(Mux(wide, wide_data, Mux(stored.bit_select(plane, 1), one_hot, 0))),
             self.res_w_addr.eq(head.addr), self.res_w_data.eq(req_val),
-            self.scr_w_addr.eq(head.addr), self.scr_w_data.eq(head.acc),
+            self.scr_w_addr.eq(head.addr), self.scr_w_data.eq(head.accs[0]),
         ]
 
         def next_plane():
@@ -508,10 +561,24 @@ class MatmulExec(wiring.Component):
                     m.d.comb += self.act_w_en.eq(one_hot | clear_mask)
                     next_plane()
 
-        with m.If(ready_el):
+        with m.If(ready_el & wide):
+            with m.If(tap & (wk < head.ncols)):      # trace each element: accumulator, then code
+                m.d.comb += tv.valid.eq(1)
+                with m.If(phase == 0):
+                    m.d.comb += tv.payload.value.eq(head.accs[wk])
+                    with m.If(tv.ready):
+                        m.d.sync += phase.eq(1)
+                with m.Else():
+                    m.d.comb += tv.payload.value.eq(post_val)
+                    with m.If(tv.ready):
+                        m.d.sync += [phase.eq(0), wk.eq(wk + 1)]
+            with m.Else():                           # then one write per plane: the beat's C lanes
+                m.d.comb += self.act_w_en.eq(wide_en)
+                next_plane()
+        with m.Elif(ready_el):
             with m.If(phase == 0):
                 with m.If(need_acc):
-                    m.d.comb += [tv.valid.eq(1), tv.payload.value.eq(head.acc)]
+                    m.d.comb += [tv.valid.eq(1), tv.payload.value.eq(head.accs[0])]
                     with m.If(tv.ready):
                         with m.If(two_phase):
                             m.d.sync += phase.eq(1)
@@ -527,7 +594,7 @@ class MatmulExec(wiring.Component):
                 m.d.comb += self.act_w_en.eq(one_hot | clear_mask)
                 next_plane()
         with m.If(retire):
-            m.d.sync += [phase.eq(0), plane.eq(0), plane_off.eq(0)]
+            m.d.sync += [phase.eq(0), plane.eq(0), plane_off.eq(0), wk.eq(0)]
         m.d.comb += [
             meta.r_en.eq(retire),
             thr.out.ready.eq(retire & to_thr),
@@ -560,6 +627,11 @@ class MatmulExec(wiring.Component):
                 with m.Else():
                     m.next = "SETUP"
             with m.State("SETUP"):
+                if L % C == 0:
+                    m.d.sync += wide.eq(is_codes & (ins.layout != Layout.TRANS) & _multiple_of(ins.dst_col, C)
+                                        & _multiple_of(width, C))
+                else:
+                    m.d.sync += wide.eq(0)
                 m.d.sync += [dst_wpr.eq(Mux(ins.layout == Layout.TRANS, (M + (L - 1)) >> lb,
                                             (width + (L - 1)) >> lb))]
                 m.next = "SETUP2"
@@ -572,18 +644,44 @@ class MatmulExec(wiring.Component):
                 with m.Else():
                     m.next = "TRACE"
             # ---- constants
+            # ---- constants: one per beat, gathered into table rows of C (channel k: row k div C, slot k mod C)
             thr_idx = Signal(16)
+            cslot = Signal(range(max(C, 2)))
+            crow = Signal(16)
+            row_done = (cslot == C - 1) | self.rd_data.payload.last     # this beat completes a table row
+            thr_row = Signal(data.ArrayLayout(thr.thr_shape, C))
+            off_row = Signal(data.ArrayLayout(signed(OFFSET_BITS), C))
+            lo_row = Signal(data.ArrayLayout(signed(RESIDUAL_BITS), C))
+
+            def next_slot():
+                with m.If(row_done):
+                    m.d.sync += [cslot.eq(0), crow.eq(crow + 1)]
+                with m.Else():
+                    m.d.sync += cslot.eq(cslot + 1)
+
+            def gather(row, value, when=1):
+                """The table row: register `row` with `value` in slot cslot (comb); a taken beat with `when`
+                also stores `value` in the register's slot."""
+                with m.If(take & when):
+                    for i in range(C):
+                        with m.If(cslot == i):
+                            m.d.sync += row[i].eq(value)
+                return [Mux(cslot == i, value, row[i]) for i in range(C)]
+
             with m.State("THR_CMD"):
                 read(base + ins.consts + (ins.dst_col << 3), N)
                 with m.If(self.rd_cmd.ready):
-                    m.d.sync += thr_idx.eq(0)
+                    m.d.sync += [thr_idx.eq(0), cslot.eq(0), crow.eq(0)]
                     m.next = "THR"
             with m.State("THR"):
-                m.d.comb += [thr.thr_write.valid.eq(self.rd_data.valid), thr.thr_write.payload.addr.eq(thr_idx),
-                             thr.thr_write.payload.data[0].eq(_saturate(data_in.as_signed(), thr.thr_shape)),
-                             self.rd_data.ready.eq(thr.thr_write.ready)]
+                row = gather(thr_row, _saturate(data_in.as_signed(), thr.thr_shape))
+                m.d.comb += [thr.thr_write.valid.eq(self.rd_data.valid & row_done),
+                             thr.thr_write.payload.addr.eq(crow),
+                             self.rd_data.ready.eq(~row_done | thr.thr_write.ready)]
+                m.d.comb += [thr.thr_write.payload.data[i].eq(row[i]) for i in range(C)]
                 with m.If(take):
                     m.d.sync += thr_idx.eq(thr_idx + 1)
+                    next_slot()
                     with m.If(self.rd_data.payload.last):
                         m.next = "TRACE"
             with m.State("RQ_HEAD_CMD"):
@@ -607,20 +705,24 @@ class MatmulExec(wiring.Component):
             with m.State("RQ_PAIRS_CMD"):
                 read(base + ins.consts + 32 + (ins.dst_col << 4), N << 1)
                 with m.If(self.rd_cmd.ready):
-                    m.d.sync += thr_idx.eq(0)
+                    m.d.sync += [thr_idx.eq(0), cslot.eq(0), crow.eq(0)]
                     m.next = "RQ_PAIRS"
-            with m.State("RQ_PAIRS"):
+            with m.State("RQ_PAIRS"):      # (offset, lo) per channel; the lo beat completes the pair
                 is_lo = thr_idx[0]
-                row = thr_idx[1:]
+                write = is_lo & row_done
+                gather(off_row, data_in[:OFFSET_BITS], ~is_lo)
+                lo = gather(lo_row, _saturate(data_in.as_signed(), signed(RESIDUAL_BITS)), is_lo)
                 m.d.comb += [
-                    req.offset_write.valid.eq(self.rd_data.valid & ~is_lo), req.offset_write.payload.addr.eq(row),
-                    req.offset_write.payload.data[0].eq(data_in[:OFFSET_BITS]),
-                    req.lo_write.valid.eq(self.rd_data.valid & is_lo), req.lo_write.payload.addr.eq(row),
-                    req.lo_write.payload.data[0].eq(_saturate(data_in.as_signed(), signed(RESIDUAL_BITS))),
-                    self.rd_data.ready.eq(Mux(is_lo, req.lo_write.ready, req.offset_write.ready)),
+                    req.offset_write.valid.eq(self.rd_data.valid & write), req.offset_write.payload.addr.eq(crow),
+                    req.lo_write.valid.eq(self.rd_data.valid & write), req.lo_write.payload.addr.eq(crow),
+                    self.rd_data.ready.eq(~write | (req.offset_write.ready & req.lo_write.ready)),
                 ]
+                m.d.comb += [req.offset_write.payload.data[i].eq(off_row[i]) for i in range(C)]
+                m.d.comb += [req.lo_write.payload.data[i].eq(lo[i]) for i in range(C)]
                 with m.If(take):
                     m.d.sync += thr_idx.eq(thr_idx + 1)
+                    with m.If(is_lo):
+                        next_slot()
                     with m.If(self.rd_data.payload.last):
                         m.next = "TRACE"
             with m.State("TRACE"):

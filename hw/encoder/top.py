@@ -18,7 +18,7 @@ one element per cycle in this first version (docs/RESULTS.md has the cycles).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -163,8 +163,10 @@ class Accelerator(wiring.Component):
             self.irq.eq(regs.irq_enable[0] & (seq.done | seq.error)),
         ]
 
-        # busy and beat counters: cleared at START, count the cycles their unit works (or AXI beats), saturate
+        # busy and beat counters: cleared at START, count the cycles their unit works (or AXI beats; a unit's
+        # elements: a MATMUL post unit takes up to C a cycle), saturate
         def activity(port: str):
+            """The units' activity on `port` (only the running unit's is nonzero, so OR adds them)."""
             return _any(getattr(u, port) for u in units.values() if port in u.signature.members)
 
         active = {"fetch": seq.fetching, "mac_array": activity("array_beat"), "threshold_unit": activity("thr_element"),
@@ -180,8 +182,9 @@ class Accelerator(wiring.Component):
             m.d.comb += counter.eq(value)
             with m.If(seq.start & ~seq.busy):
                 m.d.sync += value.eq(0)
-            with m.Elif(seq.busy & active[name] & (value != _COUNTER_MAX)):
-                m.d.sync += value.eq(value + 1)
+            with m.Elif(seq.busy):
+                total = value + active[name]
+                m.d.sync += value.eq(Mux(total > _COUNTER_MAX, _COUNTER_MAX, total))
         return m
 
 
