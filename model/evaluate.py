@@ -193,7 +193,8 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "dev", integer: str | 
     the golden IntegerModel's metrics and its agreement with the PyTorch model.
 
     squad runs: EM / F1 after n-best decoding (`n_best`, `max_answer_length` tokens; defaults N_BEST,
-    MAX_ANSWER_LENGTH) on the run's SQuAD folder or `squad_dir`; `integer` is refused (no export yet)."""
+    MAX_ANSWER_LENGTH) on the run's SQuAD folder or `squad_dir`; with `integer` (a span artifact) also the
+    golden IntegerModel's EM / F1, its start / end logits decoded the same way."""
     run_dir = os.fspath(run_dir)
     run = load_run(run_dir)
     if is_span_task(run["task"]):

@@ -7,7 +7,7 @@ its tables, the sequence length of this input), the artifact is compiled for it
 output travels back), and `sim.inference.run_program` runs it in cocotb on Verilator or
 Icarus. Printed: the prediction and logits from `golden.model.IntegerModel.head` applied to
 the RTL's pooler accumulators, golden's own prediction, ``bit_exact`` (RTL vs golden at
-every checkpoint the program leaves: all of them with ``--trace``, else the pooler output),
+every checkpoint the program leaves: all of them with ``--trace``, else the output),
 the accelerator's measured cycles (START to DONE) and per-unit busy cycles, the latency at
 ``--clock-mhz``, and the energy of the measured activity (`sim.energy.measured_energy`).
 

@@ -137,3 +137,26 @@ def test_eval_integer_with_a_classifier_artifact_is_refused(exported, tmp_path, 
     assert main(["eval", run, "--integer", other]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bitaccel: error: ") and "does not hold this run's model" in err and err.count("\n") == 1
+
+
+def test_run_tokenizes_a_pair_as_the_training_features(exported):
+    """`bitaccel run`'s tokenize_pair (tokenizers only, no torch) == model/squad_data.py's window, unpadded."""
+    from bitaccel.model.squad_data import SquadExample
+    from bitaccel.sim.run_command import tokenize_pair
+    from test_squad import WORDS
+
+    run, _, path, _ = exported
+    art = load_artifact(path)
+    tok = AutoTokenizer.from_pretrained(os.path.join(run, "tokenizer"))
+    context = " ".join(WORDS[:7])
+    for question in ("which word ? " + WORDS[3], "  which word " + " ".join(WORDS[8:16])):   # the second is cut
+        ex = SquadExample("q", "t", question.lstrip(), context, (WORDS[4],), (context.index(WORDS[4]),))
+        f = prepare_features([ex], tok, **WINDOW)
+        assert f.example_index == [0]
+        n = int(f.tensors["attention_mask"][0].sum())
+        ids, types, offsets = tokenize_pair(art, question, context)
+        assert ids.tolist() == f.tensors["input_ids"][0, :n].tolist()
+        assert types.tolist() == f.tensors["token_type_ids"][0, :n].tolist()
+        assert offsets == f.offsets[0][:n]
+    with pytest.raises(ValueError, match="window of 20 tokens"):
+        tokenize_pair(art, "which word", " ".join(WORDS))
