@@ -52,7 +52,7 @@ from bitaccel.hw.encoder.ports import BUS_BITS
 from bitaccel.hw.encoder.softmax_exec import HEADER_WORDS
 from bitaccel.hw.mac_array import OUT_FIFO_DEPTH
 from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
-from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post, wide_codes
+from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post, wide_beats
 
 from .cycles import CycleModel
 
@@ -229,13 +229,16 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
     blocks, col_tiles = _ceil(M, R), _ceil(N, C)
     pipe, drain = cm.array.pipe, cm.array.drain
     per_el, stages = _post_timing(ins, cm)
-    wide = wide_codes(post, ins["layout"], ins["dst_col"], ins["dst_width"], C, L)
+    wide = wide_beats(post, ins["layout"], ins["dst"], ins["dst_col"], ins["dst_width"], C, L)
+    traced = 1 if post == Post.SCORES else 2        # trace values per element of a wide beat (with a tap)
+    writes = 1 if post == Post.SCORES else ins["out_bits"]
 
     def row_pushes(ncols: int) -> list[int]:
-        """Write-back cycles of each push of a drained row of `ncols` elements: wide, one push (the tap's
-        accumulator and code per element, then one write per plane); serial, one push per element."""
+        """Write-back cycles of each push of a drained row of `ncols` elements: wide, one push (with a tap
+        each element's accumulator (and code), then one write, or one per code plane); serial, one push
+        per element."""
         if wide:
-            return [(2 * ncols if ins["tap"] else 0) + ins["out_bits"]]
+            return [(traced * ncols if ins["tap"] else 0) + writes]
         return [per_el] * ncols
 
     # ---- fixed prefix: CHECK, SETUP, SETUP2, constants, TRACE; LOAD of tile 0 at `x0`
@@ -283,7 +286,7 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
     total_rows = blocks * col_tiles * R
     pipeline = deque([None] * stages)    # post pipeline registers (global advance): write-back cycles; last = out
     in_flight = 0                        # elements pushed and not yet retired
-    meta = deque()                       # SCORES / EXT: elements in the write-back FIFO (cycle visible)
+    meta = deque()                       # SCORES / EXT: (cycle visible, write-back cycles) in the write-back FIFO
     phase = 0                            # write-back phases done on the element at the head
     beats = 0
     x = 0
@@ -295,10 +298,10 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
         if stages:
             head_ready = pipeline[-1] is not None
         else:
-            head_ready = bool(meta) and meta[0] <= x
+            head_ready = bool(meta) and meta[0][0] <= x
         if head_ready:
             phase += 1
-            if phase == (pipeline[-1] if stages else per_el):
+            if phase == (pipeline[-1] if stages else meta[0][1]):
                 retire, phase = True, 0
         # ------------------------------------------------ serializer push into the post pipeline
         if stages:
@@ -330,7 +333,7 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
             if retire:
                 meta.popleft()
             if push:
-                meta.append(x + 1)
+                meta.append((x + 1, s_left[0]))
         if push:
             s_left.popleft()
         if take_row:
@@ -421,7 +424,7 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
 
 
 #: The fields the timing of a MATMUL / SOFTMAX depends on (a MATMUL's addresses only through the weight
-#: tiles' offset in a bus word).
+#: tiles' offset in a bus word and dst mod C).
 _TIMING_FIELDS = {Op.MATMUL: ("post", "m", "n", "k", "a_bits", "b_bits", "b_src", "out_bits", "layout", "dst_width",
                               "dst_col", "tap"),
                   Op.SOFTMAX: ("rows", "keys", "bits", "lut_len", "tap")}
@@ -431,7 +434,8 @@ def _busy_cached(ins, cm: CycleModel, lat: int, data_base: int) -> tuple[int, di
     """`matmul_busy` / `softmax_busy`, computed once per distinct timing (layers and heads repeat shapes)."""
     cache = cm.__dict__.setdefault("_busy_cache", {})
     skip = (data_base + ins["b"]) % BUS_BYTES if ins.op == Op.MATMUL and ins["b_src"] == BSource.WEIGHTS else None
-    key = (ins.op, lat, skip) + tuple(ins[f] for f in _TIMING_FIELDS[ins.op])
+    dst_mod = ins["dst"] % cm.params.cols if ins.op == Op.MATMUL else None      # wide SCORES beats (wide_beats)
+    key = (ins.op, lat, skip, dst_mod) + tuple(ins[f] for f in _TIMING_FIELDS[ins.op])
     if key not in cache:
         cache[key] = (matmul_busy(ins, cm, lat, data_base) if ins.op == Op.MATMUL else softmax_busy(ins, cm, lat))
     busy, counters = cache[key]

@@ -21,7 +21,8 @@ The port convention every execute unit follows (a unit declares only the ports i
   ``act_w_data``/``act_w_en`` (words of R*L bits: physical word P holds flat words
   P*R .. P*R + R - 1 of the compiler's activation buffer, flat word P*R + s in bits s*L ..;
   ``act_w_en`` is a bit enable per data bit); ``scr_r_addr``/``scr_r_data``, ``scr_w_addr``/
-  ``scr_w_data``/``scr_w_en`` (signed acc_width words).
+  ``scr_w_data``/``scr_w_en`` (words of W = hw.spec.buffers.score_lanes signed acc_width scores, one
+  enable per score).
 * ``mask`` In(max_seq): the key mask (bit t = token t valid), for SOFTMAX.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from amaranth.lib import memory
 from amaranth.lib.wiring import In
 
 from bitaccel.compiler import Machine
+from bitaccel.hw.spec.buffers import score_lanes
 from bitaccel.hw.spec.isa import INSTR_BYTES, decode
 from tests.hwsim import run
 
@@ -68,8 +70,14 @@ class _Wrapper(Elaboratable):
         self.res = memory.Memory(shape=signed(16), depth=len(machine.res), init=[int(v) for v in machine.res])
         self.act = memory.Memory(shape=r * params.lanes, depth=len(machine.act) // r,
                                  init=act_physical(machine.act, r))
-        self.scr = memory.Memory(shape=signed(params.acc_width), depth=len(machine.scr),
-                                 init=[int(v) for v in machine.scr])
+        # the score buffer: words of W scores (hw.spec.buffers.score_lanes), flat score a = lane a mod W of word a div W
+        self.scr_lanes, aw = score_lanes(params), params.acc_width
+        flat = [int(v) & ((1 << aw) - 1) for v in machine.scr]
+        flat += [0] * (-len(flat) % self.scr_lanes)
+        self.scr_len = len(machine.scr)
+        self.scr = memory.Memory(shape=self.scr_lanes * aw, depth=len(flat) // self.scr_lanes,
+                                 init=[sum(v << (aw * i) for i, v in enumerate(flat[w:w + self.scr_lanes]))
+                                       for w in range(0, len(flat), self.scr_lanes)])
         self.mask = int(sum(1 << i for i, v in enumerate(machine.mask) if v))
 
     def elaborate(self, platform):
@@ -83,12 +91,19 @@ class _Wrapper(Elaboratable):
                 m.d.comb += [rp.addr.eq(getattr(u, f"{buf}_{port}_addr")), getattr(u, f"{buf}_{port}_data").eq(rp.data)]
         for buf in ("res", "act", "scr"):
             if self.has[f"{buf}_w_addr"]:
-                wp = getattr(self, buf).write_port(granularity=1 if buf == "act" else None)
+                wp = getattr(self, buf).write_port(granularity={"act": 1, "scr": self.params.acc_width}.get(buf))
                 m.d.comb += [wp.addr.eq(getattr(u, f"{buf}_w_addr")), wp.data.eq(getattr(u, f"{buf}_w_data")),
                              wp.en.eq(getattr(u, f"{buf}_w_en"))]
         if self.has["mask"] and u.signature.members["mask"].flow == In:
             m.d.comb += u.mask.eq(self.mask)
         return m
+
+    def scr_values(self, ctx) -> np.ndarray:
+        """The score buffer's flat contents (signed), read in a testbench."""
+        aw, w = self.params.acc_width, self.scr_lanes
+        words = [int(ctx.get(self.scr.data[i])) for i in range(self.scr.depth)]
+        flat = [(word >> (aw * lane)) & ((1 << aw) - 1) for word in words for lane in range(w)][:self.scr_len]
+        return np.array([v - (1 << aw) if v >> (aw - 1) else v for v in flat], dtype=np.int64)
 
 
 def _steps_before(program, pc: int, rng) -> Machine:
@@ -181,7 +196,7 @@ def run_instruction(make_unit, program, pc: int, *, seed: int = 0, random_buffer
                               params.lanes)
         if "mask" in u.signature.members and u.signature.members["mask"].flow != In:
             got["mask"] = ctx.get(u.mask)
-        got["scr"] = np.array([ctx.get(wrapper.scr.data[i]) for i in range(wrapper.scr.depth)], dtype=np.int64)
+        got["scr"] = wrapper.scr_values(ctx)
 
     run(wrapper, host, background=[reader, tracer], deadline_cycles=deadline_cycles)
     assert got["error"] == expect_error, f"{ins.op.name} at pc {pc}: error code {got['error']}, expected {expect_error}"

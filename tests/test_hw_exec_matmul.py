@@ -24,7 +24,7 @@ from bitaccel.hw.encoder.matmul_exec import MatmulExec
 from bitaccel.hw.encoder.regs import ERR_RANGE
 from bitaccel.hw.encoder.top import MAX_READ_BEATS
 from bitaccel.hw.params import HwParams
-from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, Post, encode, wide_codes
+from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, Post, encode, wide_beats
 from tests.exec_harness import _steps_before, _Wrapper, act_flat, run_instruction
 from tests.hwsim import run
 
@@ -56,12 +56,13 @@ def _program(shape: str, bits: int | str, t: int, trace: bool):
     return target, compile_program(art, target, ids=ids, mask=mask, trace=trace)
 
 
-#: Wide code writes (hw.spec.isa.wide_codes: C divides L, dst_col and the packed width): heads of 12.
+#: Wide code writes (hw.spec.isa.wide_beats: C divides L, dst_col and the packed width): heads of 12.
 CFG_WIDE = ModelConfig(vocab_size=50, hidden=48, layers=1, heads=4, ffn=56, max_position=8, type_vocab=2)
 WIDE_CASES = [
     # shape, act bits, T, trace, ffn: 2x4x32: every ROWS / HEADS code write wide, lanes past the packed row
-    # cleared (48 and 56 mod 32), 2-bit REQUANT codes (two plane writes a beat); 2x8x16 with FFN 64: P.V of
-    # head 0 wide with a partial last tile (N = 12 = 8 + 4), the other heads and q / k (width 12) serial
+    # cleared (48 and 56 mod 32), 2-bit REQUANT codes (two plane writes a beat), scores serial (T = 7);
+    # 2x8x16 with FFN 64: P.V of head 0 wide with a partial last tile (N = 12 = 8 + 4), the other heads and
+    # q / k (width 12) serial; scores wide at T = 8 (one score word a beat), serial at T = 7
     ("2x4x32", 2, 7, True, 56),
     ("2x8x16", 1, 7, True, 64),
     ("2x8x16", 1, 8, False, 64),
@@ -80,16 +81,22 @@ def _wide_program(shape: str, bits: int, t: int, trace: bool, ffn: int):
 
 
 @pytest.mark.parametrize("shape,bits,t,trace,ffn", WIDE_CASES)
-def test_wide_code_writes_match_executor(shape, bits, t, trace, ffn):
+def test_wide_beats_match_executor(shape, bits, t, trace, ffn):
+    """Every code-writing and score-writing MATMUL, wide beats (hw.spec.isa.wide_beats) and element-serial ones."""
     target, prog = _wide_program(shape, bits, t, trace, ffn)
     p = target.params
-    code_pcs = [pc for pc, ins in enumerate(prog.instructions) if ins.op == Op.MATMUL
-                and Post(ins.fields["post"]) in (Post.THRESHOLD, Post.REQUANT)]
-    wide = [pc for pc in code_pcs if wide_codes(**{k: prog.instructions[pc].fields[k] for k in
-                                                   ("post", "layout", "dst_col", "dst_width")},
-                                                cols=p.cols, lanes=p.lanes)]
-    assert wide and (shape == "2x4x32" or len(wide) < len(code_pcs)), (wide, code_pcs)
-    for pc in code_pcs:
+    pcs = [pc for pc, ins in enumerate(prog.instructions) if ins.op == Op.MATMUL
+           and Post(ins.fields["post"]) in (Post.THRESHOLD, Post.REQUANT, Post.SCORES)]
+
+    def wide(pc):
+        f = prog.instructions[pc].fields
+        return wide_beats(f["post"], f["layout"], f["dst"], f["dst_col"], f["dst_width"], p.cols, p.lanes)
+
+    kinds = {(Post(prog.instructions[pc].fields["post"]).name, wide(pc)) for pc in pcs}
+    assert ("THRESHOLD" if bits == 1 else "REQUANT", True) in kinds, kinds
+    assert ("SCORES", t % p.cols == 0) in kinds, kinds          # rows of T scores: wide when C divides T
+    assert shape == "2x4x32" or ("THRESHOLD", False) in kinds, kinds
+    for pc in pcs:
         run_instruction(_unit(target), prog, pc, seed=pc)
 
 
@@ -232,7 +239,7 @@ def _run_back_to_back(target, prog, pcs: list[int], seed: int = 0) -> None:
         got["res"] = np.array([ctx.get(wrapper.res.data[i]) for i in range(wrapper.res.depth)], dtype=np.int64)
         got["act"] = act_flat([ctx.get(wrapper.act.data[i]) for i in range(wrapper.act.depth)], params.rows,
                               params.lanes)
-        got["scr"] = np.array([ctx.get(wrapper.scr.data[i]) for i in range(wrapper.scr.depth)], dtype=np.int64)
+        got["scr"] = wrapper.scr_values(ctx)
 
     run(wrapper, host, background=[reader, tracer], deadline_cycles=100_000)
     for name, want in (("res", machine.res.astype(np.int64)), ("scr", machine.scr), ("act", machine.act)):

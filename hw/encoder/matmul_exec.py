@@ -56,6 +56,7 @@ from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_
 from bitaccel.hw.mac_array import BinaryMacArray
 from bitaccel.hw.params import HwParams
 from bitaccel.hw.requant import RequantUnit
+from bitaccel.hw.spec.buffers import score_lanes
 from bitaccel.hw.spec.isa import BSource, Layout, Op, Post
 from bitaccel.hw.threshold import ThresholdUnit
 
@@ -114,7 +115,8 @@ class MatmulExec(wiring.Component):
     act_r_addr, act_r_data : activation-buffer read port (physical words of R*L bits).
     act_w_addr, act_w_data, act_w_en : its write port (``act_w_en``: one enable per bit).
     res_w_addr, res_w_data, res_w_en : residual-buffer write port (signed 16 bits).
-    scr_w_addr, scr_w_data, scr_w_en : score-buffer write port (signed acc_width bits).
+    scr_w_addr, scr_w_data, scr_w_en : score-buffer write port: physical words of W =
+        `hw.spec.buffers.score_lanes` signed acc_width-bit scores, one enable per score.
     trace_start, trace_values : to the `TraceWriter` (int32 values).
     array_beat : ``Out(1)`` high in each cycle the MAC array accepts an operand beat.
     thr_element, req_element : ``Out(range(C + 1))`` the elements entering the threshold / requant
@@ -139,6 +141,7 @@ class MatmulExec(wiring.Component):
         #: tile-buffer words (B plane x K chunk): the larger of a weight tile and a dynamic operand's tile
         self.tile_depth = max(lin_chunks, p.max_act_bits * dyn_chunks)
         self.acc_width = p.acc_width
+        self.scr_lanes = score_lanes(p)
         rl = p.rows * p.lanes
         super().__init__({
             "start": In(1), "ins": In(instruction_layout(Op.MATMUL)), "base": In(addr_width),
@@ -147,7 +150,8 @@ class MatmulExec(wiring.Component):
             "act_r_addr": Out(range(self.act_phys)), "act_r_data": In(rl),
             "act_w_addr": Out(range(self.act_phys)), "act_w_data": Out(rl), "act_w_en": Out(rl),
             "res_w_addr": Out(range(res_words)), "res_w_data": Out(signed(RESIDUAL_BITS)), "res_w_en": Out(1),
-            "scr_w_addr": Out(range(scr_words)), "scr_w_data": Out(signed(p.acc_width)), "scr_w_en": Out(1),
+            "scr_w_addr": Out(range(-(-scr_words // self.scr_lanes))), "scr_w_data": Out(self.scr_lanes * p.acc_width),
+            "scr_w_en": Out(self.scr_lanes),
             **trace_signatures(addr_width),
             "array_beat": Out(1), "thr_element": Out(range(p.cols + 1)), "req_element": Out(range(p.cols + 1)),
         })
@@ -158,6 +162,8 @@ class MatmulExec(wiring.Component):
         R, C, L = p.rows, p.cols, p.lanes
         lb = ceil_log2(L)
         aw = self.acc_width
+        W = self.scr_lanes                     # scores per score-buffer word (W = C when SCORES beats go wide)
+        lw = ceil_log2(W)
         pbits = max(1, ceil_log2(self.act_phys))
 
         m.submodules.array = array = BinaryMacArray.from_params(p)
@@ -177,7 +183,7 @@ class MatmulExec(wiring.Component):
         tap = ins.tap
         is_codes = (post == Post.THRESHOLD) | (post == Post.REQUANT)
         uses_req = (post == Post.REQUANT) | (post == Post.RESIDUAL)
-        wide = Signal()                 # each drain beat's codes in one write per plane (hw.spec.isa.wide_codes)
+        wide = Signal()                 # each drain beat written whole (hw.spec.isa.wide_beats)
         chunks = Signal(16)                                     # ceil(K / L)
         a_stride = Signal(20)                                   # a_bits * chunks: one row block of A
         b_stride = Signal(20)                                   # b_bits * chunks: one row block of B (ACT)
@@ -515,6 +521,7 @@ class MatmulExec(wiring.Component):
         plane = Signal(3)
         plane_off = Signal(20)                 # plane * dst_wpr
         retire = Signal()
+        scr_write = Signal()                   # SCORES: the element (or a wide beat) is written this cycle
         tv = self.trace_values
         two_phase = (post != Post.SCORES) & (post != Post.EXT)
         need_acc = tap | (post == Post.EXT)
@@ -541,7 +548,8 @@ class MatmulExec(wiring.Component):
             self.act_w_addr.eq(head.addr + plane_off),
             self.act_w_data.eq(Mux(wide, wide_data, Mux(stored.bit_select(plane, 1), one_hot, 0))),
             self.res_w_addr.eq(head.addr), self.res_w_data.eq(req_val),
-            self.scr_w_addr.eq(head.addr), self.scr_w_data.eq(head.accs[0]),
+            self.scr_w_addr.eq(head.addr >> lw), self.scr_w_data.eq(Mux(wide, head.accs.as_value(), Cat(*[head.accs[0]] * W))),
+            self.scr_w_en.eq(Mux(scr_write, Mux(wide, ncols_mask, Const(1, W) << head.addr[:lw]), 0)),
         ]
 
         def next_plane():
@@ -562,17 +570,22 @@ class MatmulExec(wiring.Component):
                     next_plane()
 
         with m.If(ready_el & wide):
-            with m.If(tap & (wk < head.ncols)):      # trace each element: accumulator, then code
+            with m.If(tap & (wk < head.ncols)):      # trace each element: accumulator, then its code
                 m.d.comb += tv.valid.eq(1)
                 with m.If(phase == 0):
                     m.d.comb += tv.payload.value.eq(head.accs[wk])
                     with m.If(tv.ready):
-                        m.d.sync += phase.eq(1)
+                        with m.If(is_codes):
+                            m.d.sync += phase.eq(1)
+                        with m.Else():
+                            m.d.sync += wk.eq(wk + 1)
                 with m.Else():
                     m.d.comb += tv.payload.value.eq(post_val)
                     with m.If(tv.ready):
                         m.d.sync += [phase.eq(0), wk.eq(wk + 1)]
-            with m.Else():                           # then one write per plane: the beat's C lanes
+            with m.Elif(post == Post.SCORES):        # then the beat's C scores in one write
+                m.d.comb += [scr_write.eq(1), retire.eq(1)]
+            with m.Else():                           # or one write per plane: the beat's C code lanes
                 m.d.comb += self.act_w_en.eq(wide_en)
                 next_plane()
         with m.Elif(ready_el):
@@ -583,11 +596,11 @@ class MatmulExec(wiring.Component):
                         with m.If(two_phase):
                             m.d.sync += phase.eq(1)
                         with m.Else():
-                            m.d.comb += [self.scr_w_en.eq(post == Post.SCORES), retire.eq(1)]
+                            m.d.comb += [scr_write.eq(post == Post.SCORES), retire.eq(1)]
                 with m.Elif(two_phase):
                     post_write()
                 with m.Else():
-                    m.d.comb += [self.scr_w_en.eq(post == Post.SCORES), retire.eq(1)]
+                    m.d.comb += [scr_write.eq(post == Post.SCORES), retire.eq(1)]
             with m.Elif(phase == 1):
                 post_write()
             with m.Else():
@@ -627,11 +640,11 @@ class MatmulExec(wiring.Component):
                 with m.Else():
                     m.next = "SETUP"
             with m.State("SETUP"):
-                if L % C == 0:
-                    m.d.sync += wide.eq(is_codes & (ins.layout != Layout.TRANS) & _multiple_of(ins.dst_col, C)
-                                        & _multiple_of(width, C))
-                else:
-                    m.d.sync += wide.eq(0)
+                wide_codes = is_codes & (ins.layout != Layout.TRANS) & _multiple_of(ins.dst_col, C) \
+                    & _multiple_of(width, C) if L % C == 0 else 0
+                wide_scores = (post == Post.SCORES) & _multiple_of(ins.dst, C) & _multiple_of(ins.dst_col, C) \
+                    & _multiple_of(width, C) if W == C else 0
+                m.d.sync += wide.eq(wide_codes | wide_scores)
                 m.d.sync += [dst_wpr.eq(Mux(ins.layout == Layout.TRANS, (M + (L - 1)) >> lb,
                                             (width + (L - 1)) >> lb))]
                 m.next = "SETUP2"

@@ -20,11 +20,13 @@ from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
 from bitaccel.hw.params import HwParams
 from bitaccel.hw.requant import RequantUnit
 from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
+from bitaccel.hw.spec.buffers import score_lanes
 from bitaccel.hw.spec.isa import DIM_BITS, Layout, Op
 
 from .layouts import instruction_layout
@@ -58,7 +60,8 @@ class SoftmaxExec(wiring.Component):
         a multiple of R, or — found while running, the codes from there on are not written — a
         score outside the unit's score width or a code outside ``bits`` bits.
     rd_cmd, rd_data : the softmax block.
-    scr_r_addr, scr_r_data : the score rows.
+    scr_r_addr, scr_r_data : the score rows (physical words of W = `hw.spec.buffers.score_lanes` scores;
+        the score at flat address a is lane a mod W of word a div W).
     mask : ``In(max_seq)`` the key mask.
     act_w_addr, act_w_data, act_w_en : the probability codes.
     trace_start, trace_values : with ``tap``, per key p (multi-bit) then the code.
@@ -73,12 +76,13 @@ class SoftmaxExec(wiring.Component):
             raise TypeError(f"params must be an HwParams, not {params!r}")
         self.params, self.addr_width = params.validate(), addr_width
         self.scr_words, self.act_words, self.max_beats = scr_words, act_words, max_beats
+        self.scr_lanes = score_lanes(params)
         R, L = params.rows, params.lanes
         super().__init__({
             "start": In(1), "ins": In(instruction_layout(Op.SOFTMAX)), "base": In(addr_width),
             "busy": Out(1), "error": Out(8),
             **rd_signatures(addr_width, max_beats),
-            "scr_r_addr": Out(range(scr_words)), "scr_r_data": In(signed(params.acc_width)),
+            "scr_r_addr": Out(range(-(-scr_words // self.scr_lanes))), "scr_r_data": In(self.scr_lanes * params.acc_width),
             "mask": In(params.max_seq),
             "act_w_addr": Out(range(act_words // R)), "act_w_data": Out(R * L), "act_w_en": Out(R * L),
             **trace_signatures(addr_width),
@@ -126,11 +130,18 @@ class SoftmaxExec(wiring.Component):
         feed_t = Signal(DIM_BITS)                # key of the element on scr_r_data
         consume = cur_v & unit.scores.ready
         can_issue = running & (issue_left != 0) & (~cur_v | consume)
-        score_bad = cur_v & ~fits_signed(self.scr_r_data, unit.score_width)
+        lw = ceil_log2(self.scr_lanes)
+        read_flat = Signal.like(issue_addr)      # flat score address presented to the read port
+        data_lane = Signal(max(lw, 1))           # its lane, a cycle later (when its word is on scr_r_data)
+        score = Signal(signed(p.acc_width))
+        m.d.comb += [read_flat.eq(Mux(can_issue, issue_addr, issue_addr - 1)),
+                     score.eq(self.scr_r_data.word_select(data_lane[:lw], p.acc_width) if lw else self.scr_r_data)]
+        m.d.sync += data_lane.eq(read_flat[:lw] if lw else 0)
+        score_bad = cur_v & ~fits_signed(score, unit.score_width)
         m.d.comb += [
-            self.scr_r_addr.eq(Mux(can_issue, issue_addr, issue_addr - 1)),
+            self.scr_r_addr.eq(read_flat >> lw),
             unit.scores.valid.eq(cur_v),
-            unit.scores.payload.score[0].eq(self.scr_r_data),
+            unit.scores.payload.score[0].eq(score),
             unit.scores.payload.valid.eq(self.mask.bit_select(feed_t, 1)),
             unit.scores.payload.last.eq(feed_t == keys - 1),
             self.sm_element.eq(unit.scores.valid & unit.scores.ready),

@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from bitaccel.golden.version import __version__
 
 from ..params import HwParams
-from bitaccel.hw.spec.buffers import buffer_words
+from bitaccel.hw.spec.buffers import buffer_words, score_lanes
 from bitaccel.hw.spec.isa import Op
 
 from .axi import AxiLiteRegisters, AxiReader, AxiWriter, axi4_lite_signature, axi4_read_signature, axi4_write_signature
@@ -125,7 +125,8 @@ class Accelerator(wiring.Component):
             m.submodules[f"exec_{op.name.lower()}"] = unit
         m.submodules.res = res = memory.Memory(shape=signed(16), depth=self.res_words, init=[])
         m.submodules.act = act = memory.Memory(shape=p.rows * p.lanes, depth=self.act_words // p.rows, init=[])
-        m.submodules.scr = scr = memory.Memory(shape=signed(p.acc_width), depth=self.scr_words, init=[])
+        w = score_lanes(p)              # scores per physical word (flat score address a: word a div W, lane a mod W)
+        m.submodules.scr = scr = memory.Memory(shape=w * p.acc_width, depth=-(-self.scr_words // w), init=[])
         buffers = {"res": res, "act": act, "scr": scr}
         wiring.connect(m, wiring.flipped(self.s_axil), regs.bus)
 
@@ -140,7 +141,7 @@ class Accelerator(wiring.Component):
             wiring.connect(m, seq.fetch, reader.cmd)
             wiring.connect(m, reader.data, seq.fetch_data)
         base = regs.data_base_lo | (regs.data_base_hi << 32)
-        _wire_units(m, units, seq, reader, tracer, buffers, base)
+        _wire_units(m, units, seq, reader, tracer, buffers, {"act": 1, "scr": p.acc_width}, base)
         m.d.comb += [
             seq.writes_idle.eq(~tracer.busy & writer.idle),
             writer.clear.eq(seq.start | seq.clear),
@@ -200,9 +201,10 @@ def _any(signals):
 _READ_PORTS = (("res", "r0"), ("res", "r1"), ("act", "r"), ("scr", "r"))
 
 
-def _wire_units(m: Module, units: dict, seq, reader, tracer, buffers: dict, base) -> None:
+def _wire_units(m: Module, units: dict, seq, reader, tracer, buffers: dict, granularity: dict, base) -> None:
     """Connect every execute unit by the port convention; the running unit (seq.exec_op) owns the
-    shared reader (outside fetch), the trace writer and the buffer ports."""
+    shared reader (outside fetch), the trace writer and the buffer ports. `granularity`: bits per write
+    enable of a buffer (act: one per bit, scr: one per score lane; others: whole words)."""
     ports = {op: unit.signature.members for op, unit in units.items()}
     mask = next((u.mask for u in units.values() if "mask" in u.signature.members
                  and u.signature.members["mask"].flow == Out), None)
@@ -210,7 +212,7 @@ def _wire_units(m: Module, units: dict, seq, reader, tracer, buffers: dict, base
     for buf, port in _READ_PORTS:
         if buf in buffers and any(f"{buf}_{port}_addr" in p for p in ports.values()):
             reads[(buf, port)] = buffers[buf].read_port()
-    writes = {buf: buffers[buf].write_port(granularity=1 if buf == "act" else None)
+    writes = {buf: buffers[buf].write_port(granularity=granularity.get(buf))
               for buf in buffers if any(f"{buf}_w_addr" in p for p in ports.values())}
     for op, unit in units.items():
         m.d.comb += [unit.start.eq(seq.exec_start & (seq.exec_op == op)), unit.ins.eq(seq.word), unit.base.eq(base)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from bitaccel.hw.params import HwParams
 from bitaccel.hw.spec.isa import Layout
 
-__all__ = ["ACT_ROLES", "RES_ROLES", "pad_rows", "act_tensor_words", "plan_buffers", "buffer_words"]
+__all__ = ["ACT_ROLES", "RES_ROLES", "score_lanes", "pad_rows", "act_tensor_words", "plan_buffers", "buffer_words"]
 
 
 def _ceil(a: int, b: int) -> int:
@@ -35,6 +35,17 @@ ACT_ROLES = {
 RES_ROLES = {"h": "layer input / LayerNorm-2 output", "h1": "LayerNorm-1 output",
              "y": "O / FFN2 requantized output", "s": "embedding sum, residual sums"}
 
+
+
+def score_lanes(params: HwParams) -> int:
+    """W, the scores per physical word of the score buffer and the keys per beat of the softmax.
+
+    The largest power of two <= min(C, L): a drain beat's C scores span at most two words, and
+    W probability codes are W adjacent lanes of one packed activation word. The score buffer
+    stays addressed per element (flat address a: word a div W, lane a mod W).
+    """
+    limit = min(params.cols, params.lanes)
+    return 1 << (limit.bit_length() - 1)
 
 
 def pad_rows(rows: int, block: int) -> int:

@@ -22,7 +22,7 @@ import enum
 from typing import Mapping
 
 __all__ = ["INSTR_BITS", "INSTR_BYTES", "OPCODE_BITS", "DIM_BITS", "BUF_ADDR_BITS", "EXT_ADDR_BITS",
-           "ACT_BITS_BITS", "Op", "Post", "Layout", "BSource", "wide_codes", "Field", "FORMATS", "Instruction", "IsaError",
+           "ACT_BITS_BITS", "Op", "Post", "Layout", "BSource", "wide_beats", "Field", "FORMATS", "Instruction", "IsaError",
            "encode", "decode", "encode_program", "decode_program", "field_offsets", "format_table"]
 
 #: Width of one instruction word (bits) and its size in external memory (bytes).
@@ -73,16 +73,23 @@ class Layout(enum.IntEnum):
     TRANS = 2        #: transposed: each channel is a row, packed along the rows (V for P.V)
 
 
-def wide_codes(post: int, layout: int, dst_col: int, dst_width: int, cols: int, lanes: int) -> bool:
-    """Whether a MATMUL writes each drain beat's codes in one act-buffer write per plane (docs/encoder.md §4).
+def wide_beats(post: int, layout: int, dst: int, dst_col: int, dst_width: int, cols: int, lanes: int) -> bool:
+    """Whether a MATMUL writes each drain beat whole (docs/encoder.md §4) instead of element by element.
 
-    True for code posts (THRESHOLD, REQUANT) in ROWS or HEADS layout when the C channels of every
-    drain beat are C adjacent lanes of one packed word: C divides L, dst_col and the packed
-    width (`dst_width`). Otherwise the beat's elements are written one by one. The one owner of
-    this rule: hw/encoder/matmul_exec.py implements it, sim/program_cycles.py models it.
+    Codes (THRESHOLD, REQUANT) in ROWS or HEADS layout: one act-buffer write per plane when the C
+    channels of every beat are C adjacent lanes of one packed word (C divides L, dst_col and the
+    packed width `dst_width`). SCORES: one score-buffer write when the beat's C scores are one
+    score word (C = W = `hw.spec.buffers.score_lanes`, i.e. C a power of two <= L, and C divides
+    dst, dst_col and the row stride `dst_width`). The one owner of this rule:
+    hw/encoder/matmul_exec.py implements it, sim/program_cycles.py models it.
     """
-    return (post in (Post.THRESHOLD, Post.REQUANT) and layout in (Layout.ROWS, Layout.HEADS)
-            and lanes % cols == 0 and dst_col % cols == 0 and dst_width % cols == 0)
+    if post in (Post.THRESHOLD, Post.REQUANT):
+        return (layout in (Layout.ROWS, Layout.HEADS) and lanes % cols == 0 and dst_col % cols == 0
+                and dst_width % cols == 0)
+    if post == Post.SCORES:
+        return (cols & (cols - 1) == 0 and cols <= lanes and dst % cols == 0 and dst_col % cols == 0
+                and dst_width % cols == 0)
+    return False
 
 
 class BSource(enum.IntEnum):
