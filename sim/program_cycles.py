@@ -52,6 +52,7 @@ from bitaccel.hw.encoder.ports import BUS_BITS
 from bitaccel.hw.encoder.softmax_exec import HEADER_WORDS
 from bitaccel.hw.mac_array import OUT_FIFO_DEPTH
 from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
+from bitaccel.hw.spec.buffers import score_lanes
 from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post, wide_beats
 
 from .cycles import CycleModel
@@ -139,24 +140,31 @@ def quant_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
 def softmax_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
     """hw/encoder/softmax_exec.py: CONSTS (6 + lut_len beats), CHECK, TRACE, RUN, FLAGS, DONE.
 
-    RUN: scores fed one a cycle from the read port (1 cycle of prefetch), rows back to back
-    through the softmax unit (width 1); each row's `keys` outputs leave in its last `keys` + latency
-    cycles; a code completes in the drain register after ``max(bits, trace values)`` cycles
-    (multi-bit: p and the code traced, the requant unit's latency in between). Measured exact for 1- and
-    2-bit codes; wider codes, whose drain could back-pressure the unit's output pass, are not measured."""
+    RUN: the unit (W = `hw.spec.buffers.score_lanes` keys a beat) takes rows back to back, the
+    first beat at RUN cycle 2 (the feed's priming word, then the first beat's word); each row's
+    ceil(keys/W) output beats leave in its last beats + latency cycles; a beat's codes complete in
+    the drain register after ``max(bits, trace values)`` cycles (trace values: the beat's keys,
+    twice that multi-bit: p and the code; the requant unit's latency in between). Measured exact
+    where the drain keeps up with the unit (every whole-encoder run without a trace, and the tests'
+    traced runs); a trace that outlasts a row's passes back-pressures the unit, which this does not
+    model."""
     rows, keys, bits, tap = ins["rows"], ins["keys"], ins["bits"], ins["tap"]
-    u = _softmax_width1(cm)
+    u = _softmax_exec_unit(cm)
+    w = u.width
+    nb = _ceil(keys, w)
     mode = SoftmaxMode.BINARY if bits == 1 else SoftmaxMode.MULTIBIT
     cyc, itv = u.cycles(keys, mode), u.interval(keys, mode)
-    per = max(bits, (2 if bits > 1 else 1) if tap else 1)        # drain cycles per code
+    values = 2 if bits > 1 else 1                                # trace values per key
     extra = 0 if bits == 1 else cm.requant.latency
     done = 0
     for r in range(rows):
-        # the row's first input beat enters at RUN cycle 1 + r * interval; its outputs are valid
-        # in its last `keys` cycles; each enters the drain register a cycle later (+ requant)
-        last_out = 1 + r * itv + cyc - 1
-        for k in range(keys):
-            ready = last_out - (keys - 1 - k) + 1 + extra
+        # the row's first input beat enters at RUN cycle 2 + r * interval; its output beats are valid
+        # in its last `nb` cycles; each enters the drain register a cycle later (+ requant)
+        last_out = 2 + r * itv + cyc - 1
+        for k in range(nb):
+            n = min(w, keys - k * w)
+            per = max(bits, values * n if tap else 1)           # drain cycles of the beat
+            ready = last_out - (nb - 1 - k) + 1 + extra
             done = max(ready, done + 1) + per - 1
     run = done + 1
     counters = {"softmax_unit": rows * keys}
@@ -165,13 +173,13 @@ def softmax_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
     return _read(HEADER_WORDS + ins["lut_len"], lat) + 2 + run + 2, counters
 
 
-def _softmax_width1(cm: CycleModel):
-    """The softmax unit as SoftmaxExec builds it: width 1 (one key a beat)."""
+def _softmax_exec_unit(cm: CycleModel):
+    """The softmax unit as SoftmaxExec builds it: W = score_lanes keys a beat."""
     u = getattr(cm, "_softmax_exec_unit", None)
     if u is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            u = SoftmaxUnit.from_params(cm.params, width=1)
+            u = SoftmaxUnit.from_params(cm.params, width=score_lanes(cm.params))
         u._MustUse__silence = True                    # built for its timing formulas only
         cm._softmax_exec_unit = u
     return u

@@ -26,6 +26,7 @@ from bitaccel.hw.encoder.regs import ERR_FRAMING, ERR_LENGTH, ERR_MASKED_ROW, ER
 from bitaccel.hw.encoder.softmax_exec import SoftmaxExec
 from bitaccel.hw.encoder.top import MAX_READ_BEATS
 from bitaccel.hw.params import HwParams
+from bitaccel.hw.spec.buffers import pad_rows
 from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, decode, encode
 from tests.exec_harness import act_flat, act_physical, run_instruction
 from tests.hwsim import run, stream_put
@@ -35,18 +36,20 @@ LIMITS = dict(max_seq=8, max_hidden=64, max_ffn=128, max_head_dim=16)
 EXP_LUT = {1: 64, 2: 256, 4: 2048}
 CFG = ModelConfig(vocab_size=50, hidden=64, layers=1, heads=4, ffn=128, max_position=8, type_vocab=3)
 ARRAYS = {"1x3x16": (1, 3, 16), "2x3x16": (2, 3, 16), "3x5x32": (3, 5, 32),
-          "2x3x8": (2, 3, 8)}      # 8 lanes: head groups, TRANS token rows and softmax rows span several words
+          "2x3x8": (2, 3, 8),      # 8 lanes: head groups, TRANS token rows and softmax rows span several words
+          "2x8x8": (2, 8, 8)}      # W = 8 keys a softmax beat (hw.spec.buffers.score_lanes): rows of 12 keys
+                                   # start mid-word and end in a partial beat
 INPUTS = {                                                   # ids, mask
     "T1": ([7], [1]),
     "padded": ([1, 49, 3, 0, 5], [1, 1, 1, 0, 0]),
     "Tmax": ([4, 8, 15, 16, 23, 42, 2, 9], [1] * 8),
-    "T12": ([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8], [1] * 10 + [0] * 2),     # 2x3x8 only (max_seq 16)
+    "T12": ([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8], [1] * 10 + [0] * 2),     # 8-lane arrays only (max_seq 16)
 }
 
 
 def _params(array: str, act_bits: int) -> HwParams:
     r, c, l = ARRAYS[array]
-    limits = dict(LIMITS, max_seq=16) if l == 8 else LIMITS
+    limits = dict(LIMITS, max_seq=16) if l == 8 else LIMITS          # T12 runs on the 8-lane arrays
     return HwParams(rows=r, cols=c, lanes=l, max_act_bits=act_bits, max_exp_lut=EXP_LUT[act_bits], **limits)
 
 
@@ -105,8 +108,8 @@ def quant_unit(target):
 
 
 def counting(make_unit, ports: tuple[str, ...], expected: int):
-    """`make_unit` whose unit also asserts (in simulation) that its activity outputs `ports` were high
-    in exactly `expected` cycles between start and busy falling."""
+    """`make_unit` whose unit also asserts (in simulation) that its activity outputs `ports` (element
+    counts, 0 or 1 for width-1 units) add up to exactly `expected` between start and busy falling."""
     def make(p):
         unit = make_unit(p)
         elaborate = unit.elaborate
@@ -149,29 +152,46 @@ def _random_view(rng, machine, lanes: int, block: int, max_bits: int) -> View:
             return View("act", dst, rows, cols, width, col, layout, bits, bool(rng.integers(0, 2)), rows)
 
 
-@pytest.mark.parametrize("array,seed", [("1x3x16", 0), ("2x3x8", 1), ("3x5x32", 2), ("2x3x8", 3)])
-def test_code_writer_equals_machine_write_codes(array, seed):
+def _random_rows_view(rng, machine, lanes: int, block: int, max_bits: int):
+    """A ROWS view of whole rows from channel 0 (the SOFTMAX probability rows), unsigned, placed in the buffer."""
+    while True:
+        rows, width = int(rng.integers(1, 6)), int(rng.integers(1, 3 * lanes))
+        bits = int(rng.choice([b for b in (1, 2, 4, 8) if b <= max_bits]))
+        span = pad_rows(rows, block) * bits * -(-width // lanes)
+        if span <= len(machine.act):
+            dst = block * int(rng.integers(0, (len(machine.act) - span) // block + 1))
+            return View("act", dst, rows, width, width, 0, Layout.ROWS, bits, False, rows)
+
+
+@pytest.mark.parametrize("array,seed,beat", [("1x3x16", 0, 1), ("2x3x8", 1, 1), ("3x5x32", 2, 1), ("2x3x8", 3, 1),
+                                             ("2x3x8", 4, 4), ("3x5x32", 5, 8)])
+def test_code_writer_equals_machine_write_codes(array, seed, beat):
     """Random code tensors (every layout, 1..8 bits, widths across lane words, first channels in any
-    group) written by the CodeWriter equal `compiler.Machine.write_codes` on random buffer contents."""
+    group) written by the CodeWriter equal `compiler.Machine.write_codes` on random buffer contents;
+    with `beat` codes a stream beat (whole ROWS rows, the last beat of a row partial)."""
     act_bits = 4 if array != "2x3x8" else 2
     prog = program(array, act_bits, "T12" if array == "2x3x8" else "padded")
     p, rng = prog.target.params, np.random.default_rng(seed)
     for case in range(4):
         machine = Machine(prog, np.random.default_rng(100 * seed + case))
-        v = _random_view(rng, machine, p.lanes, p.rows, p.max_act_bits)
+        if beat == 1:
+            v = _random_view(rng, machine, p.lanes, p.rows, p.max_act_bits)
+        else:
+            v = _random_rows_view(rng, machine, p.lanes, p.rows, p.max_act_bits)
         lo, hi = (-(1 << (v.bits - 1)), 1 << (v.bits - 1)) if v.signed and v.bits > 1 else (0, 1 << v.bits)
         codes = rng.integers(lo, hi, (v.rows, v.cols))
         if v.signed and v.bits == 1:
             codes = 2 * codes - 1
         before = machine.act.copy()
         machine.write_codes(v, codes)
-        writer = CodeWriter(p.rows, p.lanes, len(machine.act), p.max_act_bits)
+        writer = CodeWriter(p.rows, p.lanes, len(machine.act), p.max_act_bits, beat=beat)
         act = memory.Memory(shape=p.rows * p.lanes, depth=len(before) // p.rows, init=act_physical(before, p.rows))
         top = Module()
         top.submodules.writer, top.submodules.act = writer, act
         wp = act.write_port(granularity=1)
         top.d.comb += [wp.addr.eq(writer.act_w_addr), wp.data.eq(writer.act_w_data), wp.en.eq(writer.act_w_en)]
-        stored = mem.to_stored(codes, v.bits, v.signed).ravel()
+        stored = mem.to_stored(codes, v.bits, v.signed)
+        beats = [list(row[k:k + beat]) for row in stored for k in range(0, v.cols, beat)]
         got = {}
 
         async def bench(ctx):
@@ -181,8 +201,9 @@ def test_code_writer_equals_machine_write_codes(array, seed):
             ctx.set(writer.start, 1)
             await ctx.tick()
             ctx.set(writer.start, 0)
-            for u in stored:
-                await stream_put(ctx, writer.codes, {"u": int(u)}, rng, 0.3)
+            for lanes in beats:
+                await stream_put(ctx, writer.codes, {"u": [int(u) for u in lanes] + [0] * (beat - len(lanes)),
+                                                     "n": len(lanes)}, rng, 0.3)
             await ctx.tick()
             got["misaligned"] = ctx.get(writer.misaligned)
             got["act"] = act_flat([ctx.get(act.data[i]) for i in range(act.depth)], p.rows, p.lanes)
@@ -265,7 +286,7 @@ def softmax_unit(target):
 @pytest.mark.parametrize("array,act_bits,inputs", [
     ("1x3x16", 1, "padded"), ("2x3x16", 1, "T1"), ("3x5x32", 1, "Tmax"),
     ("1x3x16", 2, "Tmax"), ("2x3x16", 2, "padded"), ("3x5x32", 2, "T1"), ("2x3x16", 4, "Tmax"),
-    ("2x3x8", 1, "T12"),
+    ("2x3x8", 1, "T12"), ("2x8x8", 1, "T12"), ("2x8x8", 2, "T12"), ("2x8x8", 2, "padded"),
 ])
 def test_softmax_matches_executor(array, act_bits, inputs):
     """Binary (1-bit) and multi-bit (MULTIBIT + requant) probabilities, padded masks, T = 1 and T = max_seq."""

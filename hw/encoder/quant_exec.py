@@ -21,7 +21,7 @@ ceil(width / R)), and ``dst_col`` cycles to walk the writer to the first channel
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -48,6 +48,9 @@ class CodeWriter(wiring.Component):
     lanes : L (a power of two).
     act_words : flat depth of the activation buffer (a multiple of R).
     max_bits : widest code (bits of a stored value).
+    beat : codes per stream beat (a power of two dividing L; default 1). With beat > 1 a beat holds
+        ``n`` <= beat consecutive channels of one group, the first at a multiple of `beat` inside
+        it, written in one act write per plane (ROWS / HEADS only; the SOFTMAX probability rows).
 
     Members
     -------
@@ -57,35 +60,41 @@ class CodeWriter(wiring.Component):
         ``bits`` (1, 2, 4 or 8); these inputs are read during the set-up, so hold them until
         ``codes`` is ready. ``misaligned`` is set (and held until the next start) when ``dst`` is
         not a multiple of R.
-    codes : ``In(stream.Signature({"u": max_bits}))`` rows x channels stored values
-        (`compiler.memory.to_stored`), row r's channels col .. in order; one element every
-        ``bits`` cycles (plane j written in the j-th cycle; taken on the last).
+    codes : ``In(stream.Signature({"u": beat x max_bits, "n": range(beat + 1)}))`` rows x channels
+        stored values (`compiler.memory.to_stored`), row r's channels col .. in order, ``n`` of them
+        in a beat (lanes 0 .. n - 1); one beat every ``bits`` cycles (plane j written in the j-th
+        cycle; taken on the last).
     act_w_addr, act_w_data, act_w_en : the activation buffer's write port (physical words of
         R*L bits, one enable per bit). A write of a stored row's last packed element (ROWS /
         HEADS: channel width - 1 of its group; TRANS: row rows - 1) also clears the word's lanes
         past it, as `compiler.Machine.write_codes`.
     """
 
-    def __init__(self, block: int, lanes: int, act_words: int, max_bits: int):
+    def __init__(self, block: int, lanes: int, act_words: int, max_bits: int, beat: int = 1):
         if act_words % block:
             self._MustUse__silence = True
             raise ValueError(f"act_words {act_words} is not a multiple of R = {block}")
-        self.block, self.lanes, self.act_words, self.max_bits = block, lanes, act_words, max_bits
+        if beat & (beat - 1) or lanes % beat:
+            self._MustUse__silence = True
+            raise ValueError(f"beat {beat} is not a power of two dividing L = {lanes}")
+        self.block, self.lanes, self.act_words, self.max_bits, self.beat = block, lanes, act_words, max_bits, beat
         self.phys_words = act_words // block
         super().__init__({
             "start": In(1),
             "dst": In(24), "layout": In(2), "rows": In(DIM_BITS), "channels": In(DIM_BITS),
             "width": In(DIM_BITS), "col": In(DIM_BITS), "bits": In(4),
             "misaligned": Out(1),
-            "codes": In(stream.Signature(data.StructLayout({"u": max_bits}))),
+            "codes": In(stream.Signature(data.StructLayout({"u": data.ArrayLayout(max_bits, beat),
+                                                            "n": range(beat + 1)}))),
             "act_w_addr": Out(range(self.phys_words)),
             "act_w_data": Out(block * lanes), "act_w_en": Out(block * lanes),
         })
 
     def elaborate(self, platform):
         m = Module()
-        R, L = self.block, self.lanes
+        R, L, B = self.block, self.lanes, self.beat
         log_l = ceil_log2(L)
+        n = self.codes.payload.n
         off_bits = ceil_log2(self.phys_words + 1) + DIM_BITS + 4    # address offsets (wide enough for any walk)
 
         trans = Signal()
@@ -109,7 +118,7 @@ class CodeWriter(wiring.Component):
         plane = Signal(3)
         plane_off = Signal(off_bits)
 
-        def step_channel():
+        def step_channel(step):
             with m.If(trans):
                 with m.If(c + 1 == width):      # next group starts a row block
                     m.d.sync += [c.eq(0), n_slot.eq(0), gstart.eq(gstart + gjump), n_off.eq(gstart + gjump)]
@@ -119,12 +128,12 @@ class CodeWriter(wiring.Component):
                         m.d.sync += [n_slot.eq(0), n_off.eq(n_off + bstride)]
                     with m.Else():
                         m.d.sync += n_slot.eq(n_slot + 1)
-            with m.Else():
-                with m.If(c + 1 == width):
+            with m.Else():                      # n channels on (FIRST: one; WRITE: the beat's n)
+                with m.If(c + step == width):
                     m.d.sync += [c.eq(0), n_lane.eq(0), n_kw.eq(0), n_off.eq(n_off + gjump)]
                 with m.Else():
-                    m.d.sync += [c.eq(c + 1), n_lane.eq(n_lane + 1)]
-                    with m.If(n_lane == L - 1):
+                    m.d.sync += [c.eq(c + step), n_lane.eq(n_lane + step)]
+                    with m.If(n_lane + step >= L):
                         m.d.sync += n_kw.eq(n_kw + 1)
 
         def step_row():
@@ -142,18 +151,21 @@ class CodeWriter(wiring.Component):
         # element address and lane
         slot = Signal(range(R))
         lane = Signal(log_l)
-        end = Signal()
+        end = Signal()                          # the beat holds its stored row's last packed element
         m.d.comb += [
             slot.eq(n_slot | r_slot), lane.eq(n_lane | r_lane),
-            end.eq(Mux(trans, r == rows - 1, c == width - 1)),
+            end.eq(Mux(trans, r == rows - 1, c + n == width)),
             self.act_w_addr.eq(base_p + n_off + r_off + plane_off + n_kw + r_kw),
         ]
         writing = Signal()                      # in WRITE: a valid code is written this cycle
         lane_one = Const(1, L) << lane
-        lane_mask = Mux(end, Const((1 << L) - 1, L) & ~(lane_one - 1), lane_one)   # the lane, or it and all above
-        bit = self.codes.payload.u.bit_select(plane, 1)
+        valid = Signal(B)                       # the beat's lanes 0 .. n - 1
+        m.d.comb += valid.eq((Const(1, B + 1) << n) - 1)
+        # the beat's lanes, or (the row's last element in it) them and all above
+        lane_mask = Mux(end, Const((1 << L) - 1, L) & ~(lane_one - 1), valid << lane)
+        bits_now = Cat(*(self.codes.payload.u[i].bit_select(plane, 1) for i in range(B))) & valid
         m.d.comb += [
-            self.act_w_data.eq(Mux(bit, lane_one, 0) << (slot * L)),
+            self.act_w_data.eq((bits_now << lane) << (slot * L)),
             self.act_w_en.eq(Mux(self.codes.valid & writing, lane_mask << (slot * L), 0)),
         ]
 
@@ -184,7 +196,7 @@ class CodeWriter(wiring.Component):
             with m.State("FIRST"):                      # walk the channel part to channel `col`
                 with m.If(count < col):
                     m.d.sync += count.eq(count + 1)
-                    step_channel()
+                    step_channel(1)
                 with m.Else():
                     m.d.sync += [f.eq(s) for f, s in zip(first, (n_off, n_slot, n_kw, n_lane, c, gstart))]
                     m.next = "WRITE"
@@ -194,15 +206,15 @@ class CodeWriter(wiring.Component):
                     with m.If(plane + 1 == bits):
                         m.d.comb += self.codes.ready.eq(1)
                         m.d.sync += [plane.eq(0), plane_off.eq(0)]
-                        with m.If(n_done + 1 == channels):
+                        with m.If(n_done + n == channels):
                             m.d.sync += n_done.eq(0)
                             m.d.sync += [s.eq(f) for f, s in zip(first, (n_off, n_slot, n_kw, n_lane, c, gstart))]
                             step_row()
                             with m.If(r + 1 == rows):
                                 m.next = "IDLE"
                         with m.Else():
-                            m.d.sync += n_done.eq(n_done + 1)
-                            step_channel()
+                            m.d.sync += n_done.eq(n_done + n)
+                            step_channel(n)
                     with m.Else():
                         m.d.sync += [plane.eq(plane + 1), plane_off.eq(plane_off + wpr)]
                 with m.If(self.start):                  # a new instruction always restarts the walk
@@ -337,7 +349,7 @@ class QuantExec(wiring.Component):
             m.d.sync += error.eq(ERR_RANGE)
         m.d.comb += [
             self.trace_values.valid.eq(d_v & ins.tap & ~d_traced), self.trace_values.payload.value.eq(d_code),
-            writer.codes.valid.eq(d_v & ~d_written), writer.codes.payload.u.eq(d_u),
+            writer.codes.valid.eq(d_v & ~d_written), writer.codes.payload.u[0].eq(d_u), writer.codes.payload.n.eq(1),
             self.act_w_addr.eq(writer.act_w_addr), self.act_w_data.eq(writer.act_w_data),
             self.act_w_en.eq(Mux((error == 0) & ~(d_v & d_bad), writer.act_w_en, 0)),
         ]
