@@ -18,8 +18,14 @@ does not exist yet):
   ``o_ln1`` (O linear -> residual requant -> residual add + LayerNorm -> ffn1.in binarization);
   ``ffn1`` (FFN1 linear -> ReLU-folded ffn2.in binarization);
   ``ffn2_ln2`` (FFN2 linear -> residual requant -> residual add + LayerNorm -> binarization
-  of the next layer's q.in, k.in, v.in, or of pooler.in on the [CLS] row after the last layer).
-* ``pooler``: the pooler's binary linear on the [CLS] row (its accumulators leave the chip).
+  of the next layer's q.in, k.in, v.in, or of pooler.in on the [CLS] row after the last layer
+  of a classifier head; after the last layer of a span head, nothing: its LayerNorm output, the
+  final residual stream, leaves the chip).
+* ``pooler`` (classifier head only): the pooler's binary linear on the [CLS] row (its
+  accumulators leave the chip).
+
+The head is the artifact's (golden.config.HEADS, as compiler.blocks.encoder_blocks follows it):
+"classifier" has the site pooler.in and the pooler block, "span" has neither.
 
 A binarization is the threshold unit for a 1-bit site and the requantization unit for a
 multi-bit site (docs/numerics.md §3).
@@ -28,10 +34,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from bitaccel.golden.config import ModelConfig, site_names, uniform_quant
+from bitaccel.golden.config import MODEL_SITES, ModelConfig, check_head, site_names, uniform_quant
 from bitaccel.golden.formats import ACT_BITS, RESIDUAL_BITS, NumericFormat, acc_bits
 
-__all__ = ["Matmul", "PostProc", "Softmax", "LayerNorm", "Block", "inference_blocks", "quant_map",
+__all__ = ["Matmul", "PostProc", "Softmax", "LayerNorm", "Block", "inference_blocks", "quant_map", "map_head",
            "parse_array", "parse_arrays", "UNIT_WORKLOAD_KEYS", "unit_workload"]
 
 
@@ -129,17 +135,31 @@ class Block:
 
 
 # ----------------------------------------------------------------------------- quantization map
-def quant_map(config: ModelConfig, act_bits: int | dict = 1) -> dict[str, int]:
-    """Activation bits of every site: a uniform width (1, 2, 4, 8) or an artifact's own map (checked)."""
+def map_head(act_bits: int | dict, head: str | None = None) -> str:
+    """The head of a quantization map: `head` if given (checked), else the map's own ("classifier" for a
+    uniform width; for a site -> bits dict, "classifier" if it has pooler.in, else "span")."""
+    if head is not None:
+        return check_head(head)
+    if isinstance(act_bits, dict) and not any(site in act_bits for site in MODEL_SITES):
+        return "span"
+    return "classifier"
+
+
+def quant_map(config: ModelConfig, act_bits: int | dict = 1, head: str | None = None) -> dict[str, int]:
+    """Activation bits of every site: a uniform width (1, 2, 4, 8) or an artifact's own map (checked).
+
+    `head`: "classifier" or "span" (golden.config.HEADS); None = the map's own (`map_head`).
+    """
+    head = map_head(act_bits, head)
     if isinstance(act_bits, dict):
-        missing = set(site_names(config)) - set(act_bits)
+        missing = set(site_names(config, head)) - set(act_bits)
         if missing:
             raise ValueError(f"quantization map lacks {len(missing)} site(s), e.g. {sorted(missing)[:3]}")
         bad = {k: v for k, v in act_bits.items() if v not in ACT_BITS}
         if bad:
             raise ValueError(f"activation bits must be one of {ACT_BITS}: {sorted(bad.items())[:3]}")
         return dict(act_bits)
-    return uniform_quant(config, act_bits)
+    return uniform_quant(config, act_bits, head)
 
 
 def _post(name: str, bits: int, rows: int, channels: int, in_width: int, source="array", dest="activations"):
@@ -147,10 +167,12 @@ def _post(name: str, bits: int, rows: int, channels: int, in_width: int, source=
 
 
 def inference_blocks(config: ModelConfig, seq: int, quant: dict[str, int] | int = 1,
-                     numerics: NumericFormat | None = None) -> list[Block]:
+                     numerics: NumericFormat | None = None, head: str | None = None) -> list[Block]:
     """The blocks of one inference of `config` at sequence length `seq` (all positions valid).
 
-    `quant`: site -> activation bits (an artifact's ``quant``) or one uniform width.
+    `quant`: site -> activation bits (an artifact's ``quant``) or one uniform width. `head`:
+    "classifier" (ends with the pooler) or "span" (ends with the last layer's LayerNorm); None =
+    the quantization map's own (`map_head`: a map without pooler.in is a span head's).
     """
     config.validate()
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
@@ -158,7 +180,8 @@ def inference_blocks(config: ModelConfig, seq: int, quant: dict[str, int] | int 
     if seq > config.max_position:
         raise ValueError(f"sequence length {seq} exceeds the model's max_position {config.max_position}")
     fmt = numerics or NumericFormat()
-    q = quant_map(config, quant)
+    head = map_head(quant, head)
+    q = quant_map(config, quant, head)
     s, h, f, nh, d = seq, config.hidden, config.ffn, config.heads, config.head_dim
     r16 = RESIDUAL_BITS
     blocks: list[Block] = []
@@ -190,13 +213,18 @@ def inference_blocks(config: ModelConfig, seq: int, quant: dict[str, int] | int 
         f1 = Matmul(f"{pre}.ffn1", s, f, h, q[f"{pre}.ffn1.in"], True)
         blocks.append(Block(f1.name, "ffn1", (f1, _post(f"{pre}.ffn2.in", q[f"{pre}.ffn2.in"], s, f, f1.acc_width))))
         f2 = Matmul(f"{pre}.ffn2", s, h, f, q[f"{pre}.ffn2.in"], False)
-        nxt = (in_sites(f"layers.{i + 1}") if i + 1 < config.layers else
-               (_post("pooler.in", q["pooler.in"], 1, h, r16, source="layernorm"),))
+        if i + 1 < config.layers:
+            nxt = in_sites(f"layers.{i + 1}")
+        elif head == "classifier":
+            nxt = (_post("pooler.in", q["pooler.in"], 1, h, r16, source="layernorm"),)
+        else:                            # span: the final residual stream leaves the chip as it is
+            nxt = ()
         blocks.append(Block(f"{pre}.ffn2_ln2", "ffn2_ln2", (
             f2, PostProc(f"{pre}.ffn2.out", "requant", s, h, f2.acc_width, r16, dest="layernorm"),
             LayerNorm(f"{pre}.ln2", s, h, add=True)) + nxt))
-    pooler = Matmul("pooler", 1, h, h, q["pooler.in"], True)
-    blocks.append(Block("pooler", "pooler", (pooler,)))
+    if head == "classifier":
+        pooler = Matmul("pooler", 1, h, h, q["pooler.in"], True)
+        blocks.append(Block("pooler", "pooler", (pooler,)))
     return blocks
 
 
