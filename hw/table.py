@@ -8,7 +8,7 @@ written by the sequencer through a stream before a run and read one row per cycl
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Shape, ShapeCastable, Value, unsigned
+from amaranth.hdl import Module, Mux, Shape, ShapeCastable, Value, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -16,7 +16,7 @@ from amaranth.utils import ceil_log2
 from .spec.validate import require_int
 
 __all__ = ["channel_bits", "row_count", "row_addr_bits", "beat_layout", "write_signature",
-           "row_of_channel", "ChannelTable"]
+           "row_of_channel", "gather_row", "ChannelTable"]
 
 
 def channel_bits(max_channels: int) -> int:
@@ -66,6 +66,20 @@ def row_of_channel(channel: Value, width: int, max_channels: int) -> Value:
     if q == 1 or bits == 0:
         return shifted[:bits]
     return (shifted * pow(q, -1, 1 << bits))[:bits]
+
+
+def gather_row(m: Module, row, slot: Value, value: Value, store: Value) -> list:
+    """Assemble a table row from constants arriving one at a time (channel k: slot k mod width).
+
+    Returns the row to write now: register `row` (an ArrayLayout view) with `value` in `slot`
+    (combinational). With `store` high (a taken beat), the register also keeps `value` in `slot`.
+    """
+    width = len(row)
+    with m.If(store):
+        for i in range(width):
+            with m.If(slot == i):
+                m.d.sync += row[i].eq(value)
+    return [Mux(slot == i, value, row[i]) for i in range(width)]
 
 
 class ChannelTable(wiring.Component):

@@ -53,7 +53,7 @@ from bitaccel.hw.encoder.softmax_exec import HEADER_WORDS
 from bitaccel.hw.mac_array import OUT_FIFO_DEPTH
 from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
 from bitaccel.hw.spec.buffers import score_lanes
-from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post, wide_beats
+from bitaccel.hw.spec.isa import INSTR_BITS, QUANT_BEAT, BSource, Layout, Op, Post, wide_beats, wide_quant
 
 from .cycles import CycleModel
 
@@ -119,21 +119,25 @@ def layernorm_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
 def quant_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
     """hw/encoder/quant_exec.py: constants (thresholds: `channels` beats; requant: 4-beat header, then
     2 x channels pairs), CHECK, TRACE, RUN (read-port prefetch 1, the unit's latency, the drain
-    register 1, `bits` code-writer cycles per element), DONE.
+    register 1, then per beat ``max(bits, its trace values)`` cycles), DONE. A beat is a channel pair
+    (QUANT_BEAT, the last of an odd row one channel) when `hw.spec.isa.wide_quant` holds, else one
+    channel.
 
     The code writer's set-up (SETUP 1, GROUP ceil(extent / R) + 1, FIRST dst_col + 1) runs beside the
     constant load; the first code waits for it when it is longer."""
-    rows, ch, bits = ins["rows"], ins["channels"], ins["bits"]
-    n = rows * ch
+    rows, ch, bits, tap = ins["rows"], ins["channels"], ins["bits"], ins["tap"]
     if bits == 1:
         consts, unit, counter = _read(ch, lat), cm.threshold.latency, "threshold_unit"
     else:
         consts, unit, counter = _read(4, lat) + _read(2 * ch, lat), cm.requant.latency, "requant_unit"
+    width = QUANT_BEAT if wide_quant(ins["layout"], ins["dst_col"], ins["dst_width"]) else 1
+    beats = [min(width, ch - c) for c in range(0, ch, width)] * rows          # elements of each beat
+    per = [max(bits, n if tap else 1) for n in beats]                          # drain cycles of each beat
     extent = ins["dst_width"] if ins["layout"] == Layout.TRANS else rows
     write_from = 3 + _ceil(extent, cm.params.rows) + ins["dst_col"]     # the writer's first WRITE cycle
     run_from = consts + 2                                               # after CHECK and TRACE
-    first = max(run_from + 1 + unit + bits, write_from + bits - 1)      # cycle the first code completes
-    return first + bits * (n - 1) + 2, {counter: n}
+    first = max(run_from + 1 + unit + per[0], write_from + bits - 1)    # cycle the first beat completes
+    return first + sum(per[1:]) + 2, {counter: rows * ch}
 
 
 # ---------------------------------------------------------------------------------------- SOFTMAX

@@ -230,15 +230,17 @@ def test_quant_matches_executor(array, act_bits, inputs):
 
 @pytest.mark.parametrize("array,act_bits,inputs", [("2x3x16", 1, "padded"), ("3x5x32", 2, "padded"),
                                                    ("2x3x8", 1, "T12")])
-@pytest.mark.parametrize("layout", [Layout.HEADS, Layout.TRANS])
-def test_quant_heads_and_trans_destinations(array, act_bits, inputs, layout):
-    """A QUANT re-targeted to a HEADS / TRANS tensor (the q and vt regions), from a non-zero first channel."""
+@pytest.mark.parametrize("layout,skip", [(Layout.HEADS, 3), (Layout.TRANS, 3), (Layout.HEADS, 2)])
+def test_quant_heads_and_trans_destinations(array, act_bits, inputs, layout, skip):
+    """A QUANT re-targeted to a HEADS / TRANS tensor (the q and vt regions), from a non-zero first channel:
+    odd (one channel a beat, hw.spec.isa.wide_quant) or even with an odd channel count (pairs, the last
+    beat of each row one channel)."""
     prog = program(array, act_bits, inputs)
     pc = pcs(prog, Op.QUANT)[0]
     ins = instructions(prog)[pc]
     mm = next(i for i in instructions(prog) if i.op == Op.MATMUL and i["layout"] == layout)
     d = CFG.hidden // CFG.heads
-    crafted = with_instruction(prog, pc, layout=int(layout), dst=mm["dst"], dst_width=d, dst_col=d + 3,
+    crafted = with_instruction(prog, pc, layout=int(layout), dst=mm["dst"], dst_width=d, dst_col=d + skip,
                                channels=CFG.hidden - d - 3)
     assert ins["channels"] == CFG.hidden
     run_instruction(quant_unit(prog.target), crafted, pc, seed=7)

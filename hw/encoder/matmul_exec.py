@@ -58,6 +58,7 @@ from bitaccel.hw.params import HwParams
 from bitaccel.hw.requant import RequantUnit
 from bitaccel.hw.spec.buffers import score_lanes
 from bitaccel.hw.spec.isa import BSource, Layout, Op, Post
+from bitaccel.hw.table import gather_row
 from bitaccel.hw.threshold import ThresholdUnit
 
 from .layouts import instruction_layout
@@ -672,22 +673,13 @@ class MatmulExec(wiring.Component):
                 with m.Else():
                     m.d.sync += cslot.eq(cslot + 1)
 
-            def gather(row, value, when=1):
-                """The table row: register `row` with `value` in slot cslot (comb); a taken beat with `when`
-                also stores `value` in the register's slot."""
-                with m.If(take & when):
-                    for i in range(C):
-                        with m.If(cslot == i):
-                            m.d.sync += row[i].eq(value)
-                return [Mux(cslot == i, value, row[i]) for i in range(C)]
-
             with m.State("THR_CMD"):
                 read(base + ins.consts + (ins.dst_col << 3), N)
                 with m.If(self.rd_cmd.ready):
                     m.d.sync += [thr_idx.eq(0), cslot.eq(0), crow.eq(0)]
                     m.next = "THR"
             with m.State("THR"):
-                row = gather(thr_row, _saturate(data_in.as_signed(), thr.thr_shape))
+                row = gather_row(m, thr_row, cslot, _saturate(data_in.as_signed(), thr.thr_shape), take)
                 m.d.comb += [thr.thr_write.valid.eq(self.rd_data.valid & row_done),
                              thr.thr_write.payload.addr.eq(crow),
                              self.rd_data.ready.eq(~row_done | thr.thr_write.ready)]
@@ -723,8 +715,8 @@ class MatmulExec(wiring.Component):
             with m.State("RQ_PAIRS"):      # (offset, lo) per channel; the lo beat completes the pair
                 is_lo = thr_idx[0]
                 write = is_lo & row_done
-                gather(off_row, data_in[:OFFSET_BITS], ~is_lo)
-                lo = gather(lo_row, _saturate(data_in.as_signed(), signed(RESIDUAL_BITS)), is_lo)
+                gather_row(m, off_row, cslot, data_in[:OFFSET_BITS], take & ~is_lo)
+                lo = gather_row(m, lo_row, cslot, _saturate(data_in.as_signed(), signed(RESIDUAL_BITS)), take & is_lo)
                 m.d.comb += [
                     req.offset_write.valid.eq(self.rd_data.valid & write), req.offset_write.payload.addr.eq(crow),
                     req.lo_write.valid.eq(self.rd_data.valid & write), req.lo_write.payload.addr.eq(crow),

@@ -29,8 +29,8 @@ from amaranth.utils import ceil_log2
 from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
 from bitaccel.hw.params import HwParams
 from bitaccel.hw.requant import RequantUnit
-from bitaccel.hw.spec.isa import DIM_BITS, Layout, Op
-from bitaccel.hw.table import row_of_channel
+from bitaccel.hw.spec.isa import DIM_BITS, Layout, Op, QUANT_BEAT as QW
+from bitaccel.hw.table import gather_row, row_of_channel
 from bitaccel.hw.threshold import ThresholdUnit
 
 from .layouts import instruction_layout
@@ -242,8 +242,8 @@ class QuantExec(wiring.Component):
     res_r0_addr, res_r0_data : the residual rows.
     act_w_addr, act_w_data, act_w_en : the codes.
     trace_start, trace_values : with ``tap``, the codes row-major.
-    thr_element, req_element : ``Out(1)`` high in each cycle an element enters the threshold /
-        requant unit (activity counts for the busy counters and the energy model).
+    thr_element, req_element : ``Out(range(3))`` the elements entering the threshold / requant
+        unit this cycle (activity counts for the busy counters and the energy model).
 
     Thresholds are 64-bit words in the block; they are saturated to the table's 17 bits,
     which keeps ``x >= T`` exact for every 16-bit x.
@@ -262,26 +262,30 @@ class QuantExec(wiring.Component):
             "busy": Out(1), "error": Out(8),
             **rd_signatures(addr_width, max_beats),
             "res_r0_addr": Out(range(res_words)), "res_r0_data": In(signed(RESIDUAL_BITS)),
+            "res_r1_addr": Out(range(res_words)), "res_r1_data": In(signed(RESIDUAL_BITS)),
             "act_w_addr": Out(range(act_words // R)), "act_w_data": Out(R * L), "act_w_en": Out(R * L),
             **trace_signatures(addr_width),
-            "thr_element": Out(1), "req_element": Out(1),
+            "thr_element": Out(range(QW + 1)), "req_element": Out(range(QW + 1)),
         })
 
     def elaborate(self, platform):
         m = Module()
         p, ins = self.params, self.ins
-        m.submodules.thr = thr = ThresholdUnit(1, RESIDUAL_BITS, self.max_channels)
-        m.submodules.rq = rq = RequantUnit(1, RESIDUAL_BITS, RESIDUAL_BITS, self.max_channels)
-        m.submodules.writer = writer = CodeWriter(p.rows, p.lanes, self.act_words, p.max_act_bits)
+        m.submodules.thr = thr = ThresholdUnit(QW, RESIDUAL_BITS, self.max_channels)
+        m.submodules.rq = rq = RequantUnit(QW, RESIDUAL_BITS, RESIDUAL_BITS, self.max_channels)
+        m.submodules.writer = writer = CodeWriter(p.rows, p.lanes, self.act_words, p.max_act_bits, beat=QW)
         rows, ch, bits, signed_codes = ins.rows, ins.channels, ins.bits, ins.signed
         multi = bits != 1
+        wide = Signal()                          # two channels a beat (hw.spec.isa.wide_quant), set at start
         m.d.comb += [writer.dst.eq(ins.dst), writer.layout.eq(ins.layout), writer.rows.eq(rows),
                      writer.channels.eq(ch), writer.width.eq(ins.dst_width), writer.col.eq(ins.dst_col),
                      writer.bits.eq(bits)]
         word = self.rd_data.payload.data.as_signed()
         take = self.rd_data.valid & self.rd_data.ready
         beat = Signal(DIM_BITS + 2)
-        b_hold = Signal(signed(OFFSET_BITS))     # B of the pair being read
+        thr_row = Signal(data.ArrayLayout(thr.thr_shape, QW))          # constant rows being gathered
+        off_row = Signal(data.ArrayLayout(signed(OFFSET_BITS), QW))
+        lo_row = Signal(data.ArrayLayout(signed(RESIDUAL_BITS), QW))
         error = Signal(8)
         m.d.comb += self.error.eq(error)
 
@@ -292,72 +296,105 @@ class QuantExec(wiring.Component):
             with m.If(cond):
                 m.d.sync += error.eq(ERR_RANGE)
 
-        # ---- feed: res rows -> unit, one element per cycle (prefetching read port)
+        # ---- feed: res rows -> unit, a beat of up to QW = 2 channels a cycle (read ports r0 and r1) when
+        # the codes of a channel pair share a packed word (hw.spec.isa.wide_quant), else one channel a beat
         issue_left = Signal(2 * DIM_BITS)        # elements not yet addressed
         issue_addr = Signal(range(self.res_words + 1))
-        cur_v = Signal()                         # res_r0_data holds the element addressed last cycle
-        feed_n = Signal(DIM_BITS)                # channel (row-relative) of that element
+        issue_c = Signal(DIM_BITS)               # row-relative channel of the next element addressed
+        cur_v = Signal()                         # res_r0/r1_data hold the beat addressed last cycle
+        cur_n = Signal(range(QW + 1))            # ... its elements
+        feed_n = Signal(DIM_BITS)                # channel (row-relative) of that beat's first element
+        step = Signal(range(QW + 1))             # elements of the beat addressed now
+        m.d.comb += step.eq(Mux(wide & (issue_c + 1 < ch), 2, 1))
         unit_ready = Mux(multi, rq.inp.ready, thr.inp.ready)
         consume = cur_v & unit_ready
         running = Signal()
         can_issue = running & (issue_left != 0) & (~cur_v | consume)
+        last_r0 = Signal.like(issue_addr)        # held addresses: the data stays on the ports
         m.d.comb += [
-            self.res_r0_addr.eq(Mux(can_issue, issue_addr, issue_addr - 1)),
-            thr.inp.valid.eq(cur_v & ~multi), rq.inp.valid.eq(cur_v & multi),
-            thr.inp.payload.acc[0].eq(self.res_r0_data), rq.inp.payload.acc[0].eq(self.res_r0_data),
-            thr.inp.payload.channel.eq(feed_n), rq.inp.payload.channel.eq(feed_n),
-            thr.inp.payload.last.eq(feed_n == ch - 1), rq.inp.payload.last.eq(feed_n == ch - 1),
+            self.res_r0_addr.eq(Mux(can_issue, issue_addr, last_r0)),
+            self.res_r1_addr.eq(Mux(can_issue, issue_addr, last_r0) + 1),    # (past the buffer: unused)
         ]
-        m.d.comb += [self.thr_element.eq(thr.inp.valid & thr.inp.ready),
-                     self.req_element.eq(rq.inp.valid & rq.inp.ready)]
+        # the units take the beat's channel pair (feed_n rounded down to even): wide, both elements;
+        # serial, the element in both lanes (the drain picks lane feed_n mod 2)
+        group = Cat(Const(0, 1), feed_n[1:])
+        a0 = self.res_r0_data
+        a1 = Mux(wide, self.res_r1_data, self.res_r0_data)
+        for unit in (thr, rq):
+            m.d.comb += [unit.inp.payload.acc[0].eq(a0), unit.inp.payload.acc[1].eq(a1),
+                         unit.inp.payload.channel.eq(group), unit.inp.payload.last.eq(feed_n + cur_n >= ch)]
+        m.d.comb += [thr.inp.valid.eq(cur_v & ~multi), rq.inp.valid.eq(cur_v & multi),
+                     self.thr_element.eq(Mux(thr.inp.valid & thr.inp.ready, cur_n, 0)),
+                     self.req_element.eq(Mux(rq.inp.valid & rq.inp.ready, cur_n, 0))]
         with m.If(can_issue):
-            m.d.sync += [issue_addr.eq(issue_addr + 1), issue_left.eq(issue_left - 1), cur_v.eq(1)]
+            m.d.sync += [issue_addr.eq(issue_addr + step), issue_left.eq(issue_left - step), cur_v.eq(1),
+                         cur_n.eq(step), last_r0.eq(issue_addr),
+                         issue_c.eq(Mux(issue_c + step >= ch, 0, issue_c + step))]
         with m.Elif(consume):
             m.d.sync += cur_v.eq(0)
         with m.If(consume):
-            m.d.sync += feed_n.eq(Mux(feed_n == ch - 1, 0, feed_n + 1))
+            m.d.sync += feed_n.eq(Mux(feed_n + cur_n >= ch, 0, feed_n + cur_n))
 
-        # ---- drain: unit -> code, trace and writer
-        d_v, d_traced, d_written = Signal(), Signal(), Signal()
-        d_u = Signal(p.max_act_bits)
-        d_code = Signal(signed(RESIDUAL_BITS + 1))
+        # ---- drain: unit -> codes, trace (per element) and writer (a beat's codes in one write per plane)
+        d_v, d_written = Signal(), Signal()
+        d_traced = Signal(range(QW + 1))
+        d_u = Signal(data.ArrayLayout(p.max_act_bits, QW))
+        d_code = Signal(data.ArrayLayout(signed(RESIDUAL_BITS + 1), QW))
         d_bad = Signal()
+        d_cnt = Signal(range(QW + 1))            # elements of the beat
         d_n, d_r = Signal(DIM_BITS), Signal(DIM_BITS)
+        complete = Signal()                      # the beat in the drain is traced and written
+        # the beat leaving the unit: its first channel `off` (the one after the beat in the drain, if that
+        # completes now), its elements (wide: up to 2 of the row; serial: 1) and its lane (serial: off mod 2)
+        off = Signal(DIM_BITS)
+        m.d.comb += off.eq(Mux(complete, Mux(d_n + d_cnt >= ch, 0, d_n + d_cnt), d_n))
+        b_n = Mux(wide & (off + 1 < ch), 2, 1)
+        b_lane = off[0]
         unit_valid = Mux(multi, rq.out.valid, thr.out.valid)
         t_fire = self.trace_values.valid & self.trace_values.ready
         w_fire = writer.codes.valid & writer.codes.ready
-        complete = d_v & (d_traced | t_fire | ~ins.tap) & (d_written | w_fire)
+        m.d.comb += complete.eq(d_v & ((d_traced == d_cnt) | (t_fire & (d_traced + 1 == d_cnt)) | ~ins.tap)
+                                & (d_written | w_fire))
         load = running & (~d_v | complete)
         m.d.comb += [rq.out.ready.eq(load & multi), thr.out.ready.eq(load & ~multi)]
-        value = rq.out.payload.value[0]
-        bit = thr.out.payload.bits[0]
-        u_multi = Signal(signed(RESIDUAL_BITS + 2))
-        m.d.comb += u_multi.eq(value + Mux(signed_codes, Const(1, RESIDUAL_BITS + 2) << (bits - 1)[:4], 0))
+        for j in range(QW):
+            src = Mux(wide, j, b_lane)             # the unit lane of the beat's element j
+            value = rq.out.payload.value[src]
+            bit = thr.out.payload.bits.bit_select(src, 1)
+            u_multi = Signal(signed(RESIDUAL_BITS + 2), name=f"u_multi{j}")
+            m.d.comb += u_multi.eq(value + Mux(signed_codes, Const(1, RESIDUAL_BITS + 2) << (bits - 1)[:4], 0))
+            with m.If(load):
+                with m.If(multi):
+                    m.d.sync += [d_u[j].eq(u_multi), d_code[j].eq(value)]
+                with m.Else():
+                    m.d.sync += [d_u[j].eq(bit), d_code[j].eq(Mux(signed_codes, Mux(bit, 1, -1), bit))]
+            if j == 0:
+                bad = (u_multi < 0) | (u_multi >= (Const(1, 10) << bits))
+            else:
+                bad = bad | ((j < b_n) & ((u_multi < 0) | (u_multi >= (Const(1, 10) << bits))))
         with m.If(load):
-            m.d.sync += [d_v.eq(unit_valid), d_traced.eq(0), d_written.eq(0)]
-            with m.If(multi):
-                m.d.sync += [d_u.eq(u_multi), d_code.eq(value),
-                             d_bad.eq((u_multi < 0) | (u_multi >= (Const(1, 10) << bits)))]
-            with m.Else():
-                m.d.sync += [d_u.eq(bit), d_code.eq(Mux(signed_codes, Mux(bit, 1, -1), bit)), d_bad.eq(0)]
+            m.d.sync += [d_v.eq(unit_valid), d_traced.eq(0), d_written.eq(0), d_cnt.eq(b_n),
+                         d_bad.eq(multi & bad)]
         with m.Else():
             with m.If(t_fire):
-                m.d.sync += d_traced.eq(1)
+                m.d.sync += d_traced.eq(d_traced + 1)
             with m.If(w_fire):
                 m.d.sync += d_written.eq(1)
         with m.If(d_v & d_bad):
             m.d.sync += error.eq(ERR_RANGE)
         m.d.comb += [
-            self.trace_values.valid.eq(d_v & ins.tap & ~d_traced), self.trace_values.payload.value.eq(d_code),
-            writer.codes.valid.eq(d_v & ~d_written), writer.codes.payload.u[0].eq(d_u), writer.codes.payload.n.eq(1),
+            self.trace_values.valid.eq(d_v & ins.tap & (d_traced != d_cnt)),
+            self.trace_values.payload.value.eq(d_code[d_traced[:1]]),
+            writer.codes.valid.eq(d_v & ~d_written), writer.codes.payload.u.eq(d_u),
+            writer.codes.payload.n.eq(d_cnt),
             self.act_w_addr.eq(writer.act_w_addr), self.act_w_data.eq(writer.act_w_data),
             self.act_w_en.eq(Mux((error == 0) & ~(d_v & d_bad), writer.act_w_en, 0)),
         ]
         with m.If(complete):
-            with m.If(d_n == ch - 1):
+            with m.If(d_n + d_cnt >= ch):
                 m.d.sync += [d_n.eq(0), d_r.eq(d_r + 1)]
             with m.Else():
-                m.d.sync += d_n.eq(d_n + 1)
+                m.d.sync += d_n.eq(d_n + d_cnt)
 
         # ---- control
         thr_sat_hi, thr_sat_lo = (1 << RESIDUAL_BITS) - 1, -(1 << RESIDUAL_BITS)
@@ -365,7 +402,9 @@ class QuantExec(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), error.eq(0), beat.eq(0), d_n.eq(0), d_r.eq(0), d_v.eq(0),
-                                 cur_v.eq(0), feed_n.eq(0)]
+                                 cur_v.eq(0), feed_n.eq(0), issue_c.eq(0), d_cnt.eq(0),
+                                 wide.eq((ins.layout != Layout.TRANS) & ~ins.dst_col[0]
+                                         & ((ins.layout == Layout.ROWS) | ~ins.dst_width[0]))]    # wide_quant
                     with m.If((ins.rows == 0) | (ins.channels == 0)):
                         m.next = "DONE"
                     with m.Else():
@@ -380,10 +419,14 @@ class QuantExec(wiring.Component):
                     read(self.base + ins.consts + (ins.dst_col << 3), ch)
                     with m.If(self.rd_cmd.ready):
                         m.next = "THRESHOLDS"
-            with m.State("THRESHOLDS"):
+            with m.State("THRESHOLDS"):                 # channel k: table row k div 2, slot k mod 2
                 sat = Mux(word > thr_sat_hi, thr_sat_hi, Mux(word < thr_sat_lo, thr_sat_lo, word))
-                m.d.comb += [thr.thr_write.valid.eq(self.rd_data.valid), thr.thr_write.payload.addr.eq(beat),
-                             thr.thr_write.payload.data[0].eq(sat), self.rd_data.ready.eq(thr.thr_write.ready)]
+                row_done = beat[0] | self.rd_data.payload.last
+                row = gather_row(m, thr_row, beat[0], sat, take)
+                m.d.comb += [thr.thr_write.valid.eq(self.rd_data.valid & row_done),
+                             thr.thr_write.payload.addr.eq(beat >> 1),
+                             self.rd_data.ready.eq(~row_done | thr.thr_write.ready)]
+                m.d.comb += [thr.thr_write.payload.data[i].eq(row[i]) for i in range(QW)]
                 with m.If(take):
                     m.d.sync += beat.eq(beat + 1)
                     with m.If(self.rd_data.payload.last):
@@ -411,23 +454,27 @@ class QuantExec(wiring.Component):
                 with m.If(self.rd_cmd.ready):
                     m.d.sync += beat.eq(0)
                     m.next = "PAIRS"
-            with m.State("PAIRS"):                      # (B, lo) per channel
-                odd = beat[0]
+            with m.State("PAIRS"):                      # (B, lo) per channel k: table row k div 2, slot k mod 2
+                odd = beat[0]                           # the lo word completes channel beat >> 1
                 both_ready = rq.offset_write.ready & rq.lo_write.ready
+                slot = beat[1]
+                write = odd & (slot | self.rd_data.payload.last)
+                gather_row(m, off_row, slot, word, take & ~odd)
+                lo = gather_row(m, lo_row, slot, word, take & odd)
                 m.d.comb += [
-                    rq.offset_write.payload.addr.eq(beat >> 1), rq.offset_write.payload.data[0].eq(b_hold),
-                    rq.lo_write.payload.addr.eq(beat >> 1), rq.lo_write.payload.data[0].eq(word),
-                    rq.offset_write.valid.eq(self.rd_data.valid & odd & both_ready),
-                    rq.lo_write.valid.eq(self.rd_data.valid & odd & both_ready),
-                    self.rd_data.ready.eq(~odd | both_ready),
+                    rq.offset_write.payload.addr.eq(beat >> 2), rq.lo_write.payload.addr.eq(beat >> 2),
+                    rq.offset_write.valid.eq(self.rd_data.valid & write & both_ready),
+                    rq.lo_write.valid.eq(self.rd_data.valid & write & both_ready),
+                    self.rd_data.ready.eq(~write | both_ready),
                 ]
+                m.d.comb += [rq.offset_write.payload.data[i].eq(off_row[i]) for i in range(QW)]
+                m.d.comb += [rq.lo_write.payload.data[i].eq(lo[i]) for i in range(QW)]
                 with m.If(take):
                     m.d.sync += beat.eq(beat + 1)
                     with m.If(odd):
                         fail_if(~fits_signed(word, RESIDUAL_BITS))
                     with m.Else():
                         fail_if(~fits_signed(word, OFFSET_BITS))
-                        m.d.sync += b_hold.eq(word)
                     with m.If(self.rd_data.payload.last):
                         m.next = "CHECK"
             with m.State("CHECK"):                      # constants and destination usable?
@@ -444,7 +491,7 @@ class QuantExec(wiring.Component):
                     m.d.sync += [running.eq(1), issue_addr.eq(ins.src), issue_left.eq(rows * ch)]
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(complete & (d_n == ch - 1) & (d_r == rows - 1)):
+                with m.If(complete & (d_n + d_cnt >= ch) & (d_r == rows - 1)):
                     m.d.sync += running.eq(0)
                     m.next = "DONE"
             with m.State("DONE"):

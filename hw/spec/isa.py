@@ -22,7 +22,7 @@ import enum
 from typing import Mapping
 
 __all__ = ["INSTR_BITS", "INSTR_BYTES", "OPCODE_BITS", "DIM_BITS", "BUF_ADDR_BITS", "EXT_ADDR_BITS",
-           "ACT_BITS_BITS", "Op", "Post", "Layout", "BSource", "wide_beats", "Field", "FORMATS", "Instruction", "IsaError",
+           "ACT_BITS_BITS", "Op", "Post", "Layout", "BSource", "wide_beats", "QUANT_BEAT", "wide_quant", "Field", "FORMATS", "Instruction", "IsaError",
            "encode", "decode", "encode_program", "decode_program", "field_offsets", "format_table"]
 
 #: Width of one instruction word (bits) and its size in external memory (bytes).
@@ -90,6 +90,17 @@ def wide_beats(post: int, layout: int, dst: int, dst_col: int, dst_width: int, c
         return (cols & (cols - 1) == 0 and cols <= lanes and dst % cols == 0 and dst_col % cols == 0
                 and dst_width % cols == 0)
     return False
+
+
+#: Channels a QUANT takes a cycle when `wide_quant` holds (residual read ports r0 and r1).
+QUANT_BEAT = 2
+
+
+def wide_quant(layout: int, dst_col: int, dst_width: int) -> bool:
+    """Whether a QUANT takes QUANT_BEAT = 2 channels a beat (docs/encoder.md §4): a channel pair's codes
+    are adjacent lanes of one packed word (ROWS or HEADS, dst_col even, HEADS groups of even width).
+    Otherwise one channel a beat. hw/encoder/quant_exec.py implements it, sim/program_cycles.py models it."""
+    return layout != Layout.TRANS and dst_col % 2 == 0 and (layout == Layout.ROWS or dst_width % 2 == 0)
 
 
 class BSource(enum.IntEnum):
