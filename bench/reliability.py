@@ -133,14 +133,16 @@ def run(seed: int, count: int, per_command: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         art = os.path.join(d, "tiny.safetensors")
         save_artifact(random_artifact("tiny", seed=1, act_bits=1), art)
+        span = os.path.join(d, "span.safetensors")      # {S}: the rows of `run` with a span (SQuAD) artifact
+        save_artifact(random_artifact("tiny", seed=0, head="span"), span)
         data = Path(art).read_bytes()
         corrupt = bytearray(data)
         corrupt[-100] ^= 0x10
         Path(d, "corrupt.safetensors").write_bytes(bytes(corrupt))
         Path(d, "notes.txt").write_text("not an artifact, not JSON\n")
         Path(d, "list.json").write_text("[1, 2, 3]\n")
-        files = {"A": art, "C": os.path.join(d, "corrupt.safetensors"), "F": os.path.join(d, "notes.txt"),
-                 "J": os.path.join(d, "list.json")}
+        files = {"A": art, "S": span, "C": os.path.join(d, "corrupt.safetensors"),
+                 "F": os.path.join(d, "notes.txt"), "J": os.path.join(d, "list.json")}
         t0 = time.perf_counter()
         bad_ok, bad_failed = bad_inputs(files)
         t1 = time.perf_counter()
