@@ -500,7 +500,7 @@ def measured_counts(params, counters: dict) -> Counts:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"activity counter {name} must be a non-negative integer, not {v!r}")
     cm = CycleModel(params)
-    cm1 = CycleModel(dataclasses.replace(params, cols=1))       # the RTL's post-processing units are 1 wide
+    cm1 = CycleModel(dataclasses.replace(params, cols=1))       # post-processing priced per element (width-1 actions)
     R, C, L = params.rows, params.cols, params.lanes
     c = Counts()
     n = busy.get("mac_array", 0)

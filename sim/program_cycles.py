@@ -20,16 +20,19 @@ the unit latencies come from `sim.cycles.CycleModel`, i.e. the units' own ``late
   element a cycle (`embed_busy`);
 * LAYERNORM: the constant block, then rows serialized: H cycles in, the unit's latency,
   H cycles out (`layernorm_busy`);
-* QUANT: the constant block, then one element a cycle through the threshold / requant unit,
-  ``bits`` code-writer cycles per element (`quant_busy`);
-* SOFTMAX: the block, then back-to-back rows (`SoftmaxUnit.cycles` + (rows - 1) x
-  ``interval``) and the code drain (`softmax_busy`);
+* QUANT: the constant block, then a beat a cycle through the threshold / requant unit (a
+  channel pair when `hw.spec.isa.wide_quant` holds, else one channel), ``max(bits, trace
+  values)`` drain cycles per beat (`quant_busy`);
+* SOFTMAX: the block, then back-to-back rows, W = `hw.spec.buffers.score_lanes` keys a beat
+  (`SoftmaxUnit.cycles` + (rows - 1) x ``interval``) and the per-beat code drain (`softmax_busy`);
 * MATMUL: a cycle-stepped model of matmul_exec (`matmul_busy`): constant loads, the weight
   loader beside the issue stage (two tile banks, the byte gearbox) or, per column tile, the
   ACT tile load before its issue, the issue stage, the array's
   admission rule (two drain banks) and drain (output FIFO), the serializer and the
   post-processing pipeline (threshold 2 / requant 5 stages, one write-back phase per cycle:
-  accumulator trace, post value, one act write per extra code plane).
+  a drain beat whole when `hw.spec.isa.wide_beats` holds (its trace values, then one write per
+  code plane or one score write), else per element: accumulator trace, post value, one act
+  write per extra code plane).
 
 Memory: cocotbext-axi's AxiRam (the external memory of every cocotb run) answers an AR
 handshake with the first R beat `MEM_LATENCY` cycles later and then streams one beat a

@@ -55,13 +55,8 @@ def write_setup(root, n_train: int = 400, n_dev: int = 200, hidden: int = 64) ->
 FAST = dict(batch_size=16, lr=1e-3, max_len=16, quiet=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: tiny tensors: one torch thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
