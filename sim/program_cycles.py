@@ -244,7 +244,7 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
     blocks, col_tiles = _ceil(M, R), _ceil(N, C)
     pipe, drain = cm.array.pipe, cm.array.drain
     per_el, stages = _post_timing(ins, cm)
-    wide = wide_beats(post, ins["layout"], ins["dst"], ins["dst_col"], ins["dst_width"], C, L)
+    wide = wide_beats(post, ins["layout"], ins["dst"], ins["dst_col"], ins["dst_width"], R, C, L)
     traced = 1 if post == Post.SCORES else 2        # trace values per element of a wide beat (with a tap)
     writes = 1 if post == Post.SCORES else ins["out_bits"]
 

@@ -66,6 +66,7 @@ WIDE_CASES = [
     ("2x4x32", 2, 7, True, 56),
     ("2x8x16", 1, 7, True, 64),
     ("2x8x16", 1, 8, False, 64),
+    ("4x2x32", 2, 7, True, 56),     # R = 4, C = 2: V's codes (TRANS) two stored rows of one word a beat
 ]
 
 
@@ -87,15 +88,17 @@ def test_wide_beats_match_executor(shape, bits, t, trace, ffn):
     p = target.params
     pcs = [pc for pc, ins in enumerate(prog.instructions) if ins.op == Op.MATMUL
            and Post(ins.fields["post"]) in (Post.THRESHOLD, Post.REQUANT, Post.SCORES)]
+    trans = [pc for pc in pcs if prog.instructions[pc].fields["layout"] == Layout.TRANS]
 
     def wide(pc):
         f = prog.instructions[pc].fields
-        return wide_beats(f["post"], f["layout"], f["dst"], f["dst_col"], f["dst_width"], p.cols, p.lanes)
+        return wide_beats(f["post"], f["layout"], f["dst"], f["dst_col"], f["dst_width"], p.rows, p.cols, p.lanes)
 
     kinds = {(Post(prog.instructions[pc].fields["post"]).name, wide(pc)) for pc in pcs}
     assert ("THRESHOLD" if bits == 1 else "REQUANT", True) in kinds, kinds
     assert ("SCORES", t % p.cols == 0) in kinds, kinds          # rows of T scores: wide when C divides T
-    assert shape == "2x4x32" or ("THRESHOLD", False) in kinds, kinds
+    assert shape in ("2x4x32", "4x2x32") or ("THRESHOLD", False) in kinds, kinds
+    assert trans and all(wide(pc) == (p.rows % p.cols == 0) for pc in trans), trans
     for pc in pcs:
         run_instruction(_unit(target), prog, pc, seed=pc)
 

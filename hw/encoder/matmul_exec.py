@@ -365,17 +365,23 @@ class MatmulExec(wiring.Component):
             return nxt
 
         def col_next_beat(s):
-            """The column state C channels on (wide beats: C divides the width and L, so no lane wraps inside)."""
+            """The column state C channels on (wide beats: C divides the width and L (ROWS / HEADS) or R
+            (TRANS), so no lane or slot wraps inside a beat). Only the layout's own fields are meaningful."""
             nxt = Signal(col_layout, name="col_next_beat")
             with m.If(s.cm + C == width):
-                m.d.comb += [nxt.goff.eq(s.goff + gstep), nxt.cm.eq(0), nxt.cw.eq(0), nxt.cl.eq(0)]
+                m.d.comb += [nxt.goff.eq(s.goff + gstep), nxt.cm.eq(0), nxt.cw.eq(0), nxt.cl.eq(0), nxt.cq.eq(0),
+                             nxt.cr.eq(0)]
             with m.Else():
                 m.d.comb += [nxt.goff.eq(s.goff), nxt.cm.eq(s.cm + C)]
                 if L > C:
                     m.d.comb += [nxt.cl.eq(s.cl + C), nxt.cw.eq(s.cw + (s.cl == L - C))]
                 else:
                     m.d.comb += nxt.cw.eq(s.cw + 1)
-            return nxt   # cq, cr (TRANS only) are 0: wide beats are never TRANS
+                if R > C:
+                    m.d.comb += [nxt.cr.eq(Mux(s.cr == R - C, 0, s.cr + C)), nxt.cq.eq(s.cq + (s.cr == R - C))]
+                else:
+                    m.d.comb += nxt.cq.eq(s.cq + 1)
+            return nxt
 
         # seek: nblk, gw, then the column state of channel dst_col (one step per cycle, beside the loads)
         seek_done = Signal()
@@ -426,7 +432,7 @@ class MatmulExec(wiring.Component):
         m.d.comb += [e_rel.eq(s_colbase + s_c), e.accs.eq(s_acc), e.sel.eq(s_c), e.ncols.eq(s_ncols)]
         # the packed row's last element is written with this element (wide: with this beat, which then
         # holds all C columns, the last at cm + C - 1)
-        row_last = Mux(wide, (s_col.cm + C == width) & (s_ncols == C), s_col.cm == width - 1)
+        row_last = Mux(wide, (s_col.cm + C == width) & (s_ncols == C), s_col.cm == width - 1)   # ROWS / HEADS
         blk = Signal(pbits)                    # destination row block (stored row div R)
         kword = Signal(16)                     # packed element div L
         with m.Switch(ins.layout):
@@ -537,10 +543,17 @@ class MatmulExec(wiring.Component):
         for i in range(C):
             m.d.comb += plane_bits[i].eq(stored_code(thr.out.payload.bits[i], req.out.payload.value[i])
                                          .bit_select(plane, 1))
+        # TRANS: the beat's C channels are C consecutive stored rows, slots slot .. slot + C - 1 of one
+        # physical word, all at the token's lane (and, for the last token, its lanes above cleared)
+        lane_one = Signal(L)
+        m.d.comb += lane_one.eq(Const(1, L) << head.lane[:lb])
+        trans_data = Cat(*(Mux(plane_bits[i], lane_one, 0) for i in range(C))) << (head.slot * L)
+        trans_en = Cat(*(Mux(ncols_mask[i], lane_one | lane_mask, 0) for i in range(C))) << (head.slot * L)
+        trans = ins.layout == Layout.TRANS
         m.d.comb += [
             ncols_mask.eq((Const(1, C + 1) << head.ncols) - 1),
-            wide_data.eq(plane_bits << pos),
-            wide_en.eq((ncols_mask << pos) | clear_mask),
+            wide_data.eq(Mux(trans, trans_data, plane_bits << pos)),
+            wide_en.eq(Mux(trans, trans_en, (ncols_mask << pos) | clear_mask)),
         ]
         m.d.comb += [
             one_hot.eq(Const(1, R * L) << pos),
@@ -641,8 +654,11 @@ class MatmulExec(wiring.Component):
                 with m.Else():
                     m.next = "SETUP"
             with m.State("SETUP"):
-                wide_codes = is_codes & (ins.layout != Layout.TRANS) & _multiple_of(ins.dst_col, C) \
+                rows_codes = is_codes & (ins.layout != Layout.TRANS) & _multiple_of(ins.dst_col, C) \
                     & _multiple_of(width, C) if L % C == 0 else 0
+                trans_codes = is_codes & (ins.layout == Layout.TRANS) & _multiple_of(ins.dst_col, C) \
+                    & _multiple_of(width, C) if R % C == 0 else 0
+                wide_codes = rows_codes | trans_codes
                 wide_scores = (post == Post.SCORES) & _multiple_of(ins.dst, C) & _multiple_of(ins.dst_col, C) \
                     & _multiple_of(width, C) if W == C else 0
                 m.d.sync += wide.eq(wide_codes | wide_scores)

@@ -73,19 +73,21 @@ class Layout(enum.IntEnum):
     TRANS = 2        #: transposed: each channel is a row, packed along the rows (V for P.V)
 
 
-def wide_beats(post: int, layout: int, dst: int, dst_col: int, dst_width: int, cols: int, lanes: int) -> bool:
-    """Whether a MATMUL writes each drain beat whole (docs/encoder.md §4) instead of element by element.
+def wide_beats(post: int, layout: int, dst: int, dst_col: int, dst_width: int, rows: int, cols: int,
+               lanes: int) -> bool:
+    """Whether a MATMUL writes each drain beat whole (docs/encoder.md §4a) instead of element by element.
 
-    Codes (THRESHOLD, REQUANT) in ROWS or HEADS layout: one act-buffer write per plane when the C
-    channels of every beat are C adjacent lanes of one packed word (C divides L, dst_col and the
-    packed width `dst_width`). SCORES: one score-buffer write when the beat's C scores are one
-    score word (C = W = `hw.spec.buffers.score_lanes`, i.e. C a power of two <= L, and C divides
-    dst, dst_col and the row stride `dst_width`). The one owner of this rule:
-    hw/encoder/matmul_exec.py implements it, sim/program_cycles.py models it.
+    Codes (THRESHOLD, REQUANT): ROWS or HEADS when the C channels of every beat are C adjacent
+    lanes of one packed word (C divides L, dst_col and the packed width `dst_width`); TRANS when
+    they are C adjacent slots (stored rows) of one physical word (C divides R, dst_col and the
+    group width `dst_width`): one act-buffer write per plane. SCORES: one score-buffer write when
+    the beat's C scores are one score word (C = W = `hw.spec.buffers.score_lanes`, i.e. C a power
+    of two <= L, and C divides dst, dst_col and the row stride `dst_width`). The one owner of
+    this rule: hw/encoder/matmul_exec.py implements it, sim/program_cycles.py models it.
     """
     if post in (Post.THRESHOLD, Post.REQUANT):
-        return (layout in (Layout.ROWS, Layout.HEADS) and lanes % cols == 0 and dst_col % cols == 0
-                and dst_width % cols == 0)
+        group = rows if layout == Layout.TRANS else lanes
+        return group % cols == 0 and dst_col % cols == 0 and dst_width % cols == 0
     if post == Post.SCORES:
         return (cols & (cols - 1) == 0 and cols <= lanes and dst % cols == 0 and dst_col % cols == 0
                 and dst_width % cols == 0)
