@@ -16,31 +16,35 @@ per (B plane, K chunk)), then every row block i (R rows of A) runs against it:
 
 Beats follow `hw.schedule.tile_plan` (plane pairs in falling weight, A's plane descending
 inside a weight, then K chunks), one per cycle while the array takes them. The array's
-drain (R beats of C accumulators per tile) is serialized to one element per cycle, rows
-< M and columns < N only, in drain order (tile j, block i, row, column), and post-processed:
+drain (R beats of C accumulators per tile; rows < M and columns < N only, in drain order:
+tile j, block i, row, column) is post-processed a beat at a time when `hw.spec.isa.wide_beats`
+holds, else one element per cycle (docs/encoder.md §4a):
 
-* SCORES: scr[dst + r*dst_width + dst_col + n]; RESIDUAL: 16-bit requant (`RequantUnit`,
-  width 1) into res at the same address; EXT: the int32 accumulator to the trace port at
-  ``ext_out`` (the pooler output);
-* THRESHOLD (`ThresholdUnit`, width 1) / REQUANT (`RequantUnit`): codes of channel
-  dst_col + n written like `compiler.Machine.write_codes` (stored value: 1-bit as its bit,
-  multi-bit signed as offset binary; one write per plane; layouts ROWS / HEADS / TRANS as
-  `compiler.memory.act_address`; the writer of a packed row's last element also clears
-  that word's lanes past the packed length).
+* SCORES: scr[dst + r*dst_width + dst_col + n] (score words of W; a wide beat is one word);
+  RESIDUAL: 16-bit requant (`RequantUnit`) into res at the same address, one element a cycle;
+  EXT: the int32 accumulator to the trace port at ``ext_out`` (the pooler output);
+* THRESHOLD (`ThresholdUnit`) / REQUANT (`RequantUnit`): codes of channel dst_col + n written
+  like `compiler.Machine.write_codes` (stored value: 1-bit as its bit, multi-bit signed as
+  offset binary; one write per plane; layouts ROWS / HEADS / TRANS as
+  `compiler.memory.act_address`; the write of a packed row's last element also clears that
+  word's lanes past the packed length). A wide beat's C codes are C lanes (ROWS / HEADS) or C
+  slots (TRANS) of one physical word.
 
-Per-channel constants (thresholds, or the requant block's header and channel pairs) are
-loaded into the units' tables at the start, channel dst_col + n at table row n. With
-``tap``, each element's accumulator then its post value (SCORES: the accumulator only) go
-to the trace (§6). Cycles: one beat per cycle in the array; post-processing one element per
-cycle without a trace, two with one (the trace port takes one value per cycle), plus one per
-extra code plane (one act write per plane). Weight tiles are double-buffered: a loader
+The threshold and requant units are C wide: a wide beat enters whole, a serial element enters
+in every lane of its channel group and the write-back picks its lane. Per-channel constants
+(thresholds, or the requant block's header and channel pairs) are loaded into the units'
+tables at the start, channel dst_col + n at table row n div C, lane n mod C. With ``tap``,
+each element's accumulator then its post value (SCORES: the accumulator only) go to the trace
+(§6). Cycles: one beat per cycle in the array; post-processing per serial element one cycle
+without a trace, two with one (the trace port takes one value per cycle), plus one per extra
+code plane; per wide beat its trace values, then one write (scores) or one per code plane.
+Weight tiles are double-buffered: a loader
 (ceil((skip + tile bytes) / 8) bus beats per tile) fills the bank the issue stage is not
 reading, so tile j + 1 streams in while tile j is issued; a bank is free again once the array
 has taken its tile's last beat. ACT tiles (C * b_bits * ceil(K/L) reads through the activation
 buffer's one read port, which the issue stage also uses) load between the tiles' issues. The
 drain and post-processing overlap both, and the array stalls (drain back-pressure) when
-post-processing falls behind, which it does whenever R*C elements take longer than a row
-block's plane pairs x K chunks beats.
+post-processing falls behind.
 
 An instruction outside this unit's generated limits (K, code bits, channel count, widths)
 stops with ERR_RANGE before anything is written.
