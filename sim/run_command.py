@@ -8,7 +8,7 @@ output travels back), and `sim.inference.run_program` runs it in cocotb on Veril
 Icarus. Printed: the prediction and logits from `golden.model.IntegerModel.head` applied to
 the RTL's pooler accumulators, golden's own prediction, ``bit_exact`` (RTL vs golden at
 every checkpoint the program leaves: all of them with ``--trace``, else the output),
-the accelerator's measured cycles (START to DONE) and per-unit busy cycles, the latency at
+the accelerator's measured cycles (START to DONE) and per-unit activity (hw.encoder.regs.COUNTER_UNITS), the latency at
 ``--clock-mhz``, and the energy of the measured activity (`sim.energy.measured_energy`).
 
 A span (question answering) artifact takes ``--question`` and ``--context`` instead
@@ -163,7 +163,7 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
     from bitaccel.compiler import Target, compile_program
     from bitaccel.golden.artifact import load_artifact
     from bitaccel.golden.model import IntegerModel, best_span
-    from bitaccel.hw.encoder.regs import STATUS_DONE
+    from bitaccel.hw.encoder.regs import COUNTER_UNITS, STATUS_DONE
 
     from . import runner
     from .energy import AXI_BEAT_BITS, measured_energy
@@ -232,7 +232,8 @@ def run_sentence(artifact: str, array: str, sim: str = "verilator", text: str | 
         "head": art.head, **head,
         "bit_exact": bool(r["bit_exact"]), "compared": int(r["compared"]), "checked": list(r["checked"]),
         "first_mismatch": r["first_mismatch"],
-        "cycles": cycles, "unit_cycles": {k: int(v) for k, v in r["busy"].items()},
+        "cycles": cycles, "unit_activity": {k: int(v) for k, v in r["busy"].items()},
+        "unit_activity_counts": {k: COUNTER_UNITS[k] for k in r["busy"]},
         "clock_mhz": float(clock_mhz), "latency_ms": cycles / (clock_mhz * 1e3),
         "energy_pj": energy["energy_pj"], "energy_breakdown_pj": energy["breakdown_pj"],
         "axi_read_bytes": r["beats"]["axi_read_beats"] * AXI_BEAT_BITS // 8,
@@ -263,8 +264,10 @@ def format_run(r: dict) -> str:
               + (f"; first mismatch {r['first_mismatch']}" if r["first_mismatch"] else "") + ")",
               f"cycles:      {r['cycles']} (measured START to DONE)",
               f"latency:     {r['latency_ms']:.4f} ms at {r['clock_mhz']:g} MHz"]
-    lines += [f"  busy {name:<15} {n:>12}  {100 * n / r['cycles'] if r['cycles'] else 0:5.1f} %"
-              for name, n in r["unit_cycles"].items()]
+    for name, n in r["unit_activity"].items():          # cycles and beats: a share of the run; elements: a rate
+        counts, per = r["unit_activity_counts"][name], n / r["cycles"] if r["cycles"] else 0.0
+        share = f"{per:5.2f} a cycle" if counts == "elements" else f"{100 * per:5.1f} % of the cycles"
+        lines.append(f"  {name:<15} {n:>12} {counts:<8}  {share}")
     lines.append(f"AXI traffic: {r['axi_read_bytes']} bytes read, {r['axi_write_bytes']} bytes written")
     lines.append(f"energy:      {_si_pj(r['energy_pj'])} per inference (measured activity, 45 nm table)")
     total = r["energy_pj"] or 1.0

@@ -103,7 +103,8 @@ def test_run_tiny_encoder_on_verilator(tiny_artifact, capsys):
     assert r["bit_exact"] is True and r["checked"] == ["pooler.acc"] and r["compared"] == TINY["hidden"]
     assert r["prediction"] == r["golden_prediction"] == int(ref["prediction"][0])
     assert r["logits"] == [float(v) for v in ref["logits"][0]]              # same integers, same host head
-    assert r["cycles"] > 0 and r["unit_cycles"]["mac_array"] > 0 and r["unit_cycles"]["softmax_unit"] > 0
+    assert r["cycles"] > 0 and r["unit_activity"]["mac_array"] > 0 and r["unit_activity"]["softmax_unit"] > 0
+    assert r["unit_activity_counts"]["softmax_unit"] == "elements" and r["unit_activity_counts"]["fetch"] == "cycles"
     assert r["latency_ms"] == pytest.approx(r["cycles"] / 200e3)
     assert r["energy_pj"] > 0 and math.isclose(sum(r["energy_breakdown_pj"].values()), r["energy_pj"], rel_tol=1e-9)
     weight_bytes = TINY["layers"] * (4 * 64 * 64 + 2 * 64 * 128) // 8         # every binary weight bit, once at least

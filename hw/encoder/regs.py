@@ -9,7 +9,7 @@ from .axi import Register
 
 __all__ = ["REGISTERS", "MAGIC", "CTRL_START", "CTRL_CLEAR", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
            "ERR_NONE", "ERR_OPCODE", "ERR_FETCH", "ERR_UNSUPPORTED", "ERR_TOKEN", "ERR_MASKED_ROW",
-           "ERR_LENGTH", "ERR_FRAMING", "ERR_RANGE", "BUSY_COUNTERS", "BEAT_COUNTERS", "offset"]
+           "ERR_LENGTH", "ERR_FRAMING", "ERR_RANGE", "COUNTER_UNITS", "BUSY_COUNTERS", "BEAT_COUNTERS", "offset"]
 
 #: ID register value: ASCII "BITA".
 MAGIC = 0x42495441
@@ -32,9 +32,12 @@ ERR_LENGTH = 6          #: a row longer than the generated limit (softmax keys, 
 ERR_FRAMING = 7         #: LAYERNORM: a row length the unit cannot take (not a multiple of its width)
 ERR_RANGE = 8           #: a value outside the range its destination holds (never wrapped)
 
-#: Units whose busy cycles are counted (one read-only register each, saturating at 2**32 - 1).
-BUSY_COUNTERS = ("fetch", "mac_array", "threshold_unit", "requant_unit", "softmax_unit", "layernorm_unit",
-                 "axi_read", "axi_write")
+#: Activity counters (one read-only register `busy_<name>` each, saturating at 2**32 - 1) and what each
+#: counts: cycles (fetching, AXI activity spans), MAC-array operand beats (at most one a cycle), or
+#: elements entering a post-processing unit (up to its width a cycle, so not a busy fraction).
+COUNTER_UNITS = {"fetch": "cycles", "mac_array": "beats", "threshold_unit": "elements", "requant_unit": "elements",
+                 "softmax_unit": "elements", "layernorm_unit": "elements", "axi_read": "cycles", "axi_write": "cycles"}
+BUSY_COUNTERS = tuple(COUNTER_UNITS)
 #: AXI data beats counted for the energy model (one read-only register each, 64-bit beats, saturating):
 #: R handshakes of the read master (rvalid & rready) and W handshakes of the write master (wvalid & wready).
 BEAT_COUNTERS = ("axi_read_beats", "axi_write_beats")
@@ -54,7 +57,7 @@ REGISTERS = (
     Register("cycles_hi", 0x34, "ro", doc="bits 63:32"),
     Register("retired", 0x38, "ro", doc="instructions completed in the last run"),
     Register("pc", 0x3C, "ro", doc="index of the instruction executing (or that stopped the run)"),
-) + tuple(Register(f"busy_{name}", 0x40 + 4 * i, "ro", doc=f"cycles the {name} was busy in the last run")
+) + tuple(Register(f"busy_{name}", 0x40 + 4 * i, "ro", doc=f"{name} {COUNTER_UNITS[name]} in the last run")
           for i, name in enumerate(BUSY_COUNTERS)) + tuple(
     Register(name, 0x40 + 4 * (len(BUSY_COUNTERS) + i), "ro", doc=f"AXI {kind} data beats in the last run")
     for i, (name, kind) in enumerate(zip(BEAT_COUNTERS, ("read (R)", "write (W)"))))
