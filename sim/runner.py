@@ -97,13 +97,14 @@ UNIT_BENCHES = {u.name: u.bench for u in UNITS.values() if u.bench is not None}
 #: Opt-in waveforms.
 WAVES_ENV = "BITACCEL_WAVES"
 #: Bumped whenever the build recipe changes, so old stamps rebuild.
-_RECIPE = 5
+_RECIPE = 6
 #: The folder that holds the `bitaccel` package (site-packages, or the checkout for an editable install):
 #: the simulator's Python imports the benches (bitaccel.sim.bench.*) from there.
 _PACKAGE_ROOT = str(Path(bitaccel.__file__).resolve().parent.parent)
 #: Verilator: C++ optimization of the design model (the run-time library keeps Verilator's -Os).
-#: -O0 compiles the model much faster; at these sizes the Python testbench, not the model, sets the run time.
-VERILATOR_OPT_FAST = "-O0"
+#: Measured on the MiniLM accelerator at 8x8x64, T = 32 (887,695 cycles, 2026-11-29, docs/RESULTS.md):
+#: -O0 24-37 s build, 11.5 k cycles/s; -O1 32 s, 44.5 k cycles/s; -O2 238-274 s, 43-45 k cycles/s.
+VERILATOR_OPT_FAST = "-O1"
 #: Marks a complete Verilator run-time cache directory.
 _RUNTIME_DONE = "complete"
 
