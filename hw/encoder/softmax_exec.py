@@ -153,10 +153,11 @@ class SoftmaxExec(wiring.Component):
         offer = cur_v & ~prime
         consume_word = cur_v & (prime | unit.scores.ready)
         can_issue = running & (i_row < rows) & (~cur_v | consume_word)
-        m.d.comb += [i_addr.eq((i_start >> lw) + i_wi),
-                     self.scr_r_addr.eq(Mux(can_issue, Mux(i_addr >= phys, phys - 1, i_addr), last_addr))]
+        i_word = Signal.like(last_addr)         # i_addr inside the buffer (a word past it holds only masked lanes)
+        m.d.comb += [i_addr.eq((i_start >> lw) + i_wi), i_word.eq(Mux(i_addr >= phys, phys - 1, i_addr)),
+                     self.scr_r_addr.eq(Mux(can_issue, i_word, last_addr))]
         with m.If(can_issue):
-            m.d.sync += [last_addr.eq(Mux(i_addr >= phys, phys - 1, i_addr)), cur_v.eq(1), cur_wi.eq(i_wi),
+            m.d.sync += [last_addr.eq(i_word), cur_v.eq(1), cur_wi.eq(i_wi),
                          cur_o.eq(i_start[:lw] if lw else 0)]
             with m.If(i_wi == nb):
                 m.d.sync += [i_wi.eq(0), i_start.eq(i_start + keys), i_row.eq(i_row + 1)]
