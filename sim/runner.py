@@ -102,8 +102,8 @@ _RECIPE = 6
 #: the simulator's Python imports the benches (bitaccel.sim.bench.*) from there.
 _PACKAGE_ROOT = str(Path(bitaccel.__file__).resolve().parent.parent)
 #: Verilator: C++ optimization of the design model (the run-time library keeps Verilator's -Os).
-#: Measured on the MiniLM accelerator at 8x8x64, T = 32 (887,695 cycles, 2026-11-29, docs/RESULTS.md):
-#: -O0 24-37 s build, 11.5 k cycles/s; -O1 32 s, 44.5 k cycles/s; -O2 238-274 s, 43-45 k cycles/s.
+#: bench/verilator_opt.py (docs/RESULTS.md), the MiniLM accelerator at 8x8x64, T = 32: -O0 22 s build,
+#: 11.5 k cycles/s; -O1 34 s, 41.3 k cycles/s; -O2 205 s, 43.1 k cycles/s.
 VERILATOR_OPT_FAST = "-O1"
 #: Marks a complete Verilator run-time cache directory.
 _RUNTIME_DONE = "complete"
