@@ -148,6 +148,45 @@ class BitLayer(nn.Module):
         return self.ln2(y2 + h1), scores
 
 
+#: `format` of a saved BitBertForSequenceClassification folder (bitaccel_model.json).
+MODEL_FORMAT = "bitaccel-bit-bert"
+#: Constructor flags recorded in bitaccel_model.json, besides the config.
+FLAG_NAMES = ("weight_bits", "act_bits", "two_set", "learn_alpha", "learn_beta", "bi_attention", "ffn_act")
+
+
+def save_model_folder(model, folder: str | os.PathLike, fmt: str, extra: dict | None = None) -> None:
+    """Write `model` (a BiT model with .config, .flags()) as config.json, bitaccel_model.json
+    ({format: fmt, version: 1, flags, extra}) and model.safetensors into `folder`."""
+    from safetensors.torch import save_file
+
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    model.config.save_pretrained(folder)
+    with open(os.path.join(folder, META_FILE), "w") as f:
+        json.dump({"format": fmt, "version": 1, **model.flags(), **(extra or {})}, f, indent=1, sort_keys=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(folder, WEIGHTS_FILE))
+
+
+def load_model_folder(cls, folder: str | os.PathLike, fmt: str, what: str):
+    """Inverse of `save_model_folder` for class `cls` -> (meta, model); FileNotFoundError / ValueError
+    with the reason (no bitaccel_model.json, another format)."""
+    from safetensors.torch import load_file
+
+    folder = os.fspath(folder)
+    meta_path = os.path.join(folder, META_FILE)
+    if not os.path.exists(meta_path):
+        raise FileNotFoundError(f"{folder}: no {META_FILE}; a Hugging Face checkpoint loads with from_pretrained()")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if meta.get("format") != fmt or meta.get("version") != 1:
+        raise ValueError(f"{meta_path}: not a bitaccel {what} (format {meta.get('format')!r}, "
+                         f"version {meta.get('version')!r})")
+    model = cls(BertConfig.from_pretrained(folder), **{k: meta[k] for k in FLAG_NAMES})
+    model.load_state_dict(load_file(os.path.join(folder, WEIGHTS_FILE)))
+    return meta, model
+
+
 class BitBertForSequenceClassification(nn.Module):
     """BERT + pooler + classifier with BiT quantization (see module doc).
 
@@ -283,37 +322,13 @@ class BitBertForSequenceClassification(nn.Module):
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write config.json, bitaccel_model.json (flags) and model.safetensors into `folder`."""
-        from safetensors.torch import save_file
-
-        folder = os.fspath(folder)
-        os.makedirs(folder, exist_ok=True)
-        self.config.save_pretrained(folder)
-        meta = {"format": "bitaccel-bit-bert", "version": 1, **self.flags()}
-        if self.integer_format is not None:
-            meta["integer_format"] = self.integer_format.to_dict()
-        with open(os.path.join(folder, META_FILE), "w") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, os.path.join(folder, WEIGHTS_FILE))
+        extra = {} if self.integer_format is None else {"integer_format": self.integer_format.to_dict()}
+        save_model_folder(self, folder, MODEL_FORMAT, extra)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "BitBertForSequenceClassification":
         """Inverse of `save`."""
-        from safetensors.torch import load_file
-
-        folder = os.fspath(folder)
-        meta_path = os.path.join(folder, META_FILE)
-        if not os.path.exists(meta_path):
-            raise FileNotFoundError(f"{folder}: no {META_FILE}; a Hugging Face checkpoint loads with from_pretrained()")
-        with open(meta_path) as f:
-            meta = json.load(f)
-        if meta.get("format") != "bitaccel-bit-bert" or meta.get("version") != 1:
-            raise ValueError(f"{meta_path}: not a bitaccel BiT model (format {meta.get('format')!r}, "
-                             f"version {meta.get('version')!r})")
-        flags = {k: meta[k] for k in ("weight_bits", "act_bits", "two_set", "learn_alpha", "learn_beta",
-                                      "bi_attention", "ffn_act")}
-        model = cls(BertConfig.from_pretrained(folder), **flags)
-        model.load_state_dict(load_file(os.path.join(folder, WEIGHTS_FILE)))
+        meta, model = load_model_folder(cls, folder, MODEL_FORMAT, "BiT model")
         if meta.get("integer_format") is not None:
             from bitaccel.golden.formats import NumericFormat
             model.integer_format = NumericFormat.from_dict(meta["integer_format"])

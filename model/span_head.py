@@ -28,7 +28,6 @@ integer-exact mode.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import torch
@@ -38,7 +37,7 @@ from transformers import BertConfig, BertForQuestionAnswering
 
 from bitaccel.golden.config import LAYER_SITES
 
-from .bit_bert import META_FILE, WEIGHTS_FILE, BitBertForSequenceClassification, _key
+from .bit_bert import META_FILE, BitBertForSequenceClassification, _key, load_model_folder, save_model_folder
 from .distill import with_block_terms
 from .quant import ActQuantizer
 
@@ -159,35 +158,12 @@ class BitBertForSpans(nn.Module):
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write config.json, bitaccel_model.json (format SPAN_FORMAT, flags) and model.safetensors into `folder`."""
-        from safetensors.torch import save_file
-
-        folder = os.fspath(folder)
-        os.makedirs(folder, exist_ok=True)
-        self.config.save_pretrained(folder)
-        with open(os.path.join(folder, META_FILE), "w") as f:
-            json.dump({"format": SPAN_FORMAT, "version": 1, **self.flags()}, f, indent=1, sort_keys=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, os.path.join(folder, WEIGHTS_FILE))
+        save_model_folder(self, folder, SPAN_FORMAT)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "BitBertForSpans":
         """Inverse of `save` (FileNotFoundError / ValueError with the reason)."""
-        from safetensors.torch import load_file
-
-        folder = os.fspath(folder)
-        meta_path = os.path.join(folder, META_FILE)
-        if not os.path.exists(meta_path):
-            raise FileNotFoundError(f"{folder}: no {META_FILE}; a Hugging Face checkpoint loads with from_pretrained()")
-        with open(meta_path) as f:
-            meta = json.load(f)
-        if meta.get("format") != SPAN_FORMAT or meta.get("version") != 1:
-            raise ValueError(f"{meta_path}: not a bitaccel span model (format {meta.get('format')!r}, "
-                             f"version {meta.get('version')!r})")
-        flags = {k: meta[k] for k in ("weight_bits", "act_bits", "two_set", "learn_alpha", "learn_beta",
-                                      "bi_attention", "ffn_act")}
-        model = cls(BertConfig.from_pretrained(folder), **flags)
-        model.load_state_dict(load_file(os.path.join(folder, WEIGHTS_FILE)))
-        return model
+        return load_model_folder(cls, folder, SPAN_FORMAT, "span model")[1]
 
     @classmethod
     def from_hf(cls, hf: BertForQuestionAnswering, **flags) -> "BitBertForSpans":

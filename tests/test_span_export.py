@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertForQuestionAnswering, BertTokenizer
+from transformers import AutoTokenizer
 
 from bitaccel.cli import main
 from bitaccel.golden.artifact import load_artifact
@@ -22,8 +22,8 @@ from bitaccel.golden.reference import FloatModel
 from bitaccel.model.span_head import BitBertForSpans
 from bitaccel.model.squad_data import prepare_features, read_squad
 from bitaccel.model.squad_metrics import decode_best_spans, squad_scores
-from test_squad import VOCAB, tiny_config
-from test_squad_train import WINDOW, paragraphs, train_argv
+from test_squad import VOCAB
+from test_squad_train import WINDOW, train_argv, write_squad_setup
 
 
 #: tiny tensors: one torch thread (tests/conftest.py)
@@ -37,18 +37,13 @@ def exported(tmp_path_factory):
     from contextlib import redirect_stdout
 
     root = tmp_path_factory.mktemp("span_export")
-    model, squad, run, art = root / "model", root / "squad", str(root / "run"), str(root / "span.safetensors")
-    torch.manual_seed(0)
-    BertForQuestionAnswering(tiny_config()).save_pretrained(model)
-    BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)}).save_pretrained(model)
-    squad.mkdir()
-    (squad / "train-v1.1.json").write_text(json.dumps(paragraphs(4, 1, 1)))
-    (squad / "dev-v1.1.json").write_text(json.dumps(paragraphs(2, 2, 3)))
+    model, squad = write_squad_setup(root)
+    run, art = str(root / "run"), str(root / "span.safetensors")
     out = io.StringIO()
     with redirect_stdout(out):
-        assert main(train_argv(str(model), str(squad), run)) == 0
+        assert main(train_argv(model, squad, run)) == 0
         assert main(["export", run, "--out", art]) == 0
-    return run, str(squad), art, out.getvalue().splitlines()[-1]
+    return run, squad, art, out.getvalue().splitlines()[-1]
 
 
 def dev_features(run, squad):

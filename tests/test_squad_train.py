@@ -50,10 +50,8 @@ def paragraphs(n: int, seed: int, answers_per_question: int) -> dict:
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """(model folder, SQuAD folder): a random BertForQuestionAnswering + tokenizer, train / dev JSON files."""
-    root = tmp_path_factory.mktemp("squad_setup")
+def write_squad_setup(root) -> tuple[str, str]:
+    """(model folder, SQuAD folder) under `root`: a random BertForQuestionAnswering + tokenizer, train / dev JSON files."""
     model, squad = root / "model", root / "squad"
     torch.manual_seed(0)
     BertForQuestionAnswering(tiny_config()).save_pretrained(model)
@@ -62,6 +60,11 @@ def setup(tmp_path_factory):
     (squad / "train-v1.1.json").write_text(json.dumps(paragraphs(4, 1, 1)))
     (squad / "dev-v1.1.json").write_text(json.dumps(paragraphs(2, 2, 3)))
     return str(model), str(squad)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return write_squad_setup(tmp_path_factory.mktemp("squad_setup"))
 
 
 def train_argv(model, squad, out, schedule="32/32,1/1", steps=4):
