@@ -1,6 +1,8 @@
 """Residual add + integer LayerNorm over the 16-bit residual stream (docs/numerics.md §5, §6).
 
-Per row of H residual integers (H = the run-time `hidden`, a multiple of `width`):
+Per row of H residual integers (H = the run-time `hidden`, any length in [1, max_hidden]; a row
+is ceil(H / width) beats, the lanes of the last beat past H are ignored on input and undefined on
+output):
 
     x_i = sat16(y_i + h_i) if add else y_i                           residual add (§5)
     S1 = sum x,  S2 = sum x^2,  V = max(H*S2 - S1^2 + eps_q, 1)
@@ -70,7 +72,7 @@ class LayerNormUnit(wiring.Component):
     Parameters
     ----------
     width : int
-        Elements per stream beat (lanes), >= 1. A row of H elements is H/width beats.
+        Elements per stream beat (lanes), >= 1. A row of H elements is ceil(H/width) beats.
     max_hidden : int
         Largest row length H (1 .. 4096); sets the table/buffer depth and every width.
     numerics : NumericFormat
@@ -80,11 +82,13 @@ class LayerNormUnit(wiring.Component):
     -------
     inp : ``In(stream.Signature(StructLayout({"y": ArrayLayout(signed(16), width), "h": ..., "last": 1})))``
         Row beats, channels [k*width, (k+1)*width) in beat k. ``last`` must be set on beat
-        H/width - 1 of every row and only there (else `framing_error`). ``h`` is ignored when add = 0.
+        ceil(H/width) - 1 of every row and only there (else `framing_error`). ``h`` is ignored when
+        add = 0; the lanes of a partial last beat past H are ignored (they enter S1 and S2 as 0).
     out : ``Out(stream.Signature(StructLayout({"x": ArrayLayout(signed(16), width), "last": 1})))``
-        The normalized row, same beat order; ``last`` on the row's final beat.
+        The normalized row, same beat order; ``last`` on the row's final beat (its lanes past H
+        are undefined).
     hidden : ``In(unsigned(bitlen(max_hidden)))``
-        Row length H; must be a multiple of width in [width, max_hidden].
+        Row length H in [1, max_hidden].
     add : ``In(1)``
         1: x = sat16(y + h) (residual add); 0: x = y.
     eps_q : ``In(unsigned(layernorm_var_bits(max_hidden)))``
@@ -95,8 +99,7 @@ class LayerNormUnit(wiring.Component):
         beat: a write waits until the unit is idle, so no row sees a half-written table.
     framing_error : ``Out(1)``
         Sticky: an input ``last`` did not match the row length, or a row's ``hidden`` was
-        not a multiple of width in [width, max_hidden] (the extra lanes of a partial beat
-        would enter S1 and S2). Cleared by reset.
+        outside [1, max_hidden]. Cleared by reset.
 
     `hidden`, `add` and `eps_q` are sampled with the first beat of each row and may
     change afterwards (they belong to the row being ingested, not to the one in flight).
@@ -165,14 +168,13 @@ class LayerNormUnit(wiring.Component):
         return 2 + 2 + 1 + RSQRT_LATENCY + OUT_PIPELINE + 1
 
     def _beats(self, hidden: int) -> int:
-        if not isinstance(hidden, int) or not self.width <= hidden <= self.max_hidden or hidden % self.width:
-            raise ValueError(f"hidden must be a multiple of width {self.width} in [{self.width}, "
-                             f"{self.max_hidden}], not {hidden!r}")
-        return hidden // self.width
+        if not isinstance(hidden, int) or not 1 <= hidden <= self.max_hidden:
+            raise ValueError(f"hidden must be in [1, {self.max_hidden}], not {hidden!r}")
+        return -(-hidden // self.width)
 
     def cycles(self, hidden: int) -> int:
         """Cycles from the first input-beat transfer to the last output-beat transfer of one row, both
-        included, with no stalls and an idle unit: 2*beats + latency - 1, beats = hidden/width."""
+        included, with no stalls and an idle unit: 2*beats + latency - 1, beats = ceil(hidden/width)."""
         b = self._beats(hidden)
         return 2 * b + self.latency - 1
 
@@ -225,9 +227,10 @@ class LayerNormUnit(wiring.Component):
         is_last = a_elems + w >= hid
         take_in = self.inp.valid & self.inp.ready
         x_in = Signal(self.beat_layout)
-        for i in range(w):
+        for i in range(w):                     # lanes past the row's end (a partial last beat) enter as 0
             y_i, h_i = self.inp.payload.y[i], self.inp.payload.h[i]
-            m.d.comb += x_in[i].eq(Mux(use_add, _sat(m, y_i + h_i, lo, hi, signed(RESIDUAL_BITS)), y_i))
+            x_i = Mux(use_add, _sat(m, y_i + h_i, lo, hi, signed(RESIDUAL_BITS)), y_i)
+            m.d.comb += x_in[i].eq(x_i if i == 0 else Mux(a_elems + i < hid, x_i, 0))
         m.d.comb += [
             self.inp.ready.eq(~a_full),
             buf_w.addr.eq(Mux(a_bank, self.max_beats, 0) + a_beat),
@@ -238,8 +241,8 @@ class LayerNormUnit(wiring.Component):
         with m.If(take_in):
             with m.If(first):
                 m.d.sync += [a_hidden.eq(self.hidden), a_add.eq(self.add), a_eps.eq(self.eps_q)]
-            with m.If((self.inp.payload.last != is_last) | (is_last & (a_elems + w != hid))
-                      | (first & (self.hidden > self.max_hidden))):
+            with m.If((self.inp.payload.last != is_last)
+                      | (first & ((self.hidden == 0) | (self.hidden > self.max_hidden)))):
                 m.d.sync += self.framing_error.eq(1)
             with m.If(is_last):
                 m.d.sync += [a_full.eq(1), a_elems.eq(0), a_beat.eq(0), a_beats.eq(a_beat + 1)]

@@ -18,10 +18,11 @@ the unit latencies come from `sim.cycles.CycleModel`, i.e. the units' own ``late
 
 * EMBED: token read, then per token the word row, position row and token-type row, one
   element a cycle (`embed_busy`);
-* LAYERNORM: the constant block, then rows serialized: H cycles in, the unit's latency,
-  H cycles out (`layernorm_busy`);
-* QUANT: the constant block, then a beat a cycle through the threshold / requant unit (a
-  channel pair when `hw.spec.isa.wide_quant` holds, else one channel), ``max(bits, trace
+* LAYERNORM: the constant block, then rows serialized: n cycles in, the unit's latency,
+  n cycles out, n = ceil(H / V) residual words when `hw.spec.isa.wide_layernorm` holds, else
+  H values (`layernorm_busy`);
+* QUANT: the constant block, then a beat a cycle through the threshold / requant unit (Q
+  channels when `hw.spec.isa.wide_quant` holds, else one channel), ``max(bits, trace
   values)`` drain cycles per beat (`quant_busy`);
 * SOFTMAX: the block, then back-to-back rows, W = `hw.spec.buffers.score_lanes` keys a beat
   (`SoftmaxUnit.cycles` + (rows - 1) x ``interval``) and the per-beat code drain (`softmax_busy`);
@@ -31,7 +32,7 @@ the unit latencies come from `sim.cycles.CycleModel`, i.e. the units' own ``late
   admission rule (two drain banks) and drain (output FIFO), the serializer and the
   post-processing pipeline (threshold 2 / requant 5 stages, one write-back phase per cycle:
   a drain beat whole when `hw.spec.isa.wide_beats` holds (its trace values, then one write per
-  code plane or one score write), else per element: accumulator trace, post value, one act
+  code plane or one score or residual write), else per element: accumulator trace, post value, one act
   write per extra code plane).
 
 Memory: cocotbext-axi's AxiRam (the external memory of every cocotb run) answers an AR
@@ -55,8 +56,8 @@ from bitaccel.hw.encoder.ports import BUS_BITS
 from bitaccel.hw.encoder.softmax_exec import HEADER_WORDS
 from bitaccel.hw.mac_array import OUT_FIFO_DEPTH
 from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
-from bitaccel.hw.spec.buffers import score_lanes
-from bitaccel.hw.spec.isa import INSTR_BITS, QUANT_BEAT, BSource, Layout, Op, Post, wide_beats, wide_quant
+from bitaccel.hw.spec.buffers import quant_lanes, residual_lanes, score_lanes
+from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post, wide_beats, wide_layernorm, wide_quant
 
 from .cycles import CycleModel
 
@@ -111,10 +112,14 @@ def embed_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
 
 # ---------------------------------------------------------------------------------------- LAYERNORM
 def layernorm_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
-    """hw/encoder/layernorm_exec.py: CONSTS (1 + 2H beats), CHECK, TRACE, per row FEED (H + 1: the read
-    port's prefetch) and OUT (the unit's latency - 1 + H), FLAGS, DONE."""
+    """hw/encoder/layernorm_exec.py: CONSTS (1 + 2H beats), CHECK, TRACE, per row FEED (n + 1: the read
+    ports' prefetch) and OUT (the unit's latency - 1 + n), FLAGS, DONE; n = ceil(H / V) residual words
+    when `hw.spec.isa.wide_layernorm` holds, else H values."""
     rows, h = ins["rows"], ins["hidden"]
-    per_row = (h + 1) + (cm.layernorm.latency - 1 + h)
+    v = residual_lanes(cm.params)
+    wide = wide_layernorm(h, ins["src"], ins["res"], ins["dst"], ins["sum_dst"], ins["tap"], v)
+    n = _ceil(h, v) if wide else h
+    per_row = (n + 1) + (cm.layernorm.latency - 1 + n)
     return _read(1 + 2 * h, lat) + 2 + rows * per_row + 2, {"layernorm_unit": rows * h}
 
 
@@ -122,9 +127,8 @@ def layernorm_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
 def quant_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
     """hw/encoder/quant_exec.py: constants (thresholds: `channels` beats; requant: 4-beat header, then
     2 x channels pairs), CHECK, TRACE, RUN (read-port prefetch 1, the unit's latency, the drain
-    register 1, then per beat ``max(bits, its trace values)`` cycles), DONE. A beat is a channel pair
-    (QUANT_BEAT, the last of an odd row one channel) when `hw.spec.isa.wide_quant` holds, else one
-    channel.
+    register 1, then per beat ``max(bits, its trace values)`` cycles), DONE. A beat is Q =
+    `hw.spec.buffers.quant_lanes` channels when `hw.spec.isa.wide_quant` holds, else one channel.
 
     The code writer's set-up (SETUP 1, GROUP ceil(extent / R) + 1, FIRST dst_col + 1) runs beside the
     constant load; the first code waits for it when it is longer."""
@@ -133,7 +137,8 @@ def quant_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
         consts, unit, counter = _read(ch, lat), cm.threshold.latency, "threshold_unit"
     else:
         consts, unit, counter = _read(4, lat) + _read(2 * ch, lat), cm.requant.latency, "requant_unit"
-    width = QUANT_BEAT if wide_quant(ins["layout"], ins["dst_col"], ins["dst_width"]) else 1
+    q = quant_lanes(cm.params)
+    width = q if wide_quant(ins["layout"], ins["src"], ch, ins["dst_col"], ins["dst_width"], q) else 1
     beats = [min(width, ch - c) for c in range(0, ch, width)] * rows          # elements of each beat
     per = [max(bits, n if tap else 1) for n in beats]                          # drain cycles of each beat
     extent = ins["dst_width"] if ins["layout"] == Layout.TRANS else rows
@@ -246,7 +251,7 @@ def matmul_busy(ins, cm: CycleModel, lat: int, data_base: int = DATA_BASE) -> tu
     per_el, stages = _post_timing(ins, cm)
     wide = wide_beats(post, ins["layout"], ins["dst"], ins["dst_col"], ins["dst_width"], R, C, L)
     traced = 1 if post == Post.SCORES else 2        # trace values per element of a wide beat (with a tap)
-    writes = 1 if post == Post.SCORES else ins["out_bits"]
+    writes = ins["out_bits"] if post in (Post.THRESHOLD, Post.REQUANT) else 1
 
     def row_pushes(ncols: int) -> list[int]:
         """Write-back cycles of each push of a drained row of `ncols` elements: wide, one push (with a tap
@@ -449,7 +454,7 @@ def _busy_cached(ins, cm: CycleModel, lat: int, data_base: int) -> tuple[int, di
     """`matmul_busy` / `softmax_busy`, computed once per distinct timing (layers and heads repeat shapes)."""
     cache = cm.__dict__.setdefault("_busy_cache", {})
     skip = (data_base + ins["b"]) % BUS_BYTES if ins.op == Op.MATMUL and ins["b_src"] == BSource.WEIGHTS else None
-    dst_mod = ins["dst"] % cm.params.cols if ins.op == Op.MATMUL else None      # wide SCORES beats (wide_beats)
+    dst_mod = ins["dst"] % cm.params.cols if ins.op == Op.MATMUL else None      # wide SCORES / RESIDUAL beats
     key = (ins.op, lat, skip, dst_mod) + tuple(ins[f] for f in _TIMING_FIELDS[ins.op])
     if key not in cache:
         cache[key] = (matmul_busy(ins, cm, lat, data_base) if ins.op == Op.MATMUL else softmax_busy(ins, cm, lat))

@@ -17,7 +17,8 @@ The port convention every execute unit follows (a unit declares only the ports i
 * ``trace_start`` / ``trace_values``: the `TraceWriter` (int32 values to consecutive addresses).
 * Buffers, synchronous read ports (data the cycle after the address), one write port each:
   ``res_r0_addr``/``res_r0_data``, ``res_r1_addr``/``res_r1_data``, ``res_w_addr``/``res_w_data``/
-  ``res_w_en`` (signed 16-bit words); ``act_r_addr``/``act_r_data``, ``act_w_addr``/
+  ``res_w_en`` (words of V = hw.spec.buffers.residual_lanes signed 16-bit values, one enable per
+  value); ``act_r_addr``/``act_r_data``, ``act_w_addr``/
   ``act_w_data``/``act_w_en`` (words of R*L bits: physical word P holds flat words
   P*R .. P*R + R - 1 of the compiler's activation buffer, flat word P*R + s in bits s*L ..;
   ``act_w_en`` is a bit enable per data bit); ``scr_r_addr``/``scr_r_data``, ``scr_w_addr``/
@@ -28,12 +29,12 @@ The port convention every execute unit follows (a unit declares only the ports i
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Elaboratable, Module, signed
+from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import memory
 from amaranth.lib.wiring import In
 
 from bitaccel.compiler import Machine
-from bitaccel.hw.spec.buffers import score_lanes
+from bitaccel.hw.spec.buffers import pack_words, residual_lanes, score_lanes, unpack_words
 from bitaccel.hw.spec.isa import INSTR_BYTES, decode
 from tests.hwsim import run
 
@@ -67,17 +68,15 @@ class _Wrapper(Elaboratable):
         self.has = {name: name in ports for name in ("res_r0_addr", "res_r1_addr", "res_w_addr", "act_r_addr",
                                                        "act_w_addr", "scr_r_addr", "scr_w_addr", "mask")}
         r = params.rows
-        self.res = memory.Memory(shape=signed(16), depth=len(machine.res), init=[int(v) for v in machine.res])
+        # residual and score buffers: words of V values / W scores (hw.spec.buffers.pack_words)
+        self.res_lanes, self.res_len = residual_lanes(params), len(machine.res)
+        self.res = memory.Memory(shape=self.res_lanes * 16, depth=-(-self.res_len // self.res_lanes),
+                                 init=pack_words(machine.res, self.res_lanes, 16))
         self.act = memory.Memory(shape=r * params.lanes, depth=len(machine.act) // r,
                                  init=act_physical(machine.act, r))
-        # the score buffer: words of W scores (hw.spec.buffers.score_lanes), flat score a = lane a mod W of word a div W
-        self.scr_lanes, aw = score_lanes(params), params.acc_width
-        flat = [int(v) & ((1 << aw) - 1) for v in machine.scr]
-        flat += [0] * (-len(flat) % self.scr_lanes)
-        self.scr_len = len(machine.scr)
-        self.scr = memory.Memory(shape=self.scr_lanes * aw, depth=len(flat) // self.scr_lanes,
-                                 init=[sum(v << (aw * i) for i, v in enumerate(flat[w:w + self.scr_lanes]))
-                                       for w in range(0, len(flat), self.scr_lanes)])
+        self.scr_lanes, self.scr_len = score_lanes(params), len(machine.scr)
+        self.scr = memory.Memory(shape=self.scr_lanes * params.acc_width, depth=-(-self.scr_len // self.scr_lanes),
+                                 init=pack_words(machine.scr, self.scr_lanes, params.acc_width))
         self.mask = int(sum(1 << i for i, v in enumerate(machine.mask) if v))
 
     def elaborate(self, platform):
@@ -91,19 +90,24 @@ class _Wrapper(Elaboratable):
                 m.d.comb += [rp.addr.eq(getattr(u, f"{buf}_{port}_addr")), getattr(u, f"{buf}_{port}_data").eq(rp.data)]
         for buf in ("res", "act", "scr"):
             if self.has[f"{buf}_w_addr"]:
-                wp = getattr(self, buf).write_port(granularity={"act": 1, "scr": self.params.acc_width}.get(buf))
+                wp = getattr(self, buf).write_port(granularity={"act": 1, "scr": self.params.acc_width, "res": 16}[buf])
                 m.d.comb += [wp.addr.eq(getattr(u, f"{buf}_w_addr")), wp.data.eq(getattr(u, f"{buf}_w_data")),
                              wp.en.eq(getattr(u, f"{buf}_w_en"))]
         if self.has["mask"] and u.signature.members["mask"].flow == In:
             m.d.comb += u.mask.eq(self.mask)
         return m
 
-    def scr_values(self, ctx) -> np.ndarray:
-        """The score buffer's flat contents (signed), read in a testbench."""
-        aw, w = self.params.acc_width, self.scr_lanes
-        words = [int(ctx.get(self.scr.data[i])) for i in range(self.scr.depth)]
-        flat = [(word >> (aw * lane)) & ((1 << aw) - 1) for word in words for lane in range(w)][:self.scr_len]
-        return np.array([v - (1 << aw) if v >> (aw - 1) else v for v in flat], dtype=np.int64)
+    def contents(self, ctx) -> dict:
+        """The buffers' flat contents as the executor holds them (res, scr signed; act flat words), read in a
+        testbench."""
+        out = {}
+        for buf, bits in (("res", 16), ("scr", self.params.acc_width)):
+            mem, lanes, count = getattr(self, buf), getattr(self, f"{buf}_lanes"), getattr(self, f"{buf}_len")
+            words = [ctx.get(mem.data[i]) for i in range(mem.depth)]
+            out[buf] = np.array(unpack_words(words, lanes, bits, count), dtype=np.int64)
+        out["act"] = act_flat([ctx.get(self.act.data[i]) for i in range(self.act.depth)], self.params.rows,
+                              self.params.lanes)
+        return out
 
 
 def _steps_before(program, pc: int, rng) -> Machine:
@@ -191,12 +195,9 @@ def run_instruction(make_unit, program, pc: int, *, seed: int = 0, random_buffer
         got["error"] = ctx.get(u.error)
         for _ in range(4):                          # let the last trace values land
             await ctx.tick()
-        got["res"] = np.array([ctx.get(wrapper.res.data[i]) for i in range(wrapper.res.depth)], dtype=np.int64)
-        got["act"] = act_flat([ctx.get(wrapper.act.data[i]) for i in range(wrapper.act.depth)], params.rows,
-                              params.lanes)
+        got.update(wrapper.contents(ctx))
         if "mask" in u.signature.members and u.signature.members["mask"].flow != In:
             got["mask"] = ctx.get(u.mask)
-        got["scr"] = wrapper.scr_values(ctx)
 
     run(wrapper, host, background=[reader, tracer], deadline_cycles=deadline_cycles)
     assert got["error"] == expect_error, f"{ins.op.name} at pc {pc}: error code {got['error']}, expected {expect_error}"

@@ -10,6 +10,7 @@ from bitaccel.hw.encoder.embed import EmbedExec
 from bitaccel.hw.encoder.regs import ERR_TOKEN
 from bitaccel.hw.encoder.top import MAX_READ_BEATS
 from bitaccel.hw.params import HwParams
+from bitaccel.hw.spec.buffers import residual_lanes
 from tests.exec_harness import run_instruction
 
 P = HwParams(rows=2, cols=3, lanes=16, max_seq=8, max_hidden=64, max_ffn=128, max_head_dim=16, max_exp_lut=64)
@@ -18,7 +19,7 @@ ART = random_artifact(CFG, seed=3)
 
 
 def _unit(target):
-    return lambda p: EmbedExec(32, p.max_seq, p.max_hidden, target.res_words, MAX_READ_BEATS)
+    return lambda p: EmbedExec(32, p.max_seq, p.max_hidden, target.res_words, residual_lanes(p), MAX_READ_BEATS)
 
 
 @pytest.mark.parametrize("ids,mask,types", [

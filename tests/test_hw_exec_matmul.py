@@ -25,7 +25,7 @@ from bitaccel.hw.encoder.regs import ERR_RANGE
 from bitaccel.hw.encoder.top import MAX_READ_BEATS
 from bitaccel.hw.params import HwParams
 from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, Post, encode, wide_beats
-from tests.exec_harness import _steps_before, _Wrapper, act_flat, run_instruction
+from tests.exec_harness import _steps_before, _Wrapper, run_instruction
 from tests.hwsim import run
 
 #: hidden 40 (K = 40, 56, 20, T: never a multiple of L = 16), 2 heads of 20, FFN 56.
@@ -83,11 +83,12 @@ def _wide_program(shape: str, bits: int, t: int, trace: bool, ffn: int):
 
 @pytest.mark.parametrize("shape,bits,t,trace,ffn", WIDE_CASES)
 def test_wide_beats_match_executor(shape, bits, t, trace, ffn):
-    """Every code-writing and score-writing MATMUL, wide beats (hw.spec.isa.wide_beats) and element-serial ones."""
+    """Every code-, score- and residual-writing MATMUL, wide beats (hw.spec.isa.wide_beats) and element-serial
+    ones; RESIDUAL (O, FFN2) beats are one residual word on all these arrays (C a power of two dividing 48)."""
     target, prog = _wide_program(shape, bits, t, trace, ffn)
     p = target.params
     pcs = [pc for pc, ins in enumerate(prog.instructions) if ins.op == Op.MATMUL
-           and Post(ins.fields["post"]) in (Post.THRESHOLD, Post.REQUANT, Post.SCORES)]
+           and Post(ins.fields["post"]) in (Post.THRESHOLD, Post.REQUANT, Post.SCORES, Post.RESIDUAL)]
     trans = [pc for pc in pcs if prog.instructions[pc].fields["layout"] == Layout.TRANS]
 
     def wide(pc):
@@ -97,6 +98,7 @@ def test_wide_beats_match_executor(shape, bits, t, trace, ffn):
     kinds = {(Post(prog.instructions[pc].fields["post"]).name, wide(pc)) for pc in pcs}
     assert ("THRESHOLD" if bits == 1 else "REQUANT", True) in kinds, kinds
     assert ("SCORES", t % p.cols == 0) in kinds, kinds          # rows of T scores: wide when C divides T
+    assert ("RESIDUAL", True) in kinds and ("RESIDUAL", False) not in kinds, kinds
     assert shape in ("2x4x32", "4x2x32") or ("THRESHOLD", False) in kinds, kinds
     assert trans and all(wide(pc) == (p.rows % p.cols == 0) for pc in trans), trans
     for pc in pcs:
@@ -239,10 +241,7 @@ def _run_back_to_back(target, prog, pcs: list[int], seed: int = 0) -> None:
             assert ctx.get(u.error) == 0
         for _ in range(4):
             await ctx.tick()
-        got["res"] = np.array([ctx.get(wrapper.res.data[i]) for i in range(wrapper.res.depth)], dtype=np.int64)
-        got["act"] = act_flat([ctx.get(wrapper.act.data[i]) for i in range(wrapper.act.depth)], params.rows,
-                              params.lanes)
-        got["scr"] = wrapper.scr_values(ctx)
+        got.update(wrapper.contents(ctx))
 
     run(wrapper, host, background=[reader, tracer], deadline_cycles=100_000)
     for name, want in (("res", machine.res.astype(np.int64)), ("scr", machine.scr), ("act", machine.act)):

@@ -26,8 +26,8 @@ from bitaccel.hw.encoder.regs import ERR_FRAMING, ERR_LENGTH, ERR_MASKED_ROW, ER
 from bitaccel.hw.encoder.softmax_exec import SoftmaxExec
 from bitaccel.hw.encoder.top import MAX_READ_BEATS
 from bitaccel.hw.params import HwParams
-from bitaccel.hw.spec.buffers import pad_rows
-from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, decode, encode
+from bitaccel.hw.spec.buffers import pad_rows, quant_lanes, residual_lanes
+from bitaccel.hw.spec.isa import INSTR_BYTES, Instruction, Layout, Op, decode, encode, wide_layernorm, wide_quant
 from tests.exec_harness import act_flat, act_physical, run_instruction
 from tests.hwsim import run, stream_put
 
@@ -56,14 +56,14 @@ def _params(array: str, act_bits: int) -> HwParams:
 _PROGRAMS: dict = {}
 
 
-def program(array: str, act_bits: int, inputs: str):
+def program(array: str, act_bits: int, inputs: str, trace: bool = True):
     """A compiled program of the tiny config (cached: several tests run instructions of one program)."""
-    key = (array, act_bits, inputs)
+    key = (array, act_bits, inputs, trace)
     if key not in _PROGRAMS:
         cfg = dataclasses.replace(CFG, max_position=16) if inputs == "T12" else CFG
         art = random_artifact(cfg, seed=5 + act_bits, act_bits=act_bits)
         ids, mask = INPUTS[inputs]
-        _PROGRAMS[key] = compile_program(art, Target(_params(array, act_bits)), ids=ids, mask=mask)
+        _PROGRAMS[key] = compile_program(art, Target(_params(array, act_bits)), ids=ids, mask=mask, trace=trace)
     return _PROGRAMS[key]
 
 
@@ -218,31 +218,42 @@ def test_code_writer_equals_machine_write_codes(array, seed, beat):
 @pytest.mark.parametrize("array,act_bits,inputs", [
     ("1x3x16", 1, "padded"), ("2x3x16", 1, "T1"), ("3x5x32", 1, "Tmax"),
     ("1x3x16", 2, "padded"), ("2x3x16", 4, "Tmax"), ("3x5x32", 2, "padded"), ("2x3x8", 2, "T12"),
+    ("2x8x8", 1, "T12"), ("2x8x8", 2, "padded"),
 ])
 def test_quant_matches_executor(array, act_bits, inputs):
-    """Every QUANT of a program (q/k/v.in, ffn1.in, the pooler's one-row QUANT), 1-bit and multi-bit."""
+    """Every QUANT of a program (q/k/v.in, ffn1.in, the pooler's one-row QUANT), 1-bit and multi-bit; Q =
+    2, 4 and 8 channels a beat (hw.spec.buffers.quant_lanes) on the wide path."""
     prog = program(array, act_bits, inputs)
     found = pcs(prog, Op.QUANT)
     assert len(found) >= 3
+    q = quant_lanes(prog.target.params)
+    wide = [wide_quant(i["layout"], i["src"], i["channels"], i["dst_col"], i["dst_width"], q)
+            for i in map(instructions(prog).__getitem__, found)]
+    assert wide.count(True) >= 2
     for pc in found:
         run_instruction(quant_unit(prog.target), prog, pc, seed=pc)
 
 
 @pytest.mark.parametrize("array,act_bits,inputs", [("2x3x16", 1, "padded"), ("3x5x32", 2, "padded"),
                                                    ("2x3x8", 1, "T12")])
-@pytest.mark.parametrize("layout,skip", [(Layout.HEADS, 3), (Layout.TRANS, 3), (Layout.HEADS, 2)])
-def test_quant_heads_and_trans_destinations(array, act_bits, inputs, layout, skip):
-    """A QUANT re-targeted to a HEADS / TRANS tensor (the q and vt regions), from a non-zero first channel:
-    odd (one channel a beat, hw.spec.isa.wide_quant) or even with an odd channel count (pairs, the last
-    beat of each row one channel)."""
+@pytest.mark.parametrize("layout,skip,short", [(Layout.HEADS, 3, 3), (Layout.TRANS, 3, 3), (Layout.HEADS, 2, 4),
+                                               (Layout.HEADS, 0, 0)])
+def test_quant_heads_and_trans_destinations(array, act_bits, inputs, layout, skip, short):
+    """A QUANT re-targeted to a HEADS / TRANS tensor (the q and vt regions) from channel d + skip, rows of
+    hidden - d - short channels: odd (one channel a beat, hw.spec.isa.wide_quant), even but not a
+    multiple of Q = 4 on 3x5x32 (one channel a beat there, pairs elsewhere), or whole head groups
+    (Q channels a beat)."""
     prog = program(array, act_bits, inputs)
     pc = pcs(prog, Op.QUANT)[0]
     ins = instructions(prog)[pc]
     mm = next(i for i in instructions(prog) if i.op == Op.MATMUL and i["layout"] == layout)
     d = CFG.hidden // CFG.heads
     crafted = with_instruction(prog, pc, layout=int(layout), dst=mm["dst"], dst_width=d, dst_col=d + skip,
-                               channels=CFG.hidden - d - 3)
+                               channels=CFG.hidden - d - short)
     assert ins["channels"] == CFG.hidden
+    q = quant_lanes(prog.target.params)
+    wide = wide_quant(layout, ins["src"], CFG.hidden - d - short, d + skip, d, q)
+    assert wide == (layout == Layout.HEADS and (skip, short) in ((0, 0), (2, 4)) and (q == 2 or skip == 0))
     run_instruction(quant_unit(prog.target), crafted, pc, seed=7)
 
 
@@ -261,16 +272,45 @@ def layernorm_unit(target):
     return lambda p: LayerNormExec(p, 32, target.res_words, MAX_READ_BEATS)
 
 
-@pytest.mark.parametrize("array,act_bits,inputs", [("1x3x16", 1, "padded"), ("2x3x16", 2, "T1"),
-                                                   ("3x5x32", 1, "Tmax")])
-def test_layernorm_matches_executor(array, act_bits, inputs):
-    """The embedding LayerNorm (no add) and both residual add + LayerNorm of a layer."""
-    prog = program(array, act_bits, inputs)
+def _wide_layernorm(ins, params) -> bool:
+    return wide_layernorm(ins["hidden"], ins["src"], ins["res"], ins["dst"], ins["sum_dst"], ins["tap"],
+                          residual_lanes(params))
+
+
+@pytest.mark.parametrize("array,act_bits,inputs,trace", [
+    ("1x3x16", 1, "padded", True), ("2x3x16", 2, "T1", True), ("3x5x32", 1, "Tmax", True),
+    ("2x3x16", 1, "padded", False), ("3x5x32", 2, "Tmax", False), ("2x8x8", 1, "T1", False)])
+def test_layernorm_matches_executor(array, act_bits, inputs, trace):
+    """The embedding LayerNorm (no add) and both residual add + LayerNorm of a layer. Traced: one value a
+    cycle; untraced: a residual word of V values a cycle (hw.spec.isa.wide_layernorm)."""
+    prog = program(array, act_bits, inputs, trace)
     found = pcs(prog, Op.LAYERNORM)
-    adds = [instructions(prog)[pc]["add"] for pc in found]
-    assert adds == [0, 1, 1]
+    inss = [instructions(prog)[pc] for pc in found]
+    assert [ins["add"] for ins in inss] == [0, 1, 1]
+    assert [_wide_layernorm(ins, prog.target.params) for ins in inss] == [not trace] * 3
     for pc in found:
         run_instruction(layernorm_unit(prog.target), prog, pc, seed=pc)
+
+
+@pytest.mark.parametrize("array,change", [
+    ("3x5x32", dict(hidden=62)),      # V = 4: rows of 15 words and a partial beat of 2, rows start mid-word
+    ("3x5x32", dict(hidden=60)),      # whole beats, every row on a word: the wide path with an unused tail
+    ("2x3x16", dict(hidden=62, shift=1)),     # V = 2: whole words, but every base one value off a word
+    ("2x8x8", dict(hidden=61, shift=3)),
+])
+def test_layernorm_unaligned_rows_and_partial_beats(array, change):
+    """Crafted residual add + LayerNorms, untraced: a row length that is not whole words (the unit's
+    partial last beat) or row bases off a word take the serial path; bit-exact either way. Shorter rows
+    keep the shifted regions inside their own (T x 64 values each)."""
+    prog = program(array, 1, "Tmax", trace=False)
+    pc = pcs(prog, Op.LAYERNORM)[1]
+    ins = instructions(prog)[pc]
+    shift = change.get("shift", 0)
+    fields = {k: ins[k] + shift for k in ("src", "res", "dst", "sum_dst")}
+    crafted = with_instruction(prog, pc, hidden=change.get("hidden", ins["hidden"]), **fields)
+    wide = _wide_layernorm(instructions(crafted)[pc], prog.target.params)
+    assert wide == (change.get("hidden", 64) % residual_lanes(prog.target.params) == 0 and not shift)
+    run_instruction(layernorm_unit(prog.target), crafted, pc, seed=11)
 
 
 def test_layernorm_refuses_a_row_above_max_hidden():

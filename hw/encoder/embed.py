@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from bitaccel.hw.spec.isa import Op
 
 from .layouts import instruction_layout
-from .ports import BUS_BITS, rd_signatures, request_read, trace_signatures
+from .ports import BUS_BITS, rd_signatures, request_read, res_signatures, trace_signatures, write_element
 from .regs import ERR_TOKEN
 
 __all__ = ["EmbedExec"]
@@ -37,7 +37,9 @@ class EmbedExec(wiring.Component):
     ----------
     addr_width : AXI byte-address bits.
     max_seq, max_hidden : largest T and H (H a multiple of 4).
-    res_words : residual-buffer depth (its write port width is this unit's ``res_addr``).
+    res_words : residual-buffer depth (values).
+    res_lanes : V, values per residual-buffer word (`hw.spec.buffers.residual_lanes`); one value is
+        written a cycle, by its lane enable.
 
     Members
     -------
@@ -50,14 +52,14 @@ class EmbedExec(wiring.Component):
     trace_start, trace_values : to the `TraceWriter`.
     """
 
-    def __init__(self, addr_width: int, max_seq: int, max_hidden: int, res_words: int, max_beats: int):
+    def __init__(self, addr_width: int, max_seq: int, max_hidden: int, res_words: int, res_lanes: int, max_beats: int):
         self.addr_width, self.max_seq, self.max_hidden, self.res_words = addr_width, max_seq, max_hidden, res_words
         self.sign_words = -(-max_hidden // 64)
         super().__init__({
             "start": In(1), "ins": In(instruction_layout(Op.EMBED)), "base": In(addr_width),
             "busy": Out(1), "error": Out(8),
             **rd_signatures(addr_width, max_beats),
-            "res_w_addr": Out(range(res_words)), "res_w_data": Out(signed(16)), "res_w_en": Out(1),
+            **res_signatures(res_lanes, res_words, write=True),
             "mask": Out(max_seq),
             **trace_signatures(addr_width),
         })
@@ -175,8 +177,8 @@ class EmbedExec(wiring.Component):
             with m.State("ADD"):
                 # one element per cycle; the type word is consumed with its fourth element
                 go = self.rd_data.valid & (~ins.tap | self.trace_values.ready)
+                write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, row_base + i, sat, go)
                 m.d.comb += [
-                    self.res_w_addr.eq(row_base + i), self.res_w_data.eq(sat), self.res_w_en.eq(go),
                     self.trace_values.valid.eq(ins.tap & self.rd_data.valid), self.trace_values.payload.value.eq(sat),
                     self.rd_data.ready.eq(go & (lane == 3)),
                 ]

@@ -60,13 +60,13 @@ from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_
 from bitaccel.hw.mac_array import BinaryMacArray
 from bitaccel.hw.params import HwParams
 from bitaccel.hw.requant import RequantUnit
-from bitaccel.hw.spec.buffers import score_lanes
+from bitaccel.hw.spec.buffers import residual_lanes, score_lanes
 from bitaccel.hw.spec.isa import BSource, Layout, Op, Post
 from bitaccel.hw.table import gather_row
 from bitaccel.hw.threshold import ThresholdUnit
 
 from .layouts import instruction_layout
-from .ports import rd_signatures, request_read, trace_signatures
+from .ports import rd_signatures, request_read, res_signatures, trace_signatures, write_element
 from .regs import ERR_RANGE
 
 __all__ = ["MatmulExec"]
@@ -119,7 +119,8 @@ class MatmulExec(wiring.Component):
     rd_cmd, rd_data : read commands ``{addr, beats}`` / 64-bit data beats ``{data, last}``.
     act_r_addr, act_r_data : activation-buffer read port (physical words of R*L bits).
     act_w_addr, act_w_data, act_w_en : its write port (``act_w_en``: one enable per bit).
-    res_w_addr, res_w_data, res_w_en : residual-buffer write port (signed 16 bits).
+    res_w_addr, res_w_data, res_w_en : residual-buffer write port (words of V =
+        `hw.spec.buffers.residual_lanes` signed 16-bit values, one enable per value).
     scr_w_addr, scr_w_data, scr_w_en : score-buffer write port: physical words of W =
         `hw.spec.buffers.score_lanes` signed acc_width-bit scores, one enable per score.
     trace_start, trace_values : to the `TraceWriter` (int32 values).
@@ -147,6 +148,7 @@ class MatmulExec(wiring.Component):
         self.tile_depth = max(lin_chunks, p.max_act_bits * dyn_chunks)
         self.acc_width = p.acc_width
         self.scr_lanes = score_lanes(p)
+        self.res_lanes = residual_lanes(p)
         rl = p.rows * p.lanes
         super().__init__({
             "start": In(1), "ins": In(instruction_layout(Op.MATMUL)), "base": In(addr_width),
@@ -154,7 +156,7 @@ class MatmulExec(wiring.Component):
             **rd_signatures(addr_width, max_beats),
             "act_r_addr": Out(range(self.act_phys)), "act_r_data": In(rl),
             "act_w_addr": Out(range(self.act_phys)), "act_w_data": Out(rl), "act_w_en": Out(rl),
-            "res_w_addr": Out(range(res_words)), "res_w_data": Out(signed(RESIDUAL_BITS)), "res_w_en": Out(1),
+            **res_signatures(self.res_lanes, res_words, write=True),
             "scr_w_addr": Out(range(-(-scr_words // self.scr_lanes))), "scr_w_data": Out(self.scr_lanes * p.acc_width),
             "scr_w_en": Out(self.scr_lanes),
             **trace_signatures(addr_width),
@@ -168,6 +170,7 @@ class MatmulExec(wiring.Component):
         lb = ceil_log2(L)
         aw = self.acc_width
         W = self.scr_lanes                     # scores per score-buffer word (W = C when SCORES beats go wide)
+        V = self.res_lanes                     # values per residual-buffer word (V = C when RESIDUAL beats go wide)
         lw = ceil_log2(W)
         pbits = max(1, ceil_log2(self.act_phys))
 
@@ -533,6 +536,8 @@ class MatmulExec(wiring.Component):
         plane_off = Signal(20)                 # plane * dst_wpr
         retire = Signal()
         scr_write = Signal()                   # SCORES: the element (or a wide beat) is written this cycle
+        res_write = Signal()                   # RESIDUAL: the element is written this cycle
+        res_wide = Signal()                    # RESIDUAL: the wide beat is written this cycle
         tv = self.trace_values
         two_phase = (post != Post.SCORES) & (post != Post.EXT)
         need_acc = tap | (post == Post.EXT)
@@ -565,10 +570,15 @@ class MatmulExec(wiring.Component):
             clear_mask.eq(lane_mask << (head.slot * L)),
             self.act_w_addr.eq(head.addr + plane_off),
             self.act_w_data.eq(Mux(wide, wide_data, Mux(stored.bit_select(plane, 1), one_hot, 0))),
-            self.res_w_addr.eq(head.addr), self.res_w_data.eq(req_val),
             self.scr_w_addr.eq(head.addr >> lw), self.scr_w_data.eq(Mux(wide, head.accs.as_value(), Cat(*[head.accs[0]] * W))),
             self.scr_w_en.eq(Mux(scr_write, Mux(wide, ncols_mask, Const(1, W) << head.addr[:lw]), 0)),
         ]
+
+        with m.If(res_wide):
+            m.d.comb += [self.res_w_addr.eq(head.addr >> (V - 1).bit_length()), self.res_w_en.eq(ncols_mask)]
+            m.d.comb += [self.res_w_data[i].eq(req.out.payload.value[i]) for i in range(V)]
+        with m.Else():
+            write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, head.addr, req_val, res_write)
 
         def next_plane():
             """Plane `plane` is written now: retire after the last one, else go on to the next."""
@@ -582,7 +592,7 @@ class MatmulExec(wiring.Component):
             m.d.comb += [tv.valid.eq(tap), tv.payload.value.eq(post_val)]
             with m.If(~tap | tv.ready):
                 with m.If(post == Post.RESIDUAL):
-                    m.d.comb += [self.res_w_en.eq(1), retire.eq(1)]
+                    m.d.comb += [res_write.eq(1), retire.eq(1)]
                 with m.Else():
                     m.d.comb += self.act_w_en.eq(one_hot | clear_mask)
                     next_plane()
@@ -593,7 +603,7 @@ class MatmulExec(wiring.Component):
                 with m.If(phase == 0):
                     m.d.comb += tv.payload.value.eq(head.accs[wk])
                     with m.If(tv.ready):
-                        with m.If(is_codes):
+                        with m.If(two_phase):
                             m.d.sync += phase.eq(1)
                         with m.Else():
                             m.d.sync += wk.eq(wk + 1)
@@ -603,6 +613,8 @@ class MatmulExec(wiring.Component):
                         m.d.sync += [phase.eq(0), wk.eq(wk + 1)]
             with m.Elif(post == Post.SCORES):        # then the beat's C scores in one write
                 m.d.comb += [scr_write.eq(1), retire.eq(1)]
+            with m.Elif(post == Post.RESIDUAL):      # or its C residual values in one write
+                m.d.comb += [res_wide.eq(1), retire.eq(1)]
             with m.Else():                           # or one write per plane: the beat's C code lanes
                 m.d.comb += self.act_w_en.eq(wide_en)
                 next_plane()
@@ -663,9 +675,10 @@ class MatmulExec(wiring.Component):
                 trans_codes = is_codes & (ins.layout == Layout.TRANS) & _multiple_of(ins.dst_col, C) \
                     & _multiple_of(width, C) if R % C == 0 else 0
                 wide_codes = rows_codes | trans_codes
-                wide_scores = (post == Post.SCORES) & _multiple_of(ins.dst, C) & _multiple_of(ins.dst_col, C) \
-                    & _multiple_of(width, C) if W == C else 0
-                m.d.sync += wide.eq(wide_codes | wide_scores)
+                whole_words = _multiple_of(ins.dst, C) & _multiple_of(ins.dst_col, C) & _multiple_of(width, C)
+                wide_scores = (post == Post.SCORES) & whole_words if W == C else 0
+                wide_res = (post == Post.RESIDUAL) & whole_words if V == C else 0
+                m.d.sync += wide.eq(wide_codes | wide_scores | wide_res)
                 m.d.sync += [dst_wpr.eq(Mux(ins.layout == Layout.TRANS, (M + (L - 1)) >> lb,
                                             (width + (L - 1)) >> lb))]
                 m.next = "SETUP2"

@@ -2,13 +2,16 @@
 streams, the read-request helper, and range checks for the error flags."""
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
+from bitaccel.golden.formats import RESIDUAL_BITS
+
 from .trace import trace_start_layout
 
-__all__ = ["BUS_BITS", "rd_signatures", "trace_signatures", "request_read", "fits_signed", "fits_unsigned"]
+__all__ = ["BUS_BITS", "rd_signatures", "trace_signatures", "res_signatures", "request_read", "read_lanes", "read_element",
+           "write_element", "fits_signed", "fits_unsigned"]
 
 #: The AXI data width every execute unit reads (bits per beat).
 BUS_BITS = 64
@@ -28,6 +31,53 @@ def trace_signatures(addr_width: int) -> dict:
         "trace_start": Out(stream.Signature(trace_start_layout(addr_width))),
         "trace_values": Out(stream.Signature(data.StructLayout({"value": signed(32)}))),
     }
+
+
+def res_signatures(lanes: int, res_words: int, reads: tuple = (), write: bool = False) -> dict:
+    """Residual-buffer ports (docs/encoder.md §4): physical words of `lanes` (= V,
+    `hw.spec.buffers.residual_lanes`) signed 16-bit values, ``res_<r>_addr``/``res_<r>_data`` for each
+    read port in `reads` ("r0", "r1"), and with `write` ``res_w_addr``/``res_w_data``/``res_w_en``
+    (one enable per value). `res_words`: the depth in values."""
+    depth = -(-res_words // lanes)
+    word = data.ArrayLayout(signed(RESIDUAL_BITS), lanes)
+    ports = {}
+    for r in reads:
+        ports.update({f"res_{r}_addr": Out(range(max(depth, 2))), f"res_{r}_data": In(word)})
+    if write:
+        ports.update({"res_w_addr": Out(range(max(depth, 2))), "res_w_data": Out(word), "res_w_en": Out(lanes)})
+    return ports
+
+
+def read_lanes(m: Module, addr_port, data_port, addr, count: int, name: str):
+    """`count` values from a read port of words of V = ``data_port.shape().length`` lanes: address flat value
+    `addr` now (comb; `count` divides V, and `addr` is a multiple of `count` when count > 1); returns
+    (the values at addr .. addr + count - 1, the value at addr) the next cycle (the lane is registered)."""
+    lanes = data_port.shape().length
+    shift = (lanes - 1).bit_length()
+    m.d.comb += addr_port.eq(addr >> shift)
+    if lanes == 1:
+        return data_port, data_port[0]
+    lane = Signal(shift, name=f"{name}_lane")
+    m.d.sync += lane.eq(addr)
+    group = data.ArrayLayout(data_port.shape().elem_shape, count)
+    values = group(data_port.as_value().word_select(lane >> (count - 1).bit_length(), group.size))
+    return values, data_port[lane]
+
+
+def read_element(m: Module, addr_port, data_port, addr, name: str):
+    """One value a cycle from a read port of words of V lanes: address flat value `addr` now (comb); the
+    returned value is that element next cycle (the lane is registered)."""
+    return read_lanes(m, addr_port, data_port, addr, 1, name)[1]
+
+
+def write_element(m: Module, addr_port, data_port, en_port, addr, value, en) -> None:
+    """Write one value at flat address `addr` this cycle when `en` (comb): its word, its lane's enable."""
+    lanes = data_port.shape().length
+    shift = (lanes - 1).bit_length()
+    m.d.comb += [addr_port.eq(addr >> shift),
+                 en_port.eq(Mux(en, Const(1, lanes) << addr[:shift], 0))]
+    for i in range(lanes):
+        m.d.comb += data_port[i].eq(value)
 
 
 def request_read(m: Module, rd_cmd, addr, beats) -> None:

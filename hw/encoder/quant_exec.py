@@ -3,7 +3,7 @@
 `QuantExec` runs one QUANT instruction: ``rows`` x ``channels`` residual values (res read
 port, row-major from ``src``) go through the threshold unit (``bits`` = 1: bit = x >= T[c],
 `hw.threshold.ThresholdUnit`) or the requant unit (multi-bit, `hw.requant.RequantUnit`),
-both of width 1, with the constants of the destination channels ``dst_col`` .. loaded from
+both Q wide, with the constants of the destination channels ``dst_col`` .. loaded from
 the constant block at start; the codes are written by a `CodeWriter` exactly as
 `compiler.Machine.write_codes` and, with ``tap``, traced row-major (int32 codes).
 
@@ -14,8 +14,9 @@ row rho, plane j, packed element k is flat word ``base + ((rho // R * bits + j) 
 tensor in row-major order with counters only (no divider): the part of the address that
 follows the channel and the part that follows the row are stepped separately.
 
-Cycles (first version, correctness first): one element per cycle through the unit, ``bits``
-act writes per element (one per plane), plus the constant load (``channels`` beats, or 4 +
+Cycles: a beat a cycle through the unit (Q = `hw.spec.buffers.quant_lanes` channels when
+`hw.spec.isa.wide_quant` holds, else one), ``bits`` act writes per beat (one per plane; with
+``tap`` at least one cycle per traced code), plus the constant load (``channels`` beats, or 4 +
 2 x ``channels`` for requant), a few cycles of address set-up (ceil(rows / R) or
 ceil(width / R)), and ``dst_col`` cycles to walk the writer to the first channel.
 """
@@ -29,12 +30,13 @@ from amaranth.utils import ceil_log2
 from bitaccel.golden.formats import MAX_SHIFT, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS
 from bitaccel.hw.params import HwParams
 from bitaccel.hw.requant import RequantUnit
-from bitaccel.hw.spec.isa import DIM_BITS, Layout, Op, QUANT_BEAT as QW
+from bitaccel.hw.spec.buffers import quant_lanes, residual_lanes
+from bitaccel.hw.spec.isa import DIM_BITS, Layout, Op
 from bitaccel.hw.table import gather_row, row_of_channel
 from bitaccel.hw.threshold import ThresholdUnit
 
 from .layouts import instruction_layout
-from .ports import fits_signed, fits_unsigned, rd_signatures, request_read, trace_signatures
+from .ports import fits_signed, fits_unsigned, rd_signatures, read_lanes, request_read, res_signatures, trace_signatures
 from .regs import ERR_RANGE
 
 __all__ = ["QuantExec", "CodeWriter"]
@@ -242,7 +244,7 @@ class QuantExec(wiring.Component):
     res_r0_addr, res_r0_data : the residual rows.
     act_w_addr, act_w_data, act_w_en : the codes.
     trace_start, trace_values : with ``tap``, the codes row-major.
-    thr_element, req_element : ``Out(range(3))`` the elements entering the threshold / requant
+    thr_element, req_element : ``Out(range(Q + 1))`` the elements entering the threshold / requant
         unit this cycle (activity counts for the busy counters and the energy model).
 
     Thresholds are 64-bit words in the block; they are saturated to the table's 17 bits,
@@ -256,27 +258,28 @@ class QuantExec(wiring.Component):
         self.params, self.addr_width = params.validate(), addr_width
         self.res_words, self.act_words, self.max_beats = res_words, act_words, max_beats
         self.max_channels = max(params.max_hidden, params.max_ffn)
+        self.beat = Q = quant_lanes(params)
         R, L = params.rows, params.lanes
         super().__init__({
             "start": In(1), "ins": In(instruction_layout(Op.QUANT)), "base": In(addr_width),
             "busy": Out(1), "error": Out(8),
             **rd_signatures(addr_width, max_beats),
-            "res_r0_addr": Out(range(res_words)), "res_r0_data": In(signed(RESIDUAL_BITS)),
-            "res_r1_addr": Out(range(res_words)), "res_r1_data": In(signed(RESIDUAL_BITS)),
+            **res_signatures(residual_lanes(params), res_words, reads=("r0",)),
             "act_w_addr": Out(range(act_words // R)), "act_w_data": Out(R * L), "act_w_en": Out(R * L),
             **trace_signatures(addr_width),
-            "thr_element": Out(range(QW + 1)), "req_element": Out(range(QW + 1)),
+            "thr_element": Out(range(Q + 1)), "req_element": Out(range(Q + 1)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        p, ins = self.params, self.ins
+        p, ins, QW = self.params, self.ins, self.beat
+        lq = (QW - 1).bit_length()
         m.submodules.thr = thr = ThresholdUnit(QW, RESIDUAL_BITS, self.max_channels)
         m.submodules.rq = rq = RequantUnit(QW, RESIDUAL_BITS, RESIDUAL_BITS, self.max_channels)
         m.submodules.writer = writer = CodeWriter(p.rows, p.lanes, self.act_words, p.max_act_bits, beat=QW)
         rows, ch, bits, signed_codes = ins.rows, ins.channels, ins.bits, ins.signed
         multi = bits != 1
-        wide = Signal()                          # two channels a beat (hw.spec.isa.wide_quant), set at start
+        wide = Signal()                          # Q channels a beat (hw.spec.isa.wide_quant), set at start
         m.d.comb += [writer.dst.eq(ins.dst), writer.layout.eq(ins.layout), writer.rows.eq(rows),
                      writer.channels.eq(ch), writer.width.eq(ins.dst_width), writer.col.eq(ins.dst_col),
                      writer.bits.eq(bits)]
@@ -296,8 +299,8 @@ class QuantExec(wiring.Component):
             with m.If(cond):
                 m.d.sync += error.eq(ERR_RANGE)
 
-        # ---- feed: res rows -> unit, a beat of up to QW = 2 channels a cycle (read ports r0 and r1) when
-        # the codes of a channel pair share a packed word (hw.spec.isa.wide_quant), else one channel a beat
+        # ---- feed: res rows -> unit, a beat of Q channels a cycle (Q lanes of one residual word) when
+        # hw.spec.isa.wide_quant holds, else one channel a beat
         issue_left = Signal(2 * DIM_BITS)        # elements not yet addressed
         issue_addr = Signal(range(self.res_words + 1))
         issue_c = Signal(DIM_BITS)               # row-relative channel of the next element addressed
@@ -305,24 +308,20 @@ class QuantExec(wiring.Component):
         cur_n = Signal(range(QW + 1))            # ... its elements
         feed_n = Signal(DIM_BITS)                # channel (row-relative) of that beat's first element
         step = Signal(range(QW + 1))             # elements of the beat addressed now
-        m.d.comb += step.eq(Mux(wide & (issue_c + 1 < ch), 2, 1))
+        m.d.comb += step.eq(Mux(wide, QW, 1))
         unit_ready = Mux(multi, rq.inp.ready, thr.inp.ready)
         consume = cur_v & unit_ready
         running = Signal()
         can_issue = running & (issue_left != 0) & (~cur_v | consume)
         last_r0 = Signal.like(issue_addr)        # held addresses: the data stays on the ports
-        m.d.comb += [
-            self.res_r0_addr.eq(Mux(can_issue, issue_addr, last_r0)),
-            self.res_r1_addr.eq(Mux(can_issue, issue_addr, last_r0) + 1),    # (past the buffer: unused)
-        ]
-        # the units take the beat's channel pair (feed_n rounded down to even): wide, both elements;
-        # serial, the element in both lanes (the drain picks lane feed_n mod 2)
-        group = Cat(Const(0, 1), feed_n[1:])
-        a0 = self.res_r0_data
-        a1 = Mux(wide, self.res_r1_data, self.res_r0_data)
+        addr = Mux(can_issue, issue_addr, last_r0)
+        beat_in, e0 = read_lanes(m, self.res_r0_addr, self.res_r0_data, addr, QW, "e")
+        # the units take the beat's channel group (feed_n rounded down to a multiple of Q): wide, its Q
+        # values; serial, the value in every lane (the drain picks lane feed_n mod Q)
+        group = Cat(Const(0, lq), feed_n[lq:])
         for unit in (thr, rq):
-            m.d.comb += [unit.inp.payload.acc[0].eq(a0), unit.inp.payload.acc[1].eq(a1),
-                         unit.inp.payload.channel.eq(group), unit.inp.payload.last.eq(feed_n + cur_n >= ch)]
+            m.d.comb += [unit.inp.payload.channel.eq(group), unit.inp.payload.last.eq(feed_n + cur_n >= ch)]
+            m.d.comb += [unit.inp.payload.acc[j].eq(Mux(wide, beat_in[j], e0)) for j in range(QW)]
         m.d.comb += [thr.inp.valid.eq(cur_v & ~multi), rq.inp.valid.eq(cur_v & multi),
                      self.thr_element.eq(Mux(thr.inp.valid & thr.inp.ready, cur_n, 0)),
                      self.req_element.eq(Mux(rq.inp.valid & rq.inp.ready, cur_n, 0))]
@@ -345,11 +344,11 @@ class QuantExec(wiring.Component):
         d_n, d_r = Signal(DIM_BITS), Signal(DIM_BITS)
         complete = Signal()                      # the beat in the drain is traced and written
         # the beat leaving the unit: its first channel `off` (the one after the beat in the drain, if that
-        # completes now), its elements (wide: up to 2 of the row; serial: 1) and its lane (serial: off mod 2)
+        # completes now), its elements (wide: Q; serial: 1) and its lane (serial: off mod Q)
         off = Signal(DIM_BITS)
         m.d.comb += off.eq(Mux(complete, Mux(d_n + d_cnt >= ch, 0, d_n + d_cnt), d_n))
-        b_n = Mux(wide & (off + 1 < ch), 2, 1)
-        b_lane = off[0]
+        b_n = Mux(wide, QW, 1)
+        b_lane = off[:lq]
         unit_valid = Mux(multi, rq.out.valid, thr.out.valid)
         t_fire = self.trace_values.valid & self.trace_values.ready
         w_fire = writer.codes.valid & writer.codes.ready
@@ -384,7 +383,7 @@ class QuantExec(wiring.Component):
             m.d.sync += error.eq(ERR_RANGE)
         m.d.comb += [
             self.trace_values.valid.eq(d_v & ins.tap & (d_traced != d_cnt)),
-            self.trace_values.payload.value.eq(d_code[d_traced[:1]]),
+            self.trace_values.payload.value.eq(d_code[d_traced[:lq]] if QW > 1 else d_code[0]),
             writer.codes.valid.eq(d_v & ~d_written), writer.codes.payload.u.eq(d_u),
             writer.codes.payload.n.eq(d_cnt),
             self.act_w_addr.eq(writer.act_w_addr), self.act_w_data.eq(writer.act_w_data),
@@ -403,8 +402,9 @@ class QuantExec(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), error.eq(0), beat.eq(0), d_n.eq(0), d_r.eq(0), d_v.eq(0),
                                  cur_v.eq(0), feed_n.eq(0), issue_c.eq(0), d_cnt.eq(0),
-                                 wide.eq((ins.layout != Layout.TRANS) & ~ins.dst_col[0]
-                                         & ((ins.layout == Layout.ROWS) | ~ins.dst_width[0]))]    # wide_quant
+                                 wide.eq((ins.layout != Layout.TRANS)
+                                         & ((ins.src | ins.channels | ins.dst_col) & (QW - 1) == 0)
+                                         & ((ins.layout == Layout.ROWS) | (ins.dst_width & (QW - 1) == 0)))]
                     with m.If((ins.rows == 0) | (ins.channels == 0)):
                         m.next = "DONE"
                     with m.Else():
@@ -419,12 +419,12 @@ class QuantExec(wiring.Component):
                     read(self.base + ins.consts + (ins.dst_col << 3), ch)
                     with m.If(self.rd_cmd.ready):
                         m.next = "THRESHOLDS"
-            with m.State("THRESHOLDS"):                 # channel k: table row k div 2, slot k mod 2
+            with m.State("THRESHOLDS"):                 # channel k: table row k div Q, slot k mod Q
                 sat = Mux(word > thr_sat_hi, thr_sat_hi, Mux(word < thr_sat_lo, thr_sat_lo, word))
-                row_done = beat[0] | self.rd_data.payload.last
-                row = gather_row(m, thr_row, beat[0], sat, take)
+                row_done = (beat[:lq] == QW - 1) | self.rd_data.payload.last
+                row = gather_row(m, thr_row, beat[:lq], sat, take)
                 m.d.comb += [thr.thr_write.valid.eq(self.rd_data.valid & row_done),
-                             thr.thr_write.payload.addr.eq(beat >> 1),
+                             thr.thr_write.payload.addr.eq(beat >> lq),
                              self.rd_data.ready.eq(~row_done | thr.thr_write.ready)]
                 m.d.comb += [thr.thr_write.payload.data[i].eq(row[i]) for i in range(QW)]
                 with m.If(take):
@@ -454,15 +454,15 @@ class QuantExec(wiring.Component):
                 with m.If(self.rd_cmd.ready):
                     m.d.sync += beat.eq(0)
                     m.next = "PAIRS"
-            with m.State("PAIRS"):                      # (B, lo) per channel k: table row k div 2, slot k mod 2
+            with m.State("PAIRS"):                      # (B, lo) per channel k: table row k div Q, slot k mod Q
                 odd = beat[0]                           # the lo word completes channel beat >> 1
                 both_ready = rq.offset_write.ready & rq.lo_write.ready
-                slot = beat[1]
-                write = odd & (slot | self.rd_data.payload.last)
+                slot = beat[1:1 + lq]
+                write = odd & ((slot == QW - 1) | self.rd_data.payload.last)
                 gather_row(m, off_row, slot, word, take & ~odd)
                 lo = gather_row(m, lo_row, slot, word, take & odd)
                 m.d.comb += [
-                    rq.offset_write.payload.addr.eq(beat >> 2), rq.lo_write.payload.addr.eq(beat >> 2),
+                    rq.offset_write.payload.addr.eq(beat >> (1 + lq)), rq.lo_write.payload.addr.eq(beat >> (1 + lq)),
                     rq.offset_write.valid.eq(self.rd_data.valid & write & both_ready),
                     rq.lo_write.valid.eq(self.rd_data.valid & write & both_ready),
                     self.rd_data.ready.eq(~write | both_ready),

@@ -10,7 +10,7 @@ Ports (Verilog names, for an SoC integrator):
 
 Inside: the `Sequencer` (fetch, decode, dispatch), one `AxiReader` shared by the fetch and
 the execute unit that runs, one `AxiWriter` fed by the `TraceWriter`, the residual buffer
-(`res_words` signed 16-bit words) and the execute units.
+(`res_words` signed 16-bit values in words of `hw.spec.buffers.residual_lanes`) and the execute units.
 
 Every opcode has its execute unit (EMBED, LAYERNORM, QUANT, MATMUL, SOFTMAX; docs/encoder.md
 §4). The AXI data width is 64 bits (EMBED reads four int16 per word). Post-processing runs
@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from bitaccel.golden.version import __version__
 
 from ..params import HwParams
-from bitaccel.hw.spec.buffers import buffer_words, score_lanes
+from bitaccel.hw.spec.buffers import buffer_words, residual_lanes, score_lanes
 from bitaccel.hw.spec.isa import Op
 
 from .axi import AxiLiteRegisters, AxiReader, AxiWriter, axi4_lite_signature, axi4_read_signature, axi4_write_signature
@@ -104,7 +104,7 @@ class Accelerator(wiring.Component):
         """Opcode -> its execute unit (docs/encoder.md §4)."""
         aw, beats = self.addr_width, MAX_READ_BEATS
         return {
-            Op.EMBED: EmbedExec(aw, p.max_seq, p.max_hidden, self.res_words, beats),
+            Op.EMBED: EmbedExec(aw, p.max_seq, p.max_hidden, self.res_words, residual_lanes(p), beats),
             Op.LAYERNORM: LayerNormExec(p, aw, self.res_words, beats),
             Op.QUANT: QuantExec(p, aw, self.res_words, self.act_words, beats),
             Op.MATMUL: MatmulExec(p, aw, self.act_words, self.res_words, self.scr_words, beats),
@@ -123,7 +123,8 @@ class Accelerator(wiring.Component):
         m.submodules.seq = seq = Sequencer(self.addr_width, self.data_width, MAX_READ_BEATS, executes=set(units))
         for op, unit in units.items():
             m.submodules[f"exec_{op.name.lower()}"] = unit
-        m.submodules.res = res = memory.Memory(shape=signed(16), depth=self.res_words, init=[])
+        v = residual_lanes(p)           # residual values per physical word (flat address a: word a div V, lane a mod V)
+        m.submodules.res = res = memory.Memory(shape=v * 16, depth=-(-self.res_words // v), init=[])
         m.submodules.act = act = memory.Memory(shape=p.rows * p.lanes, depth=self.act_words // p.rows, init=[])
         w = score_lanes(p)              # scores per physical word (flat score address a: word a div W, lane a mod W)
         m.submodules.scr = scr = memory.Memory(shape=w * p.acc_width, depth=-(-self.scr_words // w), init=[])
@@ -141,7 +142,7 @@ class Accelerator(wiring.Component):
             wiring.connect(m, seq.fetch, reader.cmd)
             wiring.connect(m, reader.data, seq.fetch_data)
         base = regs.data_base_lo | (regs.data_base_hi << 32)
-        _wire_units(m, units, seq, reader, tracer, buffers, {"act": 1, "scr": p.acc_width}, base)
+        _wire_units(m, units, seq, reader, tracer, buffers, {"act": 1, "scr": p.acc_width, "res": 16}, base)
         m.d.comb += [
             seq.writes_idle.eq(~tracer.busy & writer.idle),
             writer.clear.eq(seq.start | seq.clear),
@@ -204,7 +205,7 @@ _READ_PORTS = (("res", "r0"), ("res", "r1"), ("act", "r"), ("scr", "r"))
 def _wire_units(m: Module, units: dict, seq, reader, tracer, buffers: dict, granularity: dict, base) -> None:
     """Connect every execute unit by the port convention; the running unit (seq.exec_op) owns the
     shared reader (outside fetch), the trace writer and the buffer ports. `granularity`: bits per write
-    enable of a buffer (act: one per bit, scr: one per score lane; others: whole words)."""
+    enable of a buffer (act: one per bit, scr: one per score lane, res: one per value)."""
     ports = {op: unit.signature.members for op, unit in units.items()}
     mask = next((u.mask for u in units.values() if "mask" in u.signature.members
                  and u.signature.members["mask"].flow == Out), None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from bitaccel.hw.params import HwParams
 from bitaccel.hw.spec.isa import Layout
 
-__all__ = ["ACT_ROLES", "RES_ROLES", "score_lanes", "pad_rows", "act_tensor_words", "plan_buffers", "buffer_words"]
+__all__ = ["ACT_ROLES", "RES_ROLES", "score_lanes", "residual_lanes", "quant_lanes", "pack_words", "unpack_words", "pad_rows", "act_tensor_words", "plan_buffers", "buffer_words"]
 
 
 def _ceil(a: int, b: int) -> int:
@@ -46,6 +46,37 @@ def score_lanes(params: HwParams) -> int:
     """
     limit = min(params.cols, params.lanes)
     return 1 << (limit.bit_length() - 1)
+
+
+def residual_lanes(params: HwParams) -> int:
+    """V, the signed 16-bit residual values per physical word of the residual buffer.
+
+    The largest power of two <= C: a RESIDUAL drain beat of C = V values is one word, and the
+    LayerNorm and QUANT units take V values a cycle. The buffer stays addressed per element
+    (flat address a: word a div V, lane a mod V); element-serial writers use lane enables.
+    """
+    return 1 << (params.cols.bit_length() - 1)
+
+
+def quant_lanes(params: HwParams) -> int:
+    """Q, the channels a QUANT takes a cycle on its wide path (`hw.spec.isa.wide_quant`): min(V, L), a
+    power of two dividing both a residual word and a packed activation word."""
+    return min(residual_lanes(params), params.lanes)
+
+
+def pack_words(values, lanes: int, bits: int) -> list[int]:
+    """Flat signed `bits`-bit values -> physical words of `lanes` values (value a in lane a mod lanes of
+    word a div lanes, lane i in bits i*bits ..), the last word zero-padded: the residual and score
+    buffers' format."""
+    flat = [int(v) & ((1 << bits) - 1) for v in values]
+    flat += [0] * (-len(flat) % lanes)
+    return [sum(v << (bits * i) for i, v in enumerate(flat[w:w + lanes])) for w in range(0, len(flat), lanes)]
+
+
+def unpack_words(words, lanes: int, bits: int, count: int) -> list[int]:
+    """Inverse of `pack_words`: the first `count` flat signed values of physical words."""
+    flat = [(int(word) >> (bits * lane)) & ((1 << bits) - 1) for word in words for lane in range(lanes)][:count]
+    return [v - (1 << bits) if v >> (bits - 1) else v for v in flat]
 
 
 def pad_rows(rows: int, block: int) -> int:

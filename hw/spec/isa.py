@@ -22,7 +22,7 @@ import enum
 from typing import Mapping
 
 __all__ = ["INSTR_BITS", "INSTR_BYTES", "OPCODE_BITS", "DIM_BITS", "BUF_ADDR_BITS", "EXT_ADDR_BITS",
-           "ACT_BITS_BITS", "Op", "Post", "Layout", "BSource", "wide_beats", "QUANT_BEAT", "wide_quant", "Field", "FORMATS", "Instruction", "IsaError",
+           "ACT_BITS_BITS", "Op", "Post", "Layout", "BSource", "wide_beats", "wide_quant", "wide_layernorm", "Field", "FORMATS", "Instruction", "IsaError",
            "encode", "decode", "encode_program", "decode_program", "field_offsets", "format_table"]
 
 #: Width of one instruction word (bits) and its size in external memory (bytes).
@@ -82,27 +82,38 @@ def wide_beats(post: int, layout: int, dst: int, dst_col: int, dst_width: int, r
     they are C adjacent slots (stored rows) of one physical word (C divides R, dst_col and the
     group width `dst_width`): one act-buffer write per plane. SCORES: one score-buffer write when
     the beat's C scores are one score word (C = W = `hw.spec.buffers.score_lanes`, i.e. C a power
-    of two <= L, and C divides dst, dst_col and the row stride `dst_width`). The one owner of
-    this rule: hw/encoder/matmul_exec.py implements it, sim/program_cycles.py models it.
+    of two <= L, and C divides dst, dst_col and the row stride `dst_width`). RESIDUAL: one
+    residual-buffer write when the beat's C values are one residual word (C = V =
+    `hw.spec.buffers.residual_lanes`, i.e. C a power of two, and C divides dst, dst_col and
+    `dst_width`). The one owner of this rule: hw/encoder/matmul_exec.py implements it,
+    sim/program_cycles.py models it.
     """
     if post in (Post.THRESHOLD, Post.REQUANT):
         group = rows if layout == Layout.TRANS else lanes
         return group % cols == 0 and dst_col % cols == 0 and dst_width % cols == 0
-    if post == Post.SCORES:
-        return (cols & (cols - 1) == 0 and cols <= lanes and dst % cols == 0 and dst_col % cols == 0
-                and dst_width % cols == 0)
+    if post in (Post.SCORES, Post.RESIDUAL):
+        return (cols & (cols - 1) == 0 and (cols <= lanes or post == Post.RESIDUAL) and dst % cols == 0
+                and dst_col % cols == 0 and dst_width % cols == 0)
     return False
 
 
-#: Channels a QUANT takes a cycle when `wide_quant` holds (residual read ports r0 and r1).
-QUANT_BEAT = 2
+def wide_quant(layout: int, src: int, channels: int, dst_col: int, dst_width: int, beat: int) -> bool:
+    """Whether a QUANT takes `beat` = Q channels a cycle (Q = `hw.spec.buffers.quant_lanes`; docs/encoder.md
+    §4a): a beat's residual values are Q adjacent lanes of one residual word (`src` and the row length
+    `channels` multiples of Q) and its codes Q adjacent lanes of one packed word (ROWS or HEADS,
+    `dst_col` and HEADS groups multiples of Q). Otherwise one channel a beat. hw/encoder/quant_exec.py
+    implements it, sim/program_cycles.py models it."""
+    return (layout != Layout.TRANS and src % beat == 0 and channels % beat == 0 and dst_col % beat == 0
+            and (layout == Layout.ROWS or dst_width % beat == 0))
 
 
-def wide_quant(layout: int, dst_col: int, dst_width: int) -> bool:
-    """Whether a QUANT takes QUANT_BEAT = 2 channels a beat (docs/encoder.md §4): a channel pair's codes
-    are adjacent lanes of one packed word (ROWS or HEADS, dst_col even, HEADS groups of even width).
-    Otherwise one channel a beat. hw/encoder/quant_exec.py implements it, sim/program_cycles.py models it."""
-    return layout != Layout.TRANS and dst_col % 2 == 0 and (layout == Layout.ROWS or dst_width % 2 == 0)
+def wide_layernorm(hidden: int, src: int, res: int, dst: int, sum_dst: int, tap: int, lanes: int) -> bool:
+    """Whether a LAYERNORM moves a whole residual word (V = `lanes` values, `hw.spec.buffers.residual_lanes`)
+    a cycle (docs/encoder.md §4a): every row starts on a word (V divides `hidden` and the four row
+    bases) and nothing is traced (the trace takes one value a cycle). Otherwise one value a cycle,
+    gathered into beats of V for the unit. hw/encoder/layernorm_exec.py implements it,
+    sim/program_cycles.py models it."""
+    return not tap and all(v % lanes == 0 for v in (hidden, src, res, dst, sum_dst))
 
 
 class BSource(enum.IntEnum):
