@@ -14,10 +14,11 @@ buffer, ``width`` keys per beat:
    sequential restoring divider (hw/divider.py), one division per row.
 
 Passes 2 and 3 share one stall-all read pipeline (buffer read, LUT read, compute; see
-`SoftmaxUnit.latency`). The next row may be ingested while the previous row's last
-output beats drain. Storage: the row buffer (``ceil(max_seq / width)`` × ``width``
-·(score_width + 1) bits) and the exp LUT with one read port per lane (synthesis
-replicates it ``width`` times).
+`SoftmaxUnit.latency`). Pass 1 runs on its own: the row buffer has two banks, so the next
+row is ingested while the previous one is summed and output, and back-to-back rows take
+two passes each (`SoftmaxUnit.interval`). Storage: the row buffer (2 banks of
+``ceil(max_seq / width)`` × ``width``·(score_width + 1) bits) and the exp LUT with one read
+port per lane (synthesis replicates it ``width`` times).
 """
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ class SoftmaxUnit(wiring.Component):
         raises, and `masked_row_error` is set — or ``lut_len`` = 0) every output of the row is 0.
     lut_write : ``In(stream.Signature(StructLayout({"addr": unsigned(lut_addr_width), "data": unsigned(exp_frac + 1)})))``
         (``lut_addr_width = max(1, ceil_log2(max_lut))``).
-        Writes one exp LUT entry. Accepted only while no row is being evaluated (during
-        ingest or between rows); otherwise held off until the current row's reads finish.
+        Writes one exp LUT entry. Accepted only while no row is being evaluated (passes 2 and
+        3); otherwise held off until the current row's reads finish.
     lut_len : ``In(unsigned(bits_for(max_lut)))``
         Number of LUT entries in use (``len(exp_lut)``); values above ``max_lut`` act as ``max_lut``.
     theta : ``In(unsigned(theta_frac + 2))``
@@ -201,12 +202,15 @@ class SoftmaxUnit(wiring.Component):
         return 3 * n + (self.latency - 1) + setup + self.latency
 
     def interval(self, seq_len: int, mode: SoftmaxMode = SoftmaxMode.BINARY) -> int:
-        """Steady-state cycles between the first input beats of back-to-back rows of equal length
-        (no stalls): a row is ingested while the previous row's last ``latency`` cycles drain, so
-        this is ``cycles - latency``; 1-beat rows wait one more cycle for the previous row's last
-        beat to leave S1 (the first row after idle does not).
-        """
-        return self.cycles(seq_len, mode) - self.latency + (1 if self.beats(seq_len) == 1 else 0)
+        """Steady-state cycles between the last output beats of back-to-back rows of equal length, the
+        rows offered as fast as the unit takes them, no stalls: the next row is ingested (into the
+        other bank) while this one is evaluated, so a row costs its sum and output passes: n sum
+        reads, the S1/S2 drain (3), setup, n output reads, and 2 cycles for the read pipeline to
+        empty before the next row's registers load: 2n + 5 + setup - 1 (BINARY 2n + 5), n =
+        ceil(seq_len / width). ``cycles + (rows - 1) * interval`` spans a run of rows."""
+        n = self.beats(seq_len)
+        setup = 1 if SoftmaxMode(mode) == SoftmaxMode.BINARY else self.divider_latency + 1
+        return 2 * n + 4 + setup
 
     # ------------------------------------------------------------------ hardware
     def elaborate(self, platform):
@@ -215,7 +219,7 @@ class SoftmaxUnit(wiring.Component):
         lanes = range(self.width)
         smin = Const(-(1 << (self.score_width - 1)), signed(self.score_width))
 
-        m.submodules.buf = buf = Memory(shape=self.beat_layout, depth=self.depth, init=[])
+        m.submodules.buf = buf = Memory(shape=self.beat_layout, depth=2 * self.depth, init=[])   # two row banks
         m.submodules.lut = lut = Memory(shape=unsigned(self.exp_width), depth=self.max_lut, init=[])
         m.submodules.div = div = RestoringDivider(self.recip_exp + 1, self.sum_width, self.recip_width)
         buf_wr = buf.write_port()
@@ -230,12 +234,15 @@ class SoftmaxUnit(wiring.Component):
         in_theta = Signal(self.theta_width)
         in_len = Signal(range(self.max_lut + 1))
         in_any = Signal()                                          # a valid key seen in this row
+        in_bank = Signal()                                         # the bank being filled
+        in_full = Signal()                                         # a whole row waits in it for pass 2
         # ---- row-side state (the row being evaluated by passes 2 and 3)
         row_m = Signal(signed(self.score_width))
         row_n = Signal(range(self.depth + 1))
         row_mode = Signal(SoftmaxMode)
         row_theta = Signal(self.theta_width)
         row_len = Signal(range(self.max_lut + 1))
+        row_bank = Signal()                                        # the bank passes 2 and 3 read
         total = Signal(self.sum_width)                             # Σ
         # per-row 1-bit threshold ceil(θ·Σ / 2^theta_frac): θ·Σ + 2^theta_frac − 1 <
         # 2^(theta_width + sum_width) since theta_width > theta_frac, so the quotient fits exactly
@@ -254,7 +261,7 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += [
             adv.eq(~self.probs.valid | self.probs.ready),
             rd_last.eq(rd_addr == row_n - 1),
-            buf_rd.addr.eq(rd_addr),
+            buf_rd.addr.eq(Mux(row_bank, self.depth, 0) + rd_addr),
             buf_rd.en.eq(adv),
         ]
         with m.If(adv):
@@ -302,7 +309,7 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += [self.probs.payload.bits.eq(Cat(*bits)), self.probs.payload.last.eq(last2)]
                 m.d.sync += [self.probs.payload.p[j].eq(probs[j]) for j in lanes]
 
-        # ---- ingest datapath
+        # ---- ingest datapath (pass 1): into bank in_bank while it does not hold a waiting row
         beat = self.scores.payload
         masked = [Mux(beat.valid[j], beat.score[j], smin) for j in lanes]
         beat_max = _tree(masked, lambda a, b: Mux(a > b, a, b))
@@ -312,23 +319,37 @@ class SoftmaxUnit(wiring.Component):
         past = Const(sum(1 << j for j in lanes if (self.depth - 1) * self.width + j >= self.max_seq), self.width)
         too_long = full | ((in_n == self.depth - 1) & (beat.valid & past).any())
         kept = Signal(range(self.depth + 1))                       # beats of the row once this one is taken
+        take = self.scores.valid & self.scores.ready
         m.d.comb += [
+            self.scores.ready.eq(~in_full),
             next_m.eq(Mux(beat_max > in_m, beat_max, in_m)),
             kept.eq(Mux(full, in_n, in_n + 1)),
-            buf_wr.addr.eq(in_n),
+            buf_wr.addr.eq(Mux(in_bank, self.depth, 0) + in_n),
             buf_wr.data.score.eq(beat.score),
             buf_wr.data.valid.eq(beat.valid),
+            buf_wr.en.eq(take & ~full),
         ]
+        with m.If(take):
+            m.d.sync += [in_m.eq(next_m), in_n.eq(kept), in_any.eq(in_any | beat.valid.any())]
+            with m.If(too_long):
+                m.d.sync += self.length_error.eq(1)
+            with m.If(beat.last):
+                m.d.sync += [in_any.eq(0), in_full.eq(1),
+                             in_mode.eq(self.mode), in_theta.eq(self.theta), in_len.eq(self.lut_len)]
+                with m.If(~in_any & ~beat.valid.any()):
+                    m.d.sync += self.masked_row_error.eq(1)
         # Row registers may be reloaded once the previous row's output beats no longer need
         # them: none in S1, and the one in S2 (if any) leaves it this cycle.
         reload_ok = ~v1 & (~v2 | adv)
 
         def start_row(m_val, n_val, mode_val, theta_val, len_val):
+            """Passes 2 and 3 take the row in bank in_bank; the ingest goes on in the other bank (these
+            assignments come after the ingest's, so they win when the row's last beat is taken now)."""
             m.d.sync += [
                 row_m.eq(m_val), row_n.eq(n_val), row_mode.eq(mode_val), row_theta.eq(theta_val),
-                row_len.eq(Mux(len_val > self.max_lut, self.max_lut, len_val)),
+                row_len.eq(Mux(len_val > self.max_lut, self.max_lut, len_val)), row_bank.eq(in_bank),
                 total.eq(0), rd_addr.eq(0),
-                in_m.eq(smin), in_n.eq(0),
+                in_m.eq(smin), in_n.eq(0), in_full.eq(0), in_bank.eq(~in_bank),
             ]
 
         # ---- LUT writes: only while no S1 LUT read of a row can be pending
@@ -347,27 +368,14 @@ class SoftmaxUnit(wiring.Component):
         ]
 
         with m.FSM(name="softmax"):
-            with m.State("INGEST"):
-                m.d.comb += [self.scores.ready.eq(1), lut_idle.eq(1)]
-                with m.If(self.scores.valid):
-                    m.d.comb += buf_wr.en.eq(~full)
-                    m.d.sync += [in_m.eq(next_m), in_n.eq(kept), in_any.eq(in_any | beat.valid.any())]
-                    with m.If(too_long):
-                        m.d.sync += self.length_error.eq(1)
-                    with m.If(beat.last):
-                        m.d.sync += in_any.eq(0)
-                        with m.If(~in_any & ~beat.valid.any()):
-                            m.d.sync += self.masked_row_error.eq(1)
-                        with m.If(reload_ok):
-                            start_row(next_m, kept, self.mode, self.theta, self.lut_len)
-                            m.next = "SUM"
-                        with m.Else():
-                            m.d.sync += [in_mode.eq(self.mode), in_theta.eq(self.theta), in_len.eq(self.lut_len)]
-                            m.next = "PEND"
-            with m.State("PEND"):       # row received; previous row still draining
+            with m.State("IDLE"):       # passes 2 and 3 wait for a row: a waiting one, or one ending now
                 m.d.comb += lut_idle.eq(1)
-                with m.If(reload_ok):
-                    start_row(in_m, in_n, in_mode, in_theta, in_len)
+                with m.If(in_full):
+                    with m.If(reload_ok):
+                        start_row(in_m, in_n, in_mode, in_theta, in_len)
+                        m.next = "SUM"
+                with m.Elif(take & beat.last & reload_ok):
+                    start_row(next_m, kept, self.mode, self.theta, self.lut_len)
                     m.next = "SUM"
             with m.State("SUM"):        # pass 2 reads
                 m.d.comb += issue.eq(1)
@@ -390,5 +398,5 @@ class SoftmaxUnit(wiring.Component):
             with m.State("OUT"):        # pass 3 reads
                 m.d.comb += [issue.eq(1), issue_out.eq(1)]
                 with m.If(adv & rd_last):
-                    m.next = "INGEST"
+                    m.next = "IDLE"
         return m

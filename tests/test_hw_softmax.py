@@ -400,18 +400,19 @@ def test_cycles_formula_matches_measurement():
 
 
 def test_interval_matches_measurement():
-    """Back-to-back rows: after the first, each row's first beat follows the previous one's by
-    interval(seq_len) cycles (the first row, started on an idle unit, by cycles - latency)."""
+    """Back-to-back rows offered as fast as the unit takes them: each row's last output beat follows the
+    previous row's by interval(seq_len) cycles, and the next row is ingested while one is evaluated."""
     unit = make_unit(4, 37, 40)
     for mode in (BINARY, MULTIBIT):
-        for seq_len in (3, 6, 21):
+        for seq_len in (1, 3, 6, 21):
             first, last = _measure(unit, [(seq_len, mode)] * 4)
-            gaps = [b - a for a, b in zip(first, first[1:])]
-            assert gaps == [unit.cycles(seq_len, mode) - unit.latency] + [unit.interval(seq_len, mode)] * 2, \
-                (seq_len, mode, gaps)
+            gaps = [b - a for a, b in zip(last, last[1:])]
+            assert gaps == [unit.interval(seq_len, mode)] * 3, (seq_len, mode, gaps)
             assert last[0] - first[0] + 1 == unit.cycles(seq_len, mode)
-            if unit.beats(seq_len) > 1:    # rows of 2+ beats overlap with no bubble
-                assert all(b - a + 1 == unit.cycles(seq_len, mode) for a, b in zip(first, last))
+            assert last[-1] - first[0] + 1 == unit.cycles(seq_len, mode) + 3 * unit.interval(seq_len, mode)
+            assert first[1] < last[0] - unit.beats(seq_len), (seq_len, mode)   # row 2 in before row 1's pass 3
+            three_passes = unit.cycles(seq_len, mode) - unit.latency + (unit.beats(seq_len) == 1)   # one bank
+            assert unit.interval(seq_len, mode) == three_passes - max(unit.beats(seq_len) - 2, 0), (seq_len, mode)
 
 
 # ----------------------------------------------------------------------------- end to end

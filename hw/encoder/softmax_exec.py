@@ -12,9 +12,10 @@ Multi-bit: MULTIBIT mode, p = the unit's fixed-point probability, then `hw.requa
 unsigned, a beat's W codes in one write per plane) and, with ``tap``, traced per key: p
 (multi-bit only) then the code (docs/encoder.md §6).
 
-Cycles: the unit's three passes (ingest, sum, output; the next row is ingested while the
-previous drains) take ceil(keys/W) beats each, about 3 ceil(keys/W) + 6 cycles per row in
-BINARY mode and 3 ceil(keys/W) + prob_frac + recip_guard + 8 in MULTIBIT mode; a beat's codes
+Cycles: the unit's three passes (ingest, sum, output) take ceil(keys/W) beats each, and the
+next row is ingested while one is summed and output, so back-to-back rows take
+`SoftmaxUnit.interval`: 2 ceil(keys/W) + 5 cycles each in BINARY mode, 2 ceil(keys/W) +
+prob_frac + recip_guard + 6 in MULTIBIT mode; a beat's codes
 take ``bits`` act writes, its trace one cycle per value (which back-pressures the unit when a
 row's trace outlasts its passes); plus the block load (6 + lut_len beats). `sim.program_cycles`.
 """
