@@ -36,7 +36,7 @@ at edge s transfers on `results` at s + `drain` - 1 (results always ready).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -52,6 +52,32 @@ __all__ = ["BinaryMacArray"]
 DRAIN_LATENCY = 7
 #: Rows the output FIFO holds: the 4 drain stages in flight plus room to stream at full rate.
 OUT_FIFO_DEPTH = 8
+
+
+def _bank_rows(banks: list, row_bits: int) -> list:
+    """The values a (row, bank) select reads, indexed by ``row + (bank << row_bits)`` (unused rows: 0)."""
+    rows = len(banks[0])
+    return [banks[k >> row_bits][k & ((1 << row_bits) - 1)] if k & ((1 << row_bits) - 1) < rows else Const(0)
+            for k in range(2 << row_bits)]
+
+
+def _mux_tree(m: Module, sel, values: list, name: str):
+    """``values[sel]`` (len(values) = 2**len(sel)) as a tree of 4:1 multiplexers, low select bits first.
+
+    Each 4:1 node (2 select bits, 4 data bits: one LUT6 per bit) is a kept signal, so synthesis
+    does not re-merge the tree into wider, costlier cones (measured: 5 LUT6 per bit of a 16:1
+    multiplexer, against 5.4 to 6 for a case statement or a shift).
+    """
+    level, at = list(values), 0
+    width = max(len(Value.cast(v)) for v in values)
+    while len(level) > 4:
+        nxt = []
+        for i in range(0, len(level), 4):
+            s = Signal(width, name=f"{name}_l{at}_{i // 4}", attrs={"keep": 1})
+            m.d.comb += s.eq(Array(level[i:i + 4])[sel[at:at + 2]])
+            nxt.append(s)
+        level, at = nxt, at + 2
+    return Array(level)[sel[at:]]
 
 
 class BinaryMacArray(wiring.Component):
@@ -309,40 +335,52 @@ class BinaryMacArray(wiring.Component):
         p1 = Signal(pw, name="p1", reset_less=True)
         t1 = Signal(tile_layout, name="t1", reset_less=True)
         rho2 = Signal(dw, name="rho2", reset_less=True)
-        h2 = [Signal(dw, name=f"h2_{c}", reset_less=True) for c in range(C)]
+        h2 = [Signal(pw, name=f"h2_{c}", reset_less=True) for c in range(C)]
         q2 = [Signal(pw, name=f"q2_{c}", reset_less=True) for c in range(C)]
         t2 = Signal(tile_layout, name="t2", reset_less=True)
+        g2, g3 = (Signal(2, name=f"g{i}", reset_less=True) for i in (2, 3))
         base3 = [Signal(dw, name=f"base3_{c}", reset_less=True) for c in range(C)]
-        h3 = [Signal(dw, name=f"h3_{c}", reset_less=True) for c in range(C)]
+        h3 = [Signal(pw, name=f"h3_{c}", reset_less=True) for c in range(C)]
         out = [Signal(signed(ow), name=f"out{c}", reset_less=True) for c in range(C)]
         g = Cat(t1.a_pm1 ^ t1.b_pm1, t1.a_pm1 & t1.b_pm1)      # shift of H: a_pm1 + b_pm1 (0, 1 or 2)
         m.d.sync += [v1.eq(reading), v2.eq(v1), v3.eq(v2), v4.eq(v3), row1.eq(drow), row2.eq(row1),
-                     row3.eq(row2), t1.eq(Mux(rb, sh_tile[1], sh_tile[0])), t2.eq(t1)]
+                     row3.eq(row2), t1.eq(Mux(rb, sh_tile[1], sh_tile[0])), t2.eq(t1), g2.eq(g), g3.eq(g2)]
         m.d.sync += [q1[c].eq(Mux(rb, sh_q[1][c], sh_q[0][c])) for c in range(C)]
         m.d.sync += [q2[c].eq(q1[c]) for c in range(C)]
-        # d1: row r of bank rb
-        with m.Switch(Cat(drow, rb)):
-            for b in range(2):
-                for r in range(R):
-                    with m.Case(r + (b << len(drow))):
-                        m.d.sync += [h1[c].eq(sh_h[b][r][c]) for c in range(C)]
-                        m.d.sync += p1.eq(sh_p[b][r])
-        # d2: rho = 2 offset +- (P << a_pm1) (one shared adder), H << g
+        # d1: row r of bank rb, through a 4:1 multiplexer tree (one LUT6 per 4 inputs per bit)
+        sel = Cat(drow, rb)
+        m.d.sync += [h1[c].eq(_mux_tree(m, sel, _bank_rows([[sh_h[b][r][c] for r in range(R)] for b in range(2)],
+                                                           len(drow)), f"hsel{c}")) for c in range(C)]
+        m.d.sync += p1.eq(_mux_tree(m, sel, _bank_rows(sh_p, len(drow)), "psel"))
+
+        def add_signed(x, y, neg, name):
+            """x + y or x - y (neg) modulo 2**dw as one subtractor: x - (y XOR ~neg) - ~neg (x + y = x - ~y - 1).
+
+            A subtraction keeps x as the carry chain's direct operand, so the shift and XOR of y fold into
+            the chain's LUTs (one LUT6 per bit); the borrow-in rides on an extra low bit."""
+            pos = Signal(name=f"{name}_pos")
+            s = Signal(dw + 1, name=name)
+            m.d.comb += [pos.eq(~neg), s.eq(Cat(Const(0, 1), x) - Cat(pos, y ^ pos.replicate(dw)))]
+            return s[1:]
+
+        # d2: rho = 2 offset +- (P << a_pm1) (one shared adder)
         p_sh = Signal(dw, name="p_sh")
-        off2 = Signal(dw, name="off2")
-        m.d.comb += [p_sh.eq(Mux(t1.a_pm1, Cat(Const(0, 1), p1), p1)), off2.eq(Cat(Const(0, 1), t1.offset))]
-        m.d.sync += rho2.eq(Mux(t1.row_neg, off2 - p_sh, off2 + p_sh))
-        for c in range(C):
-            m.d.sync += h2[c].eq(Mux(g[1], Cat(Const(0, 2), h1[c]), Mux(g[0], Cat(Const(0, 1), h1[c]), h1[c])))
+        m.d.comb += p_sh.eq(Mux(t1.a_pm1, Cat(Const(0, 1), p1), p1))
+        m.d.sync += rho2.eq(add_signed(Cat(Const(0, 1), t1.offset), p_sh, t1.row_neg, "rho_sum"))
+        # (zeroed when no row is in flight: a flip-flop reset, which keeps synthesis from turning the
+        # h1 -> h2 -> h3 chain into shift-register LUTs: a LUT site per bit instead of free flip-flops)
+        m.d.sync += [h2[c].eq(Mux(v1, h1[c], 0)) for c in range(C)]
         # d3: base = rho +- (Q[c] << b_pm1)
         for c in range(C):
             q_sh = Signal(dw, name=f"q_sh{c}")
             m.d.comb += q_sh.eq(Mux(t2.b_pm1, Cat(Const(0, 1), q2[c]), q2[c]))
-            m.d.sync += [base3[c].eq(Mux(t2.col_neg, rho2 - q_sh, rho2 + q_sh)), h3[c].eq(h2[c])]
-        # d4: (base - H << g) / 2 = dot
+            m.d.sync += [base3[c].eq(add_signed(rho2, q_sh, t2.col_neg, f"base_sum{c}")), h3[c].eq(h2[c])]
+        # d4: (base - H << g) / 2 = dot (the shift folds into the subtractor's LUTs)
         for c in range(C):
+            h_sh = Signal(dw, name=f"h_sh{c}")
             diff = Signal(dw, name=f"diff{c}")
-            m.d.comb += diff.eq(base3[c] - h3[c])
+            m.d.comb += [h_sh.eq(Mux(g3[1], Cat(Const(0, 2), h3[c]), Mux(g3[0], Cat(Const(0, 1), h3[c]), h3[c]))),
+                         diff.eq(base3[c] - h_sh)]
             m.d.sync += out[c].eq(diff[1:])
         row4 = Signal(row_shape, name="drow4", reset_less=True)
         m.d.sync += row4.eq(row3)
