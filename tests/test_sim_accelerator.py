@@ -47,7 +47,7 @@ def work_dir() -> Path:
     return Path(os.environ.get("BITACCEL_SIM_BUILD", Path(__file__).resolve().parent.parent / "sim_build"))
 
 
-def _program(p: HwParams, act_bits: int, t: int, pad: int, seed: int = 4):
+def _program(p: HwParams, act_bits: int, t: int, pad: int, seed: int = 4, trace: bool = True):
     """A random tiny artifact compiled for `p` with a T-token input (the last `pad` tokens masked)."""
     from bitaccel.compiler import Target, compile_program
     from bitaccel.golden.config import ModelConfig
@@ -59,7 +59,7 @@ def _program(p: HwParams, act_bits: int, t: int, pad: int, seed: int = 4):
     ids[0] = TINY["vocab_size"] - 1
     mask = np.ones(t, dtype=bool)
     mask[t - pad:] = False
-    return compile_program(art, Target(p), ids=ids, mask=mask), art, ids, mask
+    return compile_program(art, Target(p), ids=ids, mask=mask, trace=trace), art, ids, mask
 
 
 def _need(sim: str) -> None:
@@ -113,3 +113,23 @@ def test_whole_encoder_bit_exact(sim, config, act_bits, t, pad, work_dir):
     if key in _CYCLES:                                 # same program on the other simulator: same cycles
         assert _CYCLES[key] == r["cycles"], (sim, _CYCLES[key], r["cycles"])
     _CYCLES[key] = r["cycles"]
+
+
+@pytest.mark.parametrize("config,act_bits", [(c, b) for c in CONFIGS for b in (1, 2)])
+def test_untraced_run_equals_the_cycle_model(config, act_bits, work_dir):
+    """Without traces (as `make demo` and bench/encoder_run.py run) every wide path is taken (LayerNorm rows
+    fed one ahead, Q-wide QUANT, residual words): the pooler output is bit-exact and `sim.program_cycles`
+    equals the measured cycles and work counters exactly."""
+    from bitaccel.golden.model import IntegerModel
+    from bitaccel.sim.inference import run_program
+    from bitaccel.sim.program_cycles import UNIT_COUNTERS, program_cycles
+
+    _need("verilator")
+    prog, art, ids, mask = _program(CONFIGS[config], act_bits, 8, 3, trace=False)
+    r = run_program(prog, "verilator", work_dir=work_dir)
+    assert r["passed"] and r["bit_exact"], r.get("first_mismatch")
+    ref = IntegerModel(art).forward(ids, mask, keep_intermediates=True)
+    assert np.array_equal(r["checkpoints"]["pooler.acc"], ref["intermediates"]["pooler.acc"])
+    model = program_cycles(prog)
+    assert model["cycles"] == r["cycles"], (model["cycles"], r["cycles"])
+    assert {k: model["busy"][k] for k in UNIT_COUNTERS} == {k: r["busy"][k] for k in UNIT_COUNTERS}

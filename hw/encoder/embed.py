@@ -10,8 +10,11 @@ For T tokens of H channels, from external memory (byte addresses = data base + f
   buffer at ``dst + t*H + i`` — `golden.model.IntegerModel.embed` exactly;
 * with ``tap``: every e[t, i] to the trace, row-major.
 
-One element per cycle, from a 64-bit bus (four int16 per word: H must be a multiple of 4;
-the compiler's word rows are whole 64-bit words). Rows are read with one burst command each.
+From a 64-bit bus (four int16 per word: H must be a multiple of 4; the compiler's word rows
+are whole 64-bit words); rows are read with one burst command each. The sums are written
+E = `hw.spec.isa.embed_beat` values a cycle (E = min(4, V) lanes of one residual word of
+V = `hw.spec.buffers.residual_lanes` values) when nothing is traced and ``dst`` is a multiple
+of E, else one value a cycle (the trace takes one value a cycle).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitaccel.hw.spec.isa import Op
+from bitaccel.hw.spec.isa import Op, embed_beat
 
 from .layouts import instruction_layout
 from .ports import BUS_BITS, rd_signatures, request_read, res_signatures, trace_signatures, write_element
@@ -38,8 +41,7 @@ class EmbedExec(wiring.Component):
     addr_width : AXI byte-address bits.
     max_seq, max_hidden : largest T and H (H a multiple of 4).
     res_words : residual-buffer depth (values).
-    res_lanes : V, values per residual-buffer word (`hw.spec.buffers.residual_lanes`); one value is
-        written a cycle, by its lane enable.
+    res_lanes : V, values per residual-buffer word (`hw.spec.buffers.residual_lanes`).
 
     Members
     -------
@@ -54,6 +56,7 @@ class EmbedExec(wiring.Component):
 
     def __init__(self, addr_width: int, max_seq: int, max_hidden: int, res_words: int, res_lanes: int, max_beats: int):
         self.addr_width, self.max_seq, self.max_hidden, self.res_words = addr_width, max_seq, max_hidden, res_words
+        self.res_lanes = res_lanes
         self.sign_words = -(-max_hidden // 64)
         super().__init__({
             "start": In(1), "ins": In(instruction_layout(Op.EMBED)), "base": In(addr_width),
@@ -91,15 +94,22 @@ class EmbedExec(wiring.Component):
         data_in = self.rd_data.payload.data
         take = self.rd_data.valid & self.rd_data.ready
 
-        # the element being produced in state ADD: i = 4*beat + lane
+        # the elements produced in state ADD: i .. i + E - 1, i = 4*beat + lane (wide: E = embed_beat a cycle)
+        V = self.res_lanes
+        E = embed_beat(0, 0, V)                      # the rule of hw.spec.isa.embed_beat
+        wide = Signal()
+        m.d.comb += wide.eq(~ins.tap & (ins.dst & (E - 1) == 0) if E > 1 else 0)
+        step = Mux(wide, E, 1)
         i = Signal(range(self.max_hidden + 4))
         m.d.comb += [i.eq(Cat(lane, beat)), sgn_r.addr.eq(i >> 6), pos_r.addr.eq(beat)]
-        sign = sgn_r.data.bit_select(i[:6], 1)
-        pos_v = pos_r.data.word_select(lane, 16).as_signed()
-        typ_v = data_in.word_select(lane, 16).as_signed()
-        total = Signal(signed(66))
-        m.d.comb += total.eq(Mux(sign, scale, -scale) + pos_v + typ_v)
-        sat = Mux(total < _SAT_LO, _SAT_LO, Mux(total > _SAT_HI, _SAT_HI, total))
+        sat = []
+        for k in range(E):                           # k > 0: wide only (lane + k < 4, i[:6] + k < 64)
+            sign = sgn_r.data.bit_select(i[:6] + k, 1)
+            pos_v = pos_r.data.word_select(lane + k, 16).as_signed()
+            typ_v = data_in.word_select(lane + k, 16).as_signed()
+            total = Signal(signed(66), name=f"total{k}")
+            m.d.comb += total.eq(Mux(sign, scale, -scale) + pos_v + typ_v)
+            sat.append(Mux(total < _SAT_LO, _SAT_LO, Mux(total > _SAT_HI, _SAT_HI, total)))
 
         def read(addr, beats):
             request_read(m, self.rd_cmd, addr, beats)
@@ -175,16 +185,24 @@ class EmbedExec(wiring.Component):
                     m.d.sync += [beat.eq(0), lane.eq(0)]
                     m.next = "ADD"
             with m.State("ADD"):
-                # one element per cycle; the type word is consumed with its fourth element
+                # E elements (wide) or one a cycle; the type word is consumed with its fourth element
                 go = self.rd_data.valid & (~ins.tap | self.trace_values.ready)
-                write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, row_base + i, sat, go)
+                word_end = lane + step == 4
+                with m.If(wide):                     # E lanes of one residual word: the group at (row_base + i) mod V
+                    lv = (V - 1).bit_length()
+                    addr = row_base + i
+                    m.d.comb += [self.res_w_addr.eq(addr >> lv),
+                                 self.res_w_en.eq(Mux(go, Const((1 << E) - 1, V) << addr[:lv], 0))]
+                    m.d.comb += [self.res_w_data[j].eq(sat[j % E]) for j in range(V)]
+                with m.Else():
+                    write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, row_base + i, sat[0], go)
                 m.d.comb += [
-                    self.trace_values.valid.eq(ins.tap & self.rd_data.valid), self.trace_values.payload.value.eq(sat),
-                    self.rd_data.ready.eq(go & (lane == 3)),
+                    self.trace_values.valid.eq(ins.tap & self.rd_data.valid), self.trace_values.payload.value.eq(sat[0]),
+                    self.rd_data.ready.eq(go & word_end),
                 ]
                 with m.If(go):
-                    m.d.sync += lane.eq(lane + 1)
-                    with m.If(lane == 3):
+                    m.d.sync += lane.eq(lane + step)
+                    with m.If(word_end):
                         m.d.sync += beat.eq(beat + 1)
                         with m.If(self.rd_data.payload.last):
                             m.d.sync += [t.eq(t + 1), row_base.eq(row_base + H), pos_addr.eq(pos_addr + (H << 1))]

@@ -15,11 +15,13 @@ Two paces (`hw.spec.isa.wide_layernorm`, the one owner of the rule):
   (the last beat of a row may be partial), and every sum, output and trace value is written
   on its own.
 
-Cycles: rows are serialized so the trace keeps its per-row order and the one res write port
-serves the sums and the outputs in turn: per row n + 1 cycles in (the read ports' prefetch),
-the unit's `latency` - 1 + n out, n = ceil(H / V) beats (wide) or H values (serial); plus the
-constant load (1 + 2H bus beats). Overlapping row r + 1's input with row r's output (the
-unit's two row banks allow it) needs a second write port or a buffer of the sums.
+Phases: the one res write port serves the sums (FEED: n + 1 cycles with the read ports'
+prefetch) and the outputs (OUT: n cycles once the unit's first output beat is valid) in turn,
+n = ceil(H / V) words (wide) or H values (serial). Serial: FEED(r), OUT(r) for each row, so
+the trace keeps its per-row order. Wide: FEED(0), FEED(1), OUT(0), FEED(2), OUT(1), ...,
+OUT(rows - 1): the next row is fed (into the unit's other row bank) while one waits out the
+unit's `latency`, so a row costs about 2n + 1 cycles when n >= latency - 3. Plus the constant
+load (1 + 2H bus beats). `sim.program_cycles.layernorm_busy` models the phases exactly.
 """
 from __future__ import annotations
 
@@ -117,8 +119,9 @@ class LayerNormExec(wiring.Component):
             m.d.comb += [self.res_w_addr.eq(addr >> lv), self.res_w_en.eq(Mux(en, all_lanes, 0))]
             m.d.comb += [self.res_w_data[i].eq(values[i]) for i in range(V)]
 
-        row = Signal(DIM_BITS)
-        row_off = Signal(range(self.res_words + (1 << DIM_BITS) + 1))   # r*H
+        feed_row, out_row = Signal(DIM_BITS), Signal(DIM_BITS)     # the rows FEED and OUT work on
+        off_shape = range(self.res_words + (1 << DIM_BITS) + 1)
+        feed_off, out_off = Signal(off_shape), Signal(off_shape)   # their offsets r*H
         # ---- input side: both read ports, a word (wide) or a value (serial) a cycle
         feeding = Signal()
         iss_e = Signal(DIM_BITS + 1)             # row index of the next value addressed
@@ -130,8 +133,8 @@ class LayerNormExec(wiring.Component):
         consume = cur_v & trace_ok & (~beat_end | unit.inp.ready)
         can_issue = feeding & (iss_e < H) & (~cur_v | consume)
         addr_e = Mux(can_issue, iss_e, cur_e)
-        y_el = read_element(m, self.res_r0_addr, self.res_r0_data, ins.src + row_off + addr_e, "y")
-        h_el = read_element(m, self.res_r1_addr, self.res_r1_data, ins.res + row_off + addr_e, "h")
+        y_el = read_element(m, self.res_r0_addr, self.res_r0_data, ins.src + feed_off + addr_e, "y")
+        h_el = read_element(m, self.res_r1_addr, self.res_r1_data, ins.res + feed_off + addr_e, "h")
         x_el = sat(y_el + h_el)
         y_row = gather_row(m, Signal(data.ArrayLayout(signed(RESIDUAL_BITS), V)), lane, y_el, consume & ~wide)
         h_row = gather_row(m, Signal(data.ArrayLayout(signed(RESIDUAL_BITS), V)), lane, h_el, consume & ~wide)
@@ -158,18 +161,18 @@ class LayerNormExec(wiring.Component):
         m.d.comb += unit.out.ready.eq(draining & out_ok & beat_done)
         with m.If(draining):
             with m.If(wide):
-                write_word(ins.dst + row_off + out_e, unit.out.payload.x, out_take)
+                write_word(ins.dst + out_off + out_e, unit.out.payload.x, out_take)
             with m.Else():
-                write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, ins.dst + row_off + out_e + out_l,
+                write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, ins.dst + out_off + out_e + out_l,
                               out_value, out_take)
             m.d.comb += [self.trace_values.valid.eq(tap & unit.out.valid),
                          self.trace_values.payload.value.eq(out_value)]
         with m.Else():
             with m.If(wide):
-                write_word(ins.sum_dst + row_off + cur_e,
+                write_word(ins.sum_dst + feed_off + cur_e,
                            [sat(self.res_r0_data[i] + self.res_r1_data[i]) for i in range(V)], consume & add)
             with m.Else():
-                write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, ins.sum_dst + row_off + cur_e,
+                write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, ins.sum_dst + feed_off + cur_e,
                               x_el, consume & add)
             m.d.comb += [self.trace_values.valid.eq(tap & add & cur_v & (~beat_end | unit.inp.ready)),
                          self.trace_values.payload.value.eq(x_el)]
@@ -188,7 +191,8 @@ class LayerNormExec(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), error.eq(0), beat.eq(0), cidx.eq(0), row.eq(0), row_off.eq(0),
+                    m.d.sync += [self.busy.eq(1), error.eq(0), beat.eq(0), cidx.eq(0), feed_row.eq(0), out_row.eq(0),
+                                 feed_off.eq(0), out_off.eq(0),
                                  cur_v.eq(0), iss_e.eq(0), out_e.eq(0), out_l.eq(0)]
                     with m.If((H == 0) | (H > p.max_hidden)):
                         m.d.sync += error.eq(ERR_FRAMING)
@@ -235,8 +239,11 @@ class LayerNormExec(wiring.Component):
             with m.State("FEED"):
                 m.d.comb += feeding.eq(1)
                 with m.If(consume & (cur_e + step >= H)):
-                    m.d.sync += [iss_e.eq(0), out_e.eq(0), out_l.eq(0)]
-                    m.next = "OUT"
+                    m.d.sync += [iss_e.eq(0), feed_row.eq(feed_row + 1), feed_off.eq(feed_off + H)]
+                    with m.If(wide & (feed_row == out_row) & (feed_row + 1 < ins.rows)):
+                        m.next = "FEED"                 # wide: feed one row ahead of the outputs
+                    with m.Else():
+                        m.next = "OUT"
             with m.State("OUT"):
                 m.d.comb += draining.eq(1)
                 with m.If(out_take):
@@ -245,10 +252,10 @@ class LayerNormExec(wiring.Component):
                     with m.Else():
                         m.d.sync += [out_e.eq(out_e + V), out_l.eq(0)]
                         with m.If(out_e + V >= H):
-                            m.d.sync += [row.eq(row + 1), row_off.eq(row_off + H)]
-                            with m.If(row == ins.rows - 1):
+                            m.d.sync += [out_e.eq(0), out_row.eq(out_row + 1), out_off.eq(out_off + H)]
+                            with m.If(out_row == ins.rows - 1):
                                 m.next = "FLAGS"
-                            with m.Else():
+                            with m.Elif(feed_row < ins.rows):
                                 m.next = "FEED"
             with m.State("FLAGS"):
                 with m.If(unit.framing_error):
