@@ -16,11 +16,11 @@ Per-unit busy cycles B (one function per execute unit, pure Python, no Amaranth 
 the unit latencies come from `sim.cycles.CycleModel`, i.e. the units' own ``latency``,
 ``cycles`` and ``interval``):
 
-* EMBED: token read, then per token the word row, position row and token-type row, one
-  element a cycle (`embed_busy`);
-* LAYERNORM: the constant block, then rows serialized: n cycles in, the unit's latency,
-  n cycles out, n = ceil(H / V) residual words when `hw.spec.isa.wide_layernorm` holds, else
-  H values (`layernorm_busy`);
+* EMBED: token read, then per token the word row, position row and token-type row, E =
+  `hw.spec.isa.embed_beat` elements a cycle (`embed_busy`);
+* LAYERNORM: the constant block, then FEED (n cycles in) and OUT (n cycles out, after the
+  unit's latency) phases: row by row, or, when `hw.spec.isa.wide_layernorm` holds (n = ceil(H / V)
+  residual words), the next row fed while one waits out the unit's latency (`layernorm_busy`);
 * QUANT: the constant block, then a beat a cycle through the threshold / requant unit (Q
   channels when `hw.spec.isa.wide_quant` holds, else one channel), ``max(bits, trace
   values)`` drain cycles per beat (`quant_busy`);
@@ -57,7 +57,7 @@ from bitaccel.hw.encoder.softmax_exec import HEADER_WORDS
 from bitaccel.hw.mac_array import OUT_FIFO_DEPTH
 from bitaccel.hw.softmax import SoftmaxMode, SoftmaxUnit
 from bitaccel.hw.spec.buffers import quant_lanes, residual_lanes, score_lanes
-from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post, wide_beats, wide_layernorm, wide_quant
+from bitaccel.hw.spec.isa import INSTR_BITS, BSource, Layout, Op, Post, embed_beat, wide_beats, wide_layernorm, wide_quant
 
 from .cycles import CycleModel
 
@@ -104,23 +104,49 @@ def _read(beats: int, lat: int) -> int:
 # ---------------------------------------------------------------------------------------- EMBED
 def embed_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
     """hw/encoder/embed.py: TOKENS_CMD/TOKENS, TRACE, per token TOKEN, WORD_CMD, SCALE + SIGNS
-    (1 + ceil(H/64) beats), POS_CMD/POS (H/4 beats), TYPE_CMD/ADD (one element a cycle), DONE."""
+    (1 + ceil(H/64) beats), POS_CMD/POS (H/4 beats), TYPE_CMD/ADD (E = `hw.spec.isa.embed_beat` elements
+    a cycle), DONE."""
     t, h = ins["rows"], ins["hidden"]
-    per_token = 1 + _read(1 + _ceil(h, 64), lat) + _read(h // 4, lat) + (1 + lat + h)
+    e = embed_beat(ins["dst"], ins["tap"], residual_lanes(cm.params))
+    per_token = 1 + _read(1 + _ceil(h, 64), lat) + _read(h // 4, lat) + (1 + lat + h // e)
     return _read(_ceil(t, 2), lat) + 1 + t * per_token + 1, {}
 
 
 # ---------------------------------------------------------------------------------------- LAYERNORM
 def layernorm_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
-    """hw/encoder/layernorm_exec.py: CONSTS (1 + 2H beats), CHECK, TRACE, per row FEED (n + 1: the read
-    ports' prefetch) and OUT (the unit's latency - 1 + n), FLAGS, DONE; n = ceil(H / V) residual words
-    when `hw.spec.isa.wide_layernorm` holds, else H values."""
+    """hw/encoder/layernorm_exec.py: CONSTS (1 + 2H beats), CHECK, TRACE, the FEED / OUT phases, FLAGS, DONE.
+
+    n = ceil(H / V) residual words when `hw.spec.isa.wide_layernorm` holds, else H values. Phase
+    order: serial FEED(0), OUT(0), FEED(1), ...; wide FEED(0), FEED(1), OUT(0), FEED(2), OUT(1), ...,
+    OUT(rows - 1); each phase enters the cycle after the previous one ends. A FEED entered at cycle t
+    issues at t and takes its n beats one a cycle from max(t + 1, the unit's ingest bank free) on
+    (its last one at L). The unit (`hw.layernorm.LayerNormUnit`) hands row r to its normalize stage
+    at max(L_r + 2, the last output transfer of row r - 1 + 1), its ingest bank is free the cycle
+    after, and its first output beat is valid `latency` - 2 cycles after the hand-off. An OUT entered
+    at t takes the n beats one a cycle from the later of t and that first beat."""
     rows, h = ins["rows"], ins["hidden"]
     v = residual_lanes(cm.params)
     wide = wide_layernorm(h, ins["src"], ins["res"], ins["dst"], ins["sum_dst"], ins["tap"], v)
     n = _ceil(h, v) if wide else h
-    per_row = (n + 1) + (cm.layernorm.latency - 1 + n)
-    return _read(1 + 2 * h, lat) + 2 + rows * per_row + 2, {"layernorm_unit": rows * h}
+    order = [("feed", 0)] + ([("feed", 1)] if wide and rows > 1 else [])
+    for r in range(rows):
+        order.append(("out", r))
+        if r + (2 if wide else 1) < rows:
+            order.append(("feed", r + (2 if wide else 1)))
+    last_in, last_out = {}, {-1: -(1 << 30)}
+
+    def handoff(r: int) -> int:
+        return max(last_in[r] + 2, last_out[r - 1] + 1)
+
+    t = 0                                               # the cycle the next phase enters
+    for kind, r in order:
+        if kind == "feed":
+            last_in[r] = max(t + 1, handoff(r - 1) + 1 if r else 0) + n - 1
+            t = last_in[r] + 1
+        else:
+            last_out[r] = max(t, handoff(r) + cm.layernorm.latency - 2) + n - 1
+            t = last_out[r] + 1
+    return _read(1 + 2 * h, lat) + 2 + t + 2, {"layernorm_unit": rows * h}
 
 
 # ---------------------------------------------------------------------------------------- QUANT
@@ -156,10 +182,12 @@ def softmax_busy(ins, cm: CycleModel, lat: int) -> tuple[int, dict]:
     first beat at RUN cycle 2 (the feed's priming word, then the first beat's word); each row's
     ceil(keys/W) output beats leave in its last beats + latency cycles; a beat's codes complete in
     the drain register after ``max(bits, trace values)`` cycles (trace values: the beat's keys,
-    twice that multi-bit: p and the code; the requant unit's latency in between). Measured exact
-    where the drain keeps up with the unit (every whole-encoder run without a trace, and the tests'
-    traced runs); a trace that outlasts a row's passes back-pressures the unit, which this does not
-    model."""
+    twice that multi-bit: p and the code; the requant unit's latency in between). Back-to-back rows
+    follow `SoftmaxUnit.interval` (the next row is ingested while one is summed and output). Measured
+    exact where the drain keeps up with the unit's output pass (every whole-encoder run without a
+    trace; the tests' traced multi-bit runs); a trace of more values a beat than the drain can take
+    a cycle back-pressures the output pass, which this does not model (the tests' traced W1A1 runs
+    at T = 8 take 0.25 % more cycles than modeled)."""
     rows, keys, bits, tap = ins["rows"], ins["keys"], ins["bits"], ins["tap"]
     u = _softmax_exec_unit(cm)
     w = u.width

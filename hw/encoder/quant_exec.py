@@ -241,7 +241,8 @@ class QuantExec(wiring.Component):
         block), when ``dst`` is not a multiple of R, or when a code leaves its ``bits``-bit range
         (that code and the ones after it are not written; the trace still completes).
     rd_cmd, rd_data : the constant block (thresholds, or the requant header and pairs).
-    res_r0_addr, res_r0_data : the residual rows.
+    res_r0_addr, res_r0_data, res_r1_addr, res_r1_data : the residual rows (r1: the second word of a
+        beat of Q = 2V values).
     act_w_addr, act_w_data, act_w_en : the codes.
     trace_start, trace_values : with ``tap``, the codes row-major.
     thr_element, req_element : ``Out(range(Q + 1))`` the elements entering the threshold / requant
@@ -264,7 +265,7 @@ class QuantExec(wiring.Component):
             "start": In(1), "ins": In(instruction_layout(Op.QUANT)), "base": In(addr_width),
             "busy": Out(1), "error": Out(8),
             **rd_signatures(addr_width, max_beats),
-            **res_signatures(residual_lanes(params), res_words, reads=("r0",)),
+            **res_signatures(residual_lanes(params), res_words, reads=("r0", "r1")),
             "act_w_addr": Out(range(act_words // R)), "act_w_data": Out(R * L), "act_w_en": Out(R * L),
             **trace_signatures(addr_width),
             "thr_element": Out(range(Q + 1)), "req_element": Out(range(Q + 1)),
@@ -299,8 +300,8 @@ class QuantExec(wiring.Component):
             with m.If(cond):
                 m.d.sync += error.eq(ERR_RANGE)
 
-        # ---- feed: res rows -> unit, a beat of Q channels a cycle (Q lanes of one residual word) when
-        # hw.spec.isa.wide_quant holds, else one channel a beat
+        # ---- feed: res rows -> unit, a beat of Q channels a cycle (Q values of one residual word, or of
+        # two adjacent words on ports r0 and r1) when hw.spec.isa.wide_quant holds, else one channel a beat
         issue_left = Signal(2 * DIM_BITS)        # elements not yet addressed
         issue_addr = Signal(range(self.res_words + 1))
         issue_c = Signal(DIM_BITS)               # row-relative channel of the next element addressed
@@ -315,7 +316,11 @@ class QuantExec(wiring.Component):
         can_issue = running & (issue_left != 0) & (~cur_v | consume)
         last_r0 = Signal.like(issue_addr)        # held addresses: the data stays on the ports
         addr = Mux(can_issue, issue_addr, last_r0)
-        beat_in, e0 = read_lanes(m, self.res_r0_addr, self.res_r0_data, addr, QW, "e")
+        V = residual_lanes(p)
+        beat_in, e0 = read_lanes(m, self.res_r0_addr, self.res_r0_data, addr, min(QW, V), "e")
+        if QW > V:                               # Q = 2V: the beat's upper half is the next word (port r1)
+            upper, _ = read_lanes(m, self.res_r1_addr, self.res_r1_data, addr + V, V, "e1")
+            beat_in = data.ArrayLayout(signed(RESIDUAL_BITS), QW)(Cat(beat_in.as_value(), upper.as_value()))
         # the units take the beat's channel group (feed_n rounded down to a multiple of Q): wide, its Q
         # values; serial, the value in every lane (the drain picks lane feed_n mod Q)
         group = Cat(Const(0, lq), feed_n[lq:])

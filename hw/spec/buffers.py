@@ -59,9 +59,10 @@ def residual_lanes(params: HwParams) -> int:
 
 
 def quant_lanes(params: HwParams) -> int:
-    """Q, the channels a QUANT takes a cycle on its wide path (`hw.spec.isa.wide_quant`): min(V, L), a
-    power of two dividing both a residual word and a packed activation word."""
-    return min(residual_lanes(params), params.lanes)
+    """Q, the channels a QUANT takes a cycle on its wide path (`hw.spec.isa.wide_quant`): min(2V, L), a
+    power of two: the lanes of one or two adjacent residual words (read ports r0 and r1), within one
+    packed activation word."""
+    return min(2 * residual_lanes(params), params.lanes)
 
 
 def pack_words(values, lanes: int, bits: int) -> list[int]:

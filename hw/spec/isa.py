@@ -22,7 +22,7 @@ import enum
 from typing import Mapping
 
 __all__ = ["INSTR_BITS", "INSTR_BYTES", "OPCODE_BITS", "DIM_BITS", "BUF_ADDR_BITS", "EXT_ADDR_BITS",
-           "ACT_BITS_BITS", "Op", "Post", "Layout", "BSource", "wide_beats", "wide_quant", "wide_layernorm", "Field", "FORMATS", "Instruction", "IsaError",
+           "ACT_BITS_BITS", "Op", "Post", "Layout", "BSource", "wide_beats", "wide_quant", "wide_layernorm", "embed_beat", "Field", "FORMATS", "Instruction", "IsaError",
            "encode", "decode", "encode_program", "decode_program", "field_offsets", "format_table"]
 
 #: Width of one instruction word (bits) and its size in external memory (bytes).
@@ -99,8 +99,8 @@ def wide_beats(post: int, layout: int, dst: int, dst_col: int, dst_width: int, r
 
 def wide_quant(layout: int, src: int, channels: int, dst_col: int, dst_width: int, beat: int) -> bool:
     """Whether a QUANT takes `beat` = Q channels a cycle (Q = `hw.spec.buffers.quant_lanes`; docs/encoder.md
-    §4a): a beat's residual values are Q adjacent lanes of one residual word (`src` and the row length
-    `channels` multiples of Q) and its codes Q adjacent lanes of one packed word (ROWS or HEADS,
+    §4a): a beat's residual values are Q adjacent values of one or two residual words (`src` and the row
+    length `channels` multiples of Q) and its codes Q adjacent lanes of one packed word (ROWS or HEADS,
     `dst_col` and HEADS groups multiples of Q). Otherwise one channel a beat. hw/encoder/quant_exec.py
     implements it, sim/program_cycles.py models it."""
     return (layout != Layout.TRANS and src % beat == 0 and channels % beat == 0 and dst_col % beat == 0
@@ -114,6 +114,15 @@ def wide_layernorm(hidden: int, src: int, res: int, dst: int, sum_dst: int, tap:
     gathered into beats of V for the unit. hw/encoder/layernorm_exec.py implements it,
     sim/program_cycles.py models it."""
     return not tap and all(v % lanes == 0 for v in (hidden, src, res, dst, sum_dst))
+
+
+def embed_beat(dst: int, tap: int, lanes: int) -> int:
+    """Values an EMBED writes a cycle (docs/encoder.md §4a): E = min(4, V) (V = `lanes`,
+    `hw.spec.buffers.residual_lanes`; a bus word holds 4 values) when nothing is traced and `dst` is a
+    multiple of E (every row then starts on an E-group: H is a multiple of 4), else 1.
+    hw/encoder/embed.py implements it, sim/program_cycles.py models it."""
+    e = min(4, lanes)
+    return e if not tap and dst % e == 0 else 1
 
 
 class BSource(enum.IntEnum):
