@@ -29,7 +29,8 @@ back-pressure reaches only the FIFO, the row reads and, through the two banks, e
 the next tiles' last beats; no register waits on ``results.ready`` combinationally.
 
 Timing (edges numbered from a beat's acceptance): a beat accepted at edge t accumulates at
-edge t + `pipe` (input register, then the popcount trees); a tile loaded at edge e has its
+edge t + `pipe` (input register, then the popcount trees and their count delays, see
+`TREE_REGISTER_EVERY`); a tile loaded at edge e has its
 rows read at consecutive edges from e + 1 (after the previous tile's rows), and a row read
 at edge s transfers on `results` at s + `drain` - 1 (results always ready).
 `hw.schedule.array_cycles` is the exact cycle formula.
@@ -50,6 +51,12 @@ __all__ = ["BinaryMacArray"]
 
 #: Drain pipeline: row multiplexer, row term, base add, subtract, output FIFO (+1).
 DRAIN_LATENCY = 7
+#: The popcount trees register every this many levels; `pipe` is that of trees registered at every
+#: level (the `hw.schedule` timing contract), the difference is made up by delaying the counts.
+#: Every level registered left pass-through bits in chains of 3+ flip-flops, which synthesis maps
+#: to shift-register LUTs (SRL16E, a LUT site each): measured at 8x8x64, 100 LUT sites per PE tree
+#: (95 LUTs + 5 SRL16E) against 93 LUTs and no SRL16E registered every 2 levels.
+TREE_REGISTER_EVERY = 2
 #: Rows the output FIFO holds: the 4 drain stages in flight plus room to stream at full rate.
 OUT_FIFO_DEPTH = 8
 
@@ -124,8 +131,10 @@ class BinaryMacArray(wiring.Component):
             self._MustUse__silence = True   # a rejected instance is not an "unused elaboratable"
             raise
         self._row_counts = row_counts
-        self._lat_x = tree_latency(lanes, XNOR_GROUP)
+        self._lat_x = tree_latency(lanes, XNOR_GROUP)          # the timing contract (every level registered)
         self._lat_p = tree_latency(lanes, POPCOUNT_GROUP)
+        self._built_x = tree_latency(lanes, XNOR_GROUP, TREE_REGISTER_EVERY)     # the trees built
+        self._built_p = tree_latency(lanes, POPCOUNT_GROUP, TREE_REGISTER_EVERY)
         super().__init__({
             "operands": In(stream.Signature(self.operands_layout)),
             "results": Out(stream.Signature(self.results_layout)),
@@ -228,10 +237,14 @@ class BinaryMacArray(wiring.Component):
             cm.d.sync += ctrl[k].eq(ctrl[k - 1])
         ca = ctrl[lat]        # the beat whose counts are ready now: accumulates at the coming edge
 
-        def delay(mod, value, cycles: int, name: str):
-            for i in range(cycles):
+        def delay(mod, value, built: int, name: str):
+            """A tree's count `built` edges after a0 (ctrl[built]'s beat), delayed to ca's beat (ctrl[lat]).
+
+            Each stage is zeroed when its beat is not valid (a flip-flop reset, no LUT): pure register
+            chains of 3+ would be mapped to shift-register LUTs. A zeroed count is never accumulated."""
+            for i in range(lat - built):
                 s = Signal.like(value, name=f"{name}_d{i + 1}", reset_less=True)
-                mod.d.sync += s.eq(value)
+                mod.d.sync += s.eq(Mux(ctrl[built + i].valid, value, 0))
                 value = s
             return value
 
@@ -281,18 +294,18 @@ class BinaryMacArray(wiring.Component):
 
         if self._row_counts:
             for r in range(R):
-                pc = Popcount(L, group=POPCOUNT_GROUP)
+                pc = Popcount(L, group=POPCOUNT_GROUP, register_every=TREE_REGISTER_EVERY)
                 cm.submodules[f"row_pc{r}"] = pc
                 cm.d.comb += pc.bits.eq(a0[r])
-                cnt = delay(cm, pc.count, lat - self._lat_p, f"pa{r}")
+                cnt = delay(cm, pc.count, self._built_p, f"pa{r}")
                 p_acc = Signal(pw, name=f"p_acc{r}", reset_less=True)
                 total = horner(cm, p_acc, Mux(ca.row_en, cnt, 0), f"p{r}")
                 to_bank([sh_p[b][r] for b in range(2)], total)
         for c in range(C):
-            pc = Popcount(L, group=POPCOUNT_GROUP)
+            pc = Popcount(L, group=POPCOUNT_GROUP, register_every=TREE_REGISTER_EVERY)
             cm.submodules[f"col_pc{c}"] = pc
             cm.d.comb += pc.bits.eq(w0[c])
-            cnt = delay(cm, pc.count, lat - self._lat_p, f"qw{c}")
+            cnt = delay(cm, pc.count, self._built_p, f"qw{c}")
             q_acc = Signal(pw, name=f"q_acc{c}", reset_less=True)
             total = horner(cm, q_acc, Mux(ca.col_en, cnt, 0), f"q{c}")
             to_bank([sh_q[b][c] for b in range(2)], total)
@@ -302,10 +315,10 @@ class BinaryMacArray(wiring.Component):
                 for b in range(2)]
         for r in range(R):
             for c in range(C):
-                pe = XorPopcount(L, group=XNOR_GROUP)
+                pe = XorPopcount(L, group=XNOR_GROUP, register_every=TREE_REGISTER_EVERY)
                 cm.submodules[f"pe{r}_{c}"] = pe
                 cm.d.comb += [pe.a.eq(a0[r]), pe.b.eq(w0[c])]
-                cnt = delay(cm, pe.count, lat - self._lat_x, f"d{r}_{c}")
+                cnt = delay(cm, pe.count, self._built_x, f"d{r}_{c}")
                 h_acc = Signal(pw, name=f"h_acc{r}_{c}", reset_less=True)
                 total = horner(cm, h_acc, cnt, f"h{r}_{c}")
                 to_bank([sh_h[b][r][c] for b in range(2)], total)
