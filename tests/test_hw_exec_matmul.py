@@ -62,7 +62,7 @@ WIDE_CASES = [
     # shape, act bits, T, trace, ffn: 2x4x32: every ROWS / HEADS code write wide, lanes past the packed row
     # cleared (48 and 56 mod 32), 2-bit REQUANT codes (two plane writes a beat), scores serial (T = 7);
     # 2x8x16 with FFN 64: P.V of head 0 wide with a partial last tile (N = 12 = 8 + 4), the other heads and
-    # q / k (width 12) serial; scores wide at T = 8 (one score word a beat), serial at T = 7
+    # q / k (width 12) serial; scores wide at T = 8 (half a score word of W = 16 a beat), serial at T = 7
     ("2x4x32", 2, 7, True, 56),
     ("2x8x16", 1, 7, True, 64),
     ("2x8x16", 1, 8, False, 64),

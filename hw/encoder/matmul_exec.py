@@ -169,7 +169,7 @@ class MatmulExec(wiring.Component):
         R, C, L = p.rows, p.cols, p.lanes
         lb = ceil_log2(L)
         aw = self.acc_width
-        W = self.scr_lanes                     # scores per score-buffer word (W = C when SCORES beats go wide)
+        W = self.scr_lanes                     # scores per score-buffer word (C divides W when SCORES beats go wide)
         V = self.res_lanes                     # values per residual-buffer word (V = C when RESIDUAL beats go wide)
         lw = ceil_log2(W)
         pbits = max(1, ceil_log2(self.act_phys))
@@ -570,8 +570,11 @@ class MatmulExec(wiring.Component):
             clear_mask.eq(lane_mask << (head.slot * L)),
             self.act_w_addr.eq(head.addr + plane_off),
             self.act_w_data.eq(Mux(wide, wide_data, Mux(stored.bit_select(plane, 1), one_hot, 0))),
-            self.scr_w_addr.eq(head.addr >> lw), self.scr_w_data.eq(Mux(wide, head.accs.as_value(), Cat(*[head.accs[0]] * W))),
-            self.scr_w_en.eq(Mux(scr_write, Mux(wide, ncols_mask, Const(1, W) << head.addr[:lw]), 0)),
+            # a wide beat: its C scores in every C-lane group of the word, the enables on its group
+            self.scr_w_addr.eq(head.addr >> lw),
+            self.scr_w_data.eq(Mux(wide, Cat(*[head.accs.as_value()] * (W // C)) if W % C == 0 else 0,
+                                   Cat(*[head.accs[0]] * W))),
+            self.scr_w_en.eq(Mux(scr_write, Mux(wide, ncols_mask << head.addr[:lw], Const(1, W) << head.addr[:lw]), 0)),
         ]
 
         with m.If(res_wide):
@@ -676,7 +679,7 @@ class MatmulExec(wiring.Component):
                     & _multiple_of(width, C) if R % C == 0 else 0
                 wide_codes = rows_codes | trans_codes
                 whole_words = _multiple_of(ins.dst, C) & _multiple_of(ins.dst_col, C) & _multiple_of(width, C)
-                wide_scores = (post == Post.SCORES) & whole_words if W == C else 0
+                wide_scores = (post == Post.SCORES) & whole_words if W % C == 0 and C & (C - 1) == 0 else 0
                 wide_res = (post == Post.RESIDUAL) & whole_words if V == C else 0
                 m.d.sync += wide.eq(wide_codes | wide_scores | wide_res)
                 m.d.sync += [dst_wpr.eq(Mux(ins.layout == Layout.TRANS, (M + (L - 1)) >> lb,

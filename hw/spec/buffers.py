@@ -40,11 +40,12 @@ RES_ROLES = {"h": "layer input / LayerNorm-2 output", "h1": "LayerNorm-1 output"
 def score_lanes(params: HwParams) -> int:
     """W, the scores per physical word of the score buffer and the keys per beat of the softmax.
 
-    The largest power of two <= min(C, L): a drain beat's C scores span at most two words, and
-    W probability codes are W adjacent lanes of one packed activation word. The score buffer
-    stays addressed per element (flat address a: word a div W, lane a mod W).
+    The largest power of two <= min(2C, L): a drain beat's C scores (C a power of two) are C
+    lanes of one word, written with lane enables, and W probability codes are W adjacent lanes of
+    one packed activation word; the softmax takes two drain beats' worth of keys a cycle. The
+    score buffer stays addressed per element (flat address a: word a div W, lane a mod W).
     """
-    limit = min(params.cols, params.lanes)
+    limit = min(2 * params.cols, params.lanes)
     return 1 << (limit.bit_length() - 1)
 
 

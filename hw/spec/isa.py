@@ -81,8 +81,8 @@ def wide_beats(post: int, layout: int, dst: int, dst_col: int, dst_width: int, r
     lanes of one packed word (C divides L, dst_col and the packed width `dst_width`); TRANS when
     they are C adjacent slots (stored rows) of one physical word (C divides R, dst_col and the
     group width `dst_width`): one act-buffer write per plane. SCORES: one score-buffer write when
-    the beat's C scores are one score word (C = W = `hw.spec.buffers.score_lanes`, i.e. C a power
-    of two <= L, and C divides dst, dst_col and the row stride `dst_width`). RESIDUAL: one
+    the beat's C scores are C lanes of one score word (C divides W = `hw.spec.buffers.score_lanes`,
+    i.e. C a power of two <= L, and C divides dst, dst_col and the row stride `dst_width`). RESIDUAL: one
     residual-buffer write when the beat's C values are one residual word (C = V =
     `hw.spec.buffers.residual_lanes`, i.e. C a power of two, and C divides dst, dst_col and
     `dst_width`). The one owner of this rule: hw/encoder/matmul_exec.py implements it,
