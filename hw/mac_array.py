@@ -237,15 +237,23 @@ class BinaryMacArray(wiring.Component):
             cm.d.sync += ctrl[k].eq(ctrl[k - 1])
         ca = ctrl[lat]        # the beat whose counts are ready now: accumulates at the coming edge
 
-        def delay(mod, value, built: int, name: str):
-            """A tree's count `built` edges after a0 (ctrl[built]'s beat), delayed to ca's beat (ctrl[lat]).
+        def delay(mod, value, built: int, name: str, enable: str | None = None):
+            """A tree's count `built` edges after a0 (ctrl[built]'s beat), delayed to ca's beat (ctrl[lat]),
+            and zero unless the beat's `enable` control bit (row_en, col_en; None: always) is set.
 
             Each stage is zeroed when its beat is not valid (a flip-flop reset, no LUT): pure register
-            chains of 3+ would be mapped to shift-register LUTs. A zeroed count is never accumulated."""
+            chains of 3+ would be mapped to shift-register LUTs. A zeroed count is never accumulated.
+            The enable rides on the last stage's reset (a multiplexer in front of the accumulator's
+            adder costs a LUT per bit); without a delay stage it is a multiplexer."""
             for i in range(lat - built):
+                keep = ctrl[built + i].valid
+                if enable is not None and i == lat - built - 1:
+                    keep = keep & ctrl[built + i][enable]
                 s = Signal.like(value, name=f"{name}_d{i + 1}", reset_less=True)
-                mod.d.sync += s.eq(Mux(ctrl[built + i].valid, value, 0))
+                mod.d.sync += s.eq(Mux(keep, value, 0))
                 value = s
+            if enable is not None and lat == built:
+                value = Mux(ca[enable], value, 0)
             return value
 
         # ---- input register (datapath registers need no reset: valid bits qualify them)
@@ -297,17 +305,17 @@ class BinaryMacArray(wiring.Component):
                 pc = Popcount(L, group=POPCOUNT_GROUP, register_every=TREE_REGISTER_EVERY)
                 cm.submodules[f"row_pc{r}"] = pc
                 cm.d.comb += pc.bits.eq(a0[r])
-                cnt = delay(cm, pc.count, self._built_p, f"pa{r}")
+                cnt = delay(cm, pc.count, self._built_p, f"pa{r}", "row_en")
                 p_acc = Signal(pw, name=f"p_acc{r}", reset_less=True)
-                total = horner(cm, p_acc, Mux(ca.row_en, cnt, 0), f"p{r}")
+                total = horner(cm, p_acc, cnt, f"p{r}")
                 to_bank([sh_p[b][r] for b in range(2)], total)
         for c in range(C):
             pc = Popcount(L, group=POPCOUNT_GROUP, register_every=TREE_REGISTER_EVERY)
             cm.submodules[f"col_pc{c}"] = pc
             cm.d.comb += pc.bits.eq(w0[c])
-            cnt = delay(cm, pc.count, self._built_p, f"qw{c}")
+            cnt = delay(cm, pc.count, self._built_p, f"qw{c}", "col_en")
             q_acc = Signal(pw, name=f"q_acc{c}", reset_less=True)
-            total = horner(cm, q_acc, Mux(ca.col_en, cnt, 0), f"q{c}")
+            total = horner(cm, q_acc, cnt, f"q{c}")
             to_bank([sh_q[b][c] for b in range(2)], total)
 
         # ---- processing elements: count and accumulate

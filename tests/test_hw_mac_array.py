@@ -206,6 +206,14 @@ def test_one_row_and_one_column():
     _check_matmul(2, 1, 8, 3, 2, 13, (1, False), (2, False), "c1")
 
 
+@pytest.mark.parametrize("rows,cols,lanes", [(5, 2, 2), (9, 1, 3)])
+def test_tall_arrays_and_few_lanes(rows, cols, lanes):
+    """R = 5 and 9: the drain's row select is a two- and three-level multiplexer tree over 16 and 32
+    (row, bank) entries, rows past R unused; L <= 3: no count delay (row/column enables as multiplexers)."""
+    _check_matmul(rows, cols, lanes, 2 * rows + 1, 3, 7, (2, True), (2, False), f"tall-{rows}-{lanes}",
+                  get_stall=0.3)
+
+
 def test_without_row_counts():
     """A W1A1-only array (no row popcounts) computes every product whose b operand is +-1."""
     _check_matmul(2, 3, 8, 4, 5, 21, (1, False), (1, True), "norow-01", row_counts=False)
