@@ -364,7 +364,7 @@ class BinaryMacArray(wiring.Component):
         h3 = [Signal(pw, name=f"h3_{c}", reset_less=True) for c in range(C)]
         out = [Signal(signed(ow), name=f"out{c}", reset_less=True) for c in range(C)]
         g = Cat(t1.a_pm1 ^ t1.b_pm1, t1.a_pm1 & t1.b_pm1)      # shift of H: a_pm1 + b_pm1 (0, 1 or 2)
-        m.d.sync += [v1.eq(reading), v2.eq(v1), v3.eq(v2), v4.eq(v3), row1.eq(drow), row2.eq(row1),
+        m.d.sync += [v1.eq(reading), v2.eq(v1), v3.eq(v2), v4.eq(v3), row1.eq(drow), row2.eq(Mux(v1, row1, 0)),
                      row3.eq(row2), t1.eq(Mux(rb, sh_tile[1], sh_tile[0])), t2.eq(t1), g2.eq(g), g3.eq(g2)]
         m.d.sync += [q1[c].eq(Mux(rb, sh_q[1][c], sh_q[0][c])) for c in range(C)]
         m.d.sync += [q2[c].eq(q1[c]) for c in range(C)]
@@ -389,7 +389,8 @@ class BinaryMacArray(wiring.Component):
         m.d.comb += p_sh.eq(Mux(t1.a_pm1, Cat(Const(0, 1), p1), p1))
         m.d.sync += rho2.eq(add_signed(Cat(Const(0, 1), t1.offset), p_sh, t1.row_neg, "rho_sum"))
         # (zeroed when no row is in flight: a flip-flop reset, which keeps synthesis from turning the
-        # h1 -> h2 -> h3 chain into shift-register LUTs: a LUT site per bit instead of free flip-flops)
+        # h1 -> h2 -> h3 chain into shift-register LUTs: a LUT site per bit instead of free flip-flops;
+        # row2 likewise)
         m.d.sync += [h2[c].eq(Mux(v1, h1[c], 0)) for c in range(C)]
         # d3: base = rho +- (Q[c] << b_pm1)
         for c in range(C):
