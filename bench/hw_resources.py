@@ -19,8 +19,9 @@ default generation limits of `HwParams` otherwise (max_hidden 768, max_ffn 3072,
 
 Each synthesis runs on a fresh generation of the unit. Long runs can be split: each part
 with --save, then one --load of all parts (--configs with nothing new) writes the section
-with every part's command. `BEFORE` holds the previous array's
-measured figures (docs/RESULTS.md before the redesign, same flow) for the comparison table.
+with every part's command. `BEFORE` holds the figures of the array before the redesign
+(docs/RESULTS.md at commit 7297498) and `PREVIOUS` those of the redesigned array before its
+drain and tree-register savings (commit 8d5693d), both from the same flow, for the comparison table.
 """
 from __future__ import annotations
 
@@ -53,8 +54,30 @@ CONFIGS = ["8x8x64", "8x4x128", "8x8x64a1", "16x16x64"]
 BEFORE = {"8x8x64": (16250, 16154, 2512, None), "4x4x64": (4463, 4778, 696, 144.1)}
 #: Xilinx cells that occupy a LUT6 site besides LUT1..LUT6 (shift registers Yosys infers from delay chains).
 SRL_CELLS = ("SRL16E", "SRLC32E")
+#: The redesigned array before the drain / tree-register savings (docs/RESULTS.md of 2026-11-29T08:53,
+#: hw/ at 8d5693d / b995f64, same flow): config -> (xilinx LUTs, SRL16E, FFs).
+PREVIOUS = {"8x8x64": (12283, 403, 15744), "8x8x64a1": (8721, 363, 11321), "8x4x128": (10479, 171, 13208),
+            "16x16x64": (40888, 1444, 51834), "4x4x64": (3702, 122, 5474)}
+#: hw/ commits of the PREVIOUS figures (a row measured on one of them is the previous design itself).
+PREVIOUS_DESIGNS = ("8d5693d", "b995f64")
+#: What each step of that saving bought at 8x8x64, measured with a hierarchical `synth_xilinx` (no
+#: -flatten, `stat` per submodule; the flattened totals are in the table).
+STEPS = [
+    "drain row select as kept 4:1 multiplexer nodes: 5 LUT6 per bit of the 16:1 (row, bank) select "
+    "(was 6 under -flatten: a case statement), H and P rows: -1,104 LUTs flattened",
+    "drain adders: rho +- (Q << b_pm1) and 2 offset +- (P << a_pm1) each one subtractor with the shift and "
+    "sign in its LUTs (was two adders and a multiplexer), and the H << g shift folded into the final "
+    "subtractor (was a register stage of multiplexers); the H delay chain kept out of shift-register LUTs by "
+    "a valid-gated flip-flop reset: drain 2,332 -> 1,681 LUTs (hierarchical); with the row select, "
+    "12,283 + 403 SRL16E -> 10,864 + 403 flattened",
+    "popcount trees registered every 2 levels (`TREE_REGISTER_EVERY`), the counts delayed to the unchanged "
+    "`pipe` by valid-gated stages: PE tree 95 LUTs + 5 SRL16E -> 93 LUTs, row/column trees 71 + 5 -> 71; "
+    "403 SRL16E -> 3, FFs 15,732 -> 13,524",
+    "row/column enables on the last count-delay stage's flip-flop reset instead of a multiplexer in front "
+    "of the P and Q accumulators: -110 LUTs",
+]
 HEADER = ["config", "design", "lane-bits", "PE acc bits", "row counts", "xilinx LUTs", "SRL16E", "LUT6 / lane-bit", "goal <= 1.5",
-          "before: LUT6 / lane-bit", "FFs", "CARRY4", "MUXF7+F8", "tree alone LUT6 / lane-bit",
+          "previous: LUT6 / lane-bit", "before redesign: LUT6 / lane-bit", "FFs", "previous FFs", "RAM32M", "CARRY4", "MUXF7+F8", "tree alone LUT6 / lane-bit",
           "other LUTs per PE", "ECP5 LUT4", "ECP5 CCU2C", "ECP5 FFs", "yosys xilinx s"]
 
 
@@ -88,12 +111,14 @@ def popcount_tree(lanes: int) -> dict:
     """Xilinx counts of the PE's xor-popcount tree alone, as the MAC array instantiates it."""
     from amaranth.back import verilog
 
+    from bitaccel.hw.mac_array import TREE_REGISTER_EVERY
     from bitaccel.hw.popcount import XNOR_GROUP, XorPopcount
 
     with tempfile.TemporaryDirectory(prefix="bitaccel-bench-") as tmp:
         path = os.path.join(tmp, "xor_popcount.v")
+        tree = XorPopcount(lanes, group=XNOR_GROUP, register_every=TREE_REGISTER_EVERY)
         with open(path, "w") as f:
-            f.write(verilog.convert(XorPopcount(lanes, group=XNOR_GROUP), name="xor_popcount", emit_src=False))
+            f.write(verilog.convert(tree, name="xor_popcount", emit_src=False))
         return synthesize_verilog(path, "xor_popcount", "xilinx")
 
 
@@ -141,11 +166,14 @@ def table_rows(results: list[dict]) -> list[list[str]]:
         x, e = row["xilinx"], row.get("ecp5")
         per_bit = lut_sites(x) / row["lane_bits"]
         before = BEFORE.get(name(row["config"]))
+        prev = None if row.get("design", "-").startswith(PREVIOUS_DESIGNS) else PREVIOUS.get(name(row["config"]))
         rows.append([name(row["config"]), row.get("design", "-"), str(row["lane_bits"]), str(row["pe_width"]),
                      "yes" if row["row_counts"] else "no", str(x["luts"]),
                      str(sum(x["cells"].get(c, 0) for c in SRL_CELLS)), f"{per_bit:.2f}",
                      "yes" if per_bit <= GOAL_LUT6_PER_LANE_BIT else "no",
-                     f"{before[0] / row['lane_bits']:.2f}" if before else "-", str(x["ffs"]), str(x["carry"]),
+                     f"{(prev[0] + prev[1]) / row['lane_bits']:.2f}" if prev else "-",
+                     f"{before[0] / row['lane_bits']:.2f}" if before else "-", str(x["ffs"]),
+                     str(prev[2]) if prev else "-", str(x["cells"].get("RAM32M", 0)), str(x["carry"]),
                      str(x["cells"].get("MUXF7", 0) + x["cells"].get("MUXF8", 0)), f"{row['tree_per_bit']:.2f}",
                      f"{row['other_per_pe']:.0f}", str(e["luts"]) if e else "-", str(e["carry"]) if e else "-",
                      str(e["ffs"]) if e else "-", f"{x['synth_s']:.0f}"])
@@ -171,12 +199,16 @@ def section(results: list[dict], command: str) -> str:
         "shift-register LUTs Yosys infers from the register chains of the popcount trees' pass-through bits and the "
         "control delay line (each takes a LUT6 site, so they are counted in LUT6 / lane-bit = (LUTs + SRL16E) / "
         f"(R*C*L)); MUXF7/F8 and CARRY4 are not LUTs; goal <= {GOAL_LUT6_PER_LANE_BIT} at 8x8x64. "
-        "'before' = the previous array (docs/RESULTS.md at commit 7297498, same flow: 16,250 LUTs at 8x8x64, "
-        "without a drain). 'tree alone': the PE's `XorPopcount(L)` synthesized by itself; 'other LUTs per PE' = "
+        "'previous' = this array before the drain and tree-register savings listed below (hw/ at 8d5693d, "
+        "docs/RESULTS.md of 2026-11-29T08:53, same flow: (LUTs + SRL16E) / lane-bits); 'before redesign' = the "
+        "array before the count-and-accumulate redesign (docs/RESULTS.md at commit 7297498, same flow: 16,250 LUTs "
+        "at 8x8x64, without a drain). 'RAM32M' = LUT-RAM cells of the output FIFO (each takes 4 LUT sites, "
+        "counted in neither column: +0.03 / lane-bit at 8x8x64, the same FIFO before). 'tree alone': the PE's `XorPopcount(L)` synthesized by itself; 'other LUTs per PE' = "
         "(array LUTs - R*C * tree LUTs) / (R*C): the accumulator, the drain registers' share of the row "
         "multiplexers and drain adders, and each PE's share of the row/column counts. ECP5: `synth_ecp5` and the "
         "same merge, LUT4 (CCU2C carry cells separate; each occupies two LUT4 sites).", "",
-        markdown_table(results), ""]
+        markdown_table(results), "",
+        "What each step bought (8x8x64):", ""] + [f"{i}. {step}" for i, step in enumerate(STEPS, 1)] + [""]
     for row in results:
         q = row.get("ecp5", {}).get("pnr")
         if q:
