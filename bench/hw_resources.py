@@ -60,21 +60,22 @@ PREVIOUS = {"8x8x64": (12283, 403, 15744), "8x8x64a1": (8721, 363, 11321), "8x4x
             "16x16x64": (40888, 1444, 51834), "4x4x64": (3702, 122, 5474)}
 #: hw/ commits of the PREVIOUS figures (a row measured on one of them is the previous design itself).
 PREVIOUS_DESIGNS = ("8d5693d", "b995f64")
-#: What each step of that saving bought at 8x8x64, measured with a hierarchical `synth_xilinx` (no
-#: -flatten, `stat` per submodule; the flattened totals are in the table).
+#: What each step of that saving bought at 8x8x64: module figures from a hierarchical `synth_xilinx` (no
+#: -flatten, `stat` per submodule, LUTs traced to the registers they feed), totals from the flattened flow.
 STEPS = [
-    "drain row select as kept 4:1 multiplexer nodes: 5 LUT6 per bit of the 16:1 (row, bank) select "
-    "(was 6 under -flatten: a case statement), H and P rows: -1,104 LUTs flattened",
-    "drain adders: rho +- (Q << b_pm1) and 2 offset +- (P << a_pm1) each one subtractor with the shift and "
-    "sign in its LUTs (was two adders and a multiplexer), and the H << g shift folded into the final "
-    "subtractor (was a register stage of multiplexers); the H delay chain kept out of shift-register LUTs by "
-    "a valid-gated flip-flop reset: drain 2,332 -> 1,681 LUTs (hierarchical); with the row select, "
-    "12,283 + 403 SRL16E -> 10,864 + 403 flattened",
-    "popcount trees registered every 2 levels (`TREE_REGISTER_EVERY`), the counts delayed to the unchanged "
-    "`pipe` by valid-gated stages: PE tree 95 LUTs + 5 SRL16E -> 93 LUTs, row/column trees 71 + 5 -> 71; "
-    "403 SRL16E -> 3, FFs 15,732 -> 13,524",
+    "drain (commit f93305e): the (row, bank) select of the H and P rows as kept 4:1 multiplexer nodes, 5 LUT6 "
+    "per bit of the 16:1 select (a case statement before: 1,104 + 138 LUTs for the H and P rows, 6 per bit; "
+    "920 + 115 now); rho +- (Q << b_pm1) and 2 offset +- (P << a_pm1) each one subtractor "
+    "with the shift and sign in its LUTs (two adders and a multiplexer before); the H << g shift folded into "
+    "the final subtractor (a register stage of 185 LUTs before), its H delay chain kept out of "
+    "shift-register LUTs by a valid-gated flip-flop reset. Drain (hierarchical top module) 2,332 -> 1,681 "
+    "LUTs; flattened array 12,283 LUTs + 403 SRL16E -> 10,864 + 403",
+    "popcount trees registered every 2 levels, `TREE_REGISTER_EVERY` (commit 40e9f9b), the counts delayed to "
+    "the unchanged `pipe` by valid-gated stages: PE tree 95 LUTs + 5 SRL16E -> 93 LUTs, row/column trees "
+    "71 + 5 -> 71; flattened array 10,864 + 403 SRL16E -> 10,743 + 3, FFs 15,732 -> 13,524",
     "row/column enables on the last count-delay stage's flip-flop reset instead of a multiplexer in front "
-    "of the P and Q accumulators: -110 LUTs",
+    "of the P and Q accumulators (commit 77dd7d2): -110 LUTs (hierarchical), and the drain's row-index "
+    "chain valid-gated (a83c9ee): the last 3 SRL16E",
 ]
 HEADER = ["config", "design", "lane-bits", "PE acc bits", "row counts", "xilinx LUTs", "SRL16E", "LUT6 / lane-bit", "goal <= 1.5",
           "previous: LUT6 / lane-bit", "before redesign: LUT6 / lane-bit", "FFs", "previous FFs", "RAM32M", "CARRY4", "MUXF7+F8", "tree alone LUT6 / lane-bit",
