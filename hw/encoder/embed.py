@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from bitaccel.hw.spec.isa import Op, embed_beat
 
 from .layouts import instruction_layout
-from .ports import BUS_BITS, rd_signatures, request_read, res_signatures, trace_signatures, write_element
+from .ports import BUS_BITS, rd_signatures, request_read, res_signatures, trace_signatures, write_element, write_lanes
 from .regs import ERR_TOKEN
 
 __all__ = ["EmbedExec"]
@@ -188,12 +188,8 @@ class EmbedExec(wiring.Component):
                 # E elements (wide) or one a cycle; the type word is consumed with its fourth element
                 go = self.rd_data.valid & (~ins.tap | self.trace_values.ready)
                 word_end = lane + step == 4
-                with m.If(wide):                     # E lanes of one residual word: the group at (row_base + i) mod V
-                    lv = (V - 1).bit_length()
-                    addr = row_base + i
-                    m.d.comb += [self.res_w_addr.eq(addr >> lv),
-                                 self.res_w_en.eq(Mux(go, Const((1 << E) - 1, V) << addr[:lv], 0))]
-                    m.d.comb += [self.res_w_data[j].eq(sat[j % E]) for j in range(V)]
+                with m.If(wide):                     # E lanes of one residual word
+                    write_lanes(m, self.res_w_addr, self.res_w_data, self.res_w_en, row_base + i, sat, go)
                 with m.Else():
                     write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, row_base + i, sat[0], go)
                 m.d.comb += [

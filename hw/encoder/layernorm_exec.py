@@ -25,7 +25,7 @@ load (1 + 2H bus beats). `sim.program_cycles.layernorm_busy` models the phases e
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,7 +38,7 @@ from bitaccel.hw.table import gather_row
 
 from .layouts import instruction_layout
 from .ports import (fits_signed, fits_unsigned, rd_signatures, read_element, request_read, res_signatures,
-                    trace_signatures, write_element)
+                    trace_signatures, write_element, write_lanes)
 from .regs import ERR_FRAMING, ERR_RANGE
 
 __all__ = ["LayerNormExec"]
@@ -102,7 +102,6 @@ class LayerNormExec(wiring.Component):
         wide = Signal()
         m.d.comb += wide.eq(~tap & ((H | ins.src | ins.res | ins.dst | ins.sum_dst) & (V - 1) == 0))
         step = Mux(wide, V, 1)                   # values a cycle
-        all_lanes = Const((1 << V) - 1, V)
 
         def read(addr, beats):
             request_read(m, self.rd_cmd, addr, beats)
@@ -116,8 +115,7 @@ class LayerNormExec(wiring.Component):
 
         def write_word(addr, values, en):
             """A whole residual word at flat address `addr` (a multiple of V)."""
-            m.d.comb += [self.res_w_addr.eq(addr >> lv), self.res_w_en.eq(Mux(en, all_lanes, 0))]
-            m.d.comb += [self.res_w_data[i].eq(values[i]) for i in range(V)]
+            write_lanes(m, self.res_w_addr, self.res_w_data, self.res_w_en, addr, [values[i] for i in range(V)], en)
 
         feed_row, out_row = Signal(DIM_BITS), Signal(DIM_BITS)     # the rows FEED and OUT work on
         off_shape = range(self.res_words + (1 << DIM_BITS) + 1)

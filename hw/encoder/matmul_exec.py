@@ -66,7 +66,7 @@ from bitaccel.hw.table import gather_row
 from bitaccel.hw.threshold import ThresholdUnit
 
 from .layouts import instruction_layout
-from .ports import rd_signatures, request_read, res_signatures, trace_signatures, write_element
+from .ports import rd_signatures, request_read, res_signatures, trace_signatures, write_element, write_lanes
 from .regs import ERR_RANGE
 
 __all__ = ["MatmulExec"]
@@ -577,9 +577,9 @@ class MatmulExec(wiring.Component):
             self.scr_w_en.eq(Mux(scr_write, Mux(wide, ncols_mask << head.addr[:lw], Const(1, W) << head.addr[:lw]), 0)),
         ]
 
-        with m.If(res_wide):
-            m.d.comb += [self.res_w_addr.eq(head.addr >> (V - 1).bit_length()), self.res_w_en.eq(ncols_mask)]
-            m.d.comb += [self.res_w_data[i].eq(req.out.payload.value[i]) for i in range(V)]
+        with m.If(res_wide):                   # C = V values: the whole word, the beat's columns enabled
+            write_lanes(m, self.res_w_addr, self.res_w_data, self.res_w_en, head.addr,
+                        [req.out.payload.value[i] for i in range(V)], 1, valid=ncols_mask)
         with m.Else():
             write_element(m, self.res_w_addr, self.res_w_data, self.res_w_en, head.addr, req_val, res_write)
 

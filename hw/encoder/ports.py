@@ -10,8 +10,8 @@ from bitaccel.golden.formats import RESIDUAL_BITS
 
 from .trace import trace_start_layout
 
-__all__ = ["BUS_BITS", "rd_signatures", "trace_signatures", "res_signatures", "request_read", "read_lanes", "read_element",
-           "write_element", "fits_signed", "fits_unsigned"]
+__all__ = ["BUS_BITS", "rd_signatures", "trace_signatures", "res_signatures", "request_read", "read_lanes",
+           "read_element", "write_lanes", "write_element", "fits_signed", "fits_unsigned"]
 
 #: The AXI data width every execute unit reads (bits per beat).
 BUS_BITS = 64
@@ -70,14 +70,21 @@ def read_element(m: Module, addr_port, data_port, addr, name: str):
     return read_lanes(m, addr_port, data_port, addr, 1, name)[1]
 
 
+def write_lanes(m: Module, addr_port, data_port, en_port, addr, values: list, en, valid=None) -> None:
+    """Write k = len(`values`) values at flat addresses `addr` .. `addr` + k - 1 this cycle when `en` (comb):
+    k divides the word's V lanes and `addr` is a multiple of k, so they are lanes addr mod V .. of one
+    word (every k-lane group of the data carries them; the enables pick theirs). `valid`: a k-bit
+    mask of the values to write (default all)."""
+    lanes, k = data_port.shape().length, len(values)
+    shift = (lanes - 1).bit_length()
+    mask = Const((1 << k) - 1, k) if valid is None else valid
+    m.d.comb += [addr_port.eq(addr >> shift), en_port.eq(Mux(en, mask << addr[:shift], 0))]
+    m.d.comb += [data_port[i].eq(values[i % k]) for i in range(lanes)]
+
+
 def write_element(m: Module, addr_port, data_port, en_port, addr, value, en) -> None:
     """Write one value at flat address `addr` this cycle when `en` (comb): its word, its lane's enable."""
-    lanes = data_port.shape().length
-    shift = (lanes - 1).bit_length()
-    m.d.comb += [addr_port.eq(addr >> shift),
-                 en_port.eq(Mux(en, Const(1, lanes) << addr[:shift], 0))]
-    for i in range(lanes):
-        m.d.comb += data_port[i].eq(value)
+    write_lanes(m, addr_port, data_port, en_port, addr, [value], en)
 
 
 def request_read(m: Module, rd_cmd, addr, beats) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from bitaccel.hw.params import HwParams
 from bitaccel.hw.spec.isa import Layout
 
-__all__ = ["ACT_ROLES", "RES_ROLES", "score_lanes", "residual_lanes", "quant_lanes", "pack_words", "unpack_words", "pad_rows", "act_tensor_words", "plan_buffers", "buffer_words"]
+__all__ = ["ACT_ROLES", "RES_ROLES", "score_lanes", "residual_lanes", "quant_lanes", "pack_words", "unpack_words",
+           "pad_rows", "act_tensor_words", "plan_buffers", "buffer_words"]
 
 
 def _ceil(a: int, b: int) -> int:
@@ -52,8 +53,8 @@ def score_lanes(params: HwParams) -> int:
 def residual_lanes(params: HwParams) -> int:
     """V, the signed 16-bit residual values per physical word of the residual buffer.
 
-    The largest power of two <= C: a RESIDUAL drain beat of C = V values is one word, and the
-    LayerNorm and QUANT units take V values a cycle. The buffer stays addressed per element
+    The largest power of two <= C: a RESIDUAL drain beat of C = V values is one word, the
+    LayerNorm unit takes a word a cycle and QUANT two (`quant_lanes`). The buffer stays addressed per element
     (flat address a: word a div V, lane a mod V); element-serial writers use lane enables.
     """
     return 1 << (params.cols.bit_length() - 1)
