@@ -19,17 +19,8 @@ final carry-propagate adder of the two rows gives the count. A register follows 
 ``latency`` = ``ceil(levels / register_every)`` with levels counted by `tree_levels` (the
 same plan the builder follows). The components have no enable port (wrap them in
 `amaranth.hdl.EnableInserter` to stall) and no reset (pure datapath: registers are reset-less).
-
-``plan="gpc"`` replaces the compressor levels by a searched plan (`gpc_plan`) of generalized
-parallel counters, each one LUT6 per output bit: 6:3 and 5:3 / 4:3 / 3:2 counters in one column,
-and (1,5;3), (1,4;3), (2,3;3) counters that also take 1 or 2 bits of the next column; the plan
-with the fewest LUTs (counter outputs plus the final adder's bits) in at most as many levels as
-the column rule (so its latency is never longer). Measured on `XorPopcount(64,
-register_every=2)`: 88 LUT6 against 93 with the column rule.
 """
 from __future__ import annotations
-
-import functools
 
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
@@ -42,8 +33,7 @@ POPCOUNT_GROUP = 6
 #: Default first-level group of `XorPopcount`: 3 lanes = 6 inputs -> 2-bit count.
 XNOR_GROUP = 3
 
-__all__ = ["POPCOUNT_GROUP", "XNOR_GROUP", "Popcount", "XorPopcount", "gpc_levels", "gpc_plan", "tree_cost",
-           "tree_levels", "tree_latency"]
+__all__ = ["POPCOUNT_GROUP", "XNOR_GROUP", "Popcount", "XorPopcount", "tree_cost", "tree_levels", "tree_latency"]
 
 
 def _column_ops(height: int) -> tuple[list[int], int]:
@@ -118,117 +108,23 @@ def tree_cost(width: int, group: int) -> tuple[int, int]:
     return fa, regs
 
 
-def tree_latency(width: int, group: int, register_every: int = 1, plan: str = "column") -> int:
+def tree_latency(width: int, group: int, register_every: int = 1) -> int:
     """Cycles of a popcount tree (registers after every `register_every` levels and after the last)."""
-    levels = tree_levels(width, group) if plan == "column" else gpc_levels(width, group)
-    return -(-levels // register_every)
-
-
-#: Counters of a GPC plan besides 6:3: (bits taken from column j, from column j + 1); each has
-#: bit_length(n0 + 2 n1) output bits (columns j, j + 1, ...), one LUT6 each.
-_GPC_EXTRA = ((5, 1), (3, 2), (4, 1), (5, 0), (4, 0), (3, 0))
-
-
-def _gpc_options(heights: tuple) -> dict:
-    """Next-level heights -> (LUTs, counters [(column, n0, n1)]) of one GPC level (the cheapest per result).
-
-    Per column: as many 6:3 counters as fit, or one fewer, then the rest passed or given to one
-    counter of `_GPC_EXTRA` (which may take bits of the next column)."""
-    h = list(heights) + [0, 0, 0]
-    results: dict = {}
-
-    def rec(j, avail, out, cost, ctrs):
-        if j == len(h):
-            t = list(out)
-            while t and t[-1] == 0:
-                t.pop()
-            if tuple(t) not in results or results[tuple(t)][0] > cost:
-                results[tuple(t)] = (cost, tuple(ctrs))
-            return
-        n6max = avail[j] // 6
-        for n6 in sorted({n6max, max(n6max - 1, 0)}):
-            rest = avail[j] - 6 * n6
-            base = list(out)
-            for k in range(3):
-                base[j + k] += n6
-            done = ctrs + [(j, 6, 0)] * n6
-            passed = list(base)
-            passed[j] += rest
-            rec(j + 1, avail, passed, cost + 3 * n6, done)
-            for n0, n1 in _GPC_EXTRA:
-                if n0 > rest or avail[j + 1] < n1:
-                    continue
-                nout = (n0 + 2 * n1).bit_length()
-                nxt = list(base)
-                nxt[j] += rest - n0
-                for k in range(nout):
-                    nxt[j + k] += 1
-                left = list(avail)
-                left[j + 1] -= n1
-                rec(j + 1, left, nxt, cost + 3 * n6 + nout, done + [(j, n0, n1)])
-
-    rec(0, h, [0] * (len(h) + 3), 0, [])
-    return results
-
-
-def _final_luts(heights: tuple) -> int:
-    """LUTs of the final two-row adder: one per bit from the lowest two-bit column up (0 if none)."""
-    low = next((j for j, n in enumerate(heights) if n == 2), None)
-    return 0 if low is None else len(heights) - low
-
-
-@functools.lru_cache(maxsize=None)
-def _gpc_search(heights: tuple, levels: int) -> tuple:
-    """(LUTs, [(counters, next heights)] per level) of the cheapest plan in at most `levels` levels."""
-    if max(heights, default=0) <= 2:
-        return _final_luts(heights), ()
-    if levels == 0:
-        return None, ()
-    best, best_path = None, ()
-    for nxt, (cost, ctrs) in _gpc_options(heights).items():
-        if sum(nxt) >= sum(heights):
-            continue
-        sub, path = _gpc_search(nxt, levels - 1)
-        if sub is not None and (best is None or cost + sub < best):
-            best, best_path = cost + sub, ((ctrs, nxt),) + path
-    return best, best_path
-
-
-@functools.lru_cache(maxsize=None)
-def gpc_plan(width: int, group: int) -> tuple:
-    """Compressor levels of the GPC plan: per level, the counters (column, n0, n1) and the heights after it."""
-    heights = _first_heights(width, group)
-    limit = 0
-    while max(heights) > 2:
-        heights = _level_heights(heights)
-        limit += 1
-    cost, path = _gpc_search(tuple(_first_heights(width, group)), limit)
-    assert cost is not None      # the column rule's own plan is in the search space
-    return path
-
-
-def gpc_levels(width: int, group: int) -> int:
-    """Levels of the GPC-planned tree (level 1, the compressor levels, the final adder when two rows are left)."""
-    path = gpc_plan(width, group)
-    final = path[-1][1] if path else tuple(_first_heights(width, group))
-    return 1 + len(path) + (1 if max(final) == 2 else 0)
+    return -(-tree_levels(width, group) // register_every)
 
 
 class _CountTree(wiring.Component):
     """Shared builder: level-1 group counts, then a registered binary adder tree."""
 
-    def __init__(self, width: int, group: int, register_every: int, signature, plan: str = "column"):
+    def __init__(self, width: int, group: int, register_every: int, signature):
         try:
             self._width = require_int("width", width, 1)
             self._group = require_int("group", group, 1)
             self._register_every = require_int("register_every", register_every, 1)
-            if plan not in ("column", "gpc"):
-                raise ValueError(f"plan must be 'column' or 'gpc', not {plan!r}")
         except (TypeError, ValueError):
             self._MustUse__silence = True   # a rejected instance is not an "unused elaboratable"
             raise
-        self._plan = plan
-        self._levels = tree_levels(width, group) if plan == "column" else gpc_levels(width, group)
+        self._levels = tree_levels(width, group)
         super().__init__(signature(width))
 
     @property
@@ -244,7 +140,7 @@ class _CountTree(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from an input to its count on `count` (>= 1: the output is registered)."""
-        return tree_latency(self._width, self._group, self._register_every, self._plan)
+        return tree_latency(self._width, self._group, self._register_every)
 
     def _lane_bits(self, m: Module) -> list:
         """The `width` single-bit values to count (subclasses may fold logic into them)."""
@@ -284,28 +180,6 @@ class _CountTree(wiring.Component):
             for j in range(width):
                 columns[j].append(cnt[j])
         columns = [stage(col, f"l1_w{j}") for j, col in enumerate(columns)]
-
-        # GPC plan: the searched counters, level by level
-        for ctrs, heights in (gpc_plan(self._width, g) if self._plan == "gpc" else ()):
-            level += 1
-            left = [list(col) for col in columns] + [[], [], []]
-            nxt = [[] for _ in left]
-            for i, (j, n0, n1) in enumerate(ctrs):
-                low = [left[j].pop(0) for _ in range(n0)]
-                high = [left[j + 1].pop(0) for _ in range(n1)]
-                value = sum(low[1:], low[0])
-                if high:
-                    value = value + (sum(high[1:], high[0]) << 1)
-                c = Signal((n0 + 2 * n1).bit_length(), name=f"c{n0}_{n1}_l{level}_w{j}_{i}")
-                m.d.comb += c.eq(value)
-                for t in range(len(c)):
-                    nxt[j + t].append(c[t])
-            for j, col in enumerate(left):
-                nxt[j].extend(col)
-            while nxt and not nxt[-1]:
-                nxt.pop()
-            assert tuple(len(col) for col in nxt) == heights
-            columns = [stage(col, f"l{level}_w{j}") for j, col in enumerate(nxt)]
 
         # compressor levels: 6:3 counters, then full adders, until every column has <= 2 bits
         while max(len(col) for col in columns) > 2:
@@ -380,8 +254,6 @@ class Popcount(_CountTree):
         Bits counted by each first-level node (6 fills a LUT6: 6 inputs -> 3-bit count).
     register_every : int
         Register after every this many adder levels (the last level is always registered).
-    plan : str
-        "column" (the column rule, `tree_levels`) or "gpc" (`gpc_plan`: fewer LUTs, never more levels).
 
     Members
     -------
@@ -391,8 +263,8 @@ class Popcount(_CountTree):
         Number of one bits, ``latency`` cycles after `bits`.
     """
 
-    def __init__(self, width: int, *, group: int = POPCOUNT_GROUP, register_every: int = 1, plan: str = "column"):
-        super().__init__(width, group, register_every, lambda w: {"bits": In(w), "count": Out(range(w + 1))}, plan)
+    def __init__(self, width: int, *, group: int = POPCOUNT_GROUP, register_every: int = 1):
+        super().__init__(width, group, register_every, lambda w: {"bits": In(w), "count": Out(range(w + 1))})
 
     def _lane_bits(self, m):
         return [self.bits[i] for i in range(self.width)]
@@ -409,8 +281,6 @@ class XorPopcount(_CountTree):
         Lanes per first-level node (3 fills a LUT6: a0, b0, a1, b1, a2, b2 -> 2-bit count).
     register_every : int
         Register after every this many adder levels (the last level is always registered).
-    plan : str
-        "column" (the column rule, `tree_levels`) or "gpc" (`gpc_plan`: fewer LUTs, never more levels).
 
     Members
     -------
@@ -420,9 +290,9 @@ class XorPopcount(_CountTree):
         Number of differing lanes, ``latency`` cycles after `a`, `b`.
     """
 
-    def __init__(self, width: int, *, group: int = XNOR_GROUP, register_every: int = 1, plan: str = "column"):
+    def __init__(self, width: int, *, group: int = XNOR_GROUP, register_every: int = 1):
         super().__init__(width, group, register_every,
-                         lambda w: {"a": In(w), "b": In(w), "count": Out(range(w + 1))}, plan)
+                         lambda w: {"a": In(w), "b": In(w), "count": Out(range(w + 1))})
 
     def _lane_bits(self, m):
         x = Signal(self.width, name="xor")
