@@ -77,6 +77,17 @@ STEPS = [
     "of the P and Q accumulators (commit 77dd7d2): -110 LUTs (hierarchical), and the drain's row-index "
     "chain valid-gated (a83c9ee): the last 3 SRL16E",
 ]
+#: Where the LUTs of 8x8x64 go now (hierarchical `synth_xilinx`, `stat` per submodule, hw/ at a83c9ee).
+WHERE = ("Where the LUTs of 8x8x64 go (hierarchical synth_xilinx of the same hw/, `stat` per submodule; "
+         "10,624 LUTs against 10,631 flattened): 64 PE xor-popcount trees 93 each (5,952); 64 PE Horner "
+         "accumulators 23 each (1,472: one LUT per bit, the carry chain's propagate with the first/step "
+         "multiplexer folded in); 16 row/column popcount trees 71 each (1,136) and their 16 accumulators (371); "
+         "the drain 1,681 (the 16:1 (row, bank) select of H, 920, and of P, 115; the column-count bank select, "
+         "184; the base and final subtractors, 194 + 192; the row term, 47; tile constants and control); the "
+         "output FIFO 12 (+ 32 RAM32M). Per PE: tree 93, accumulator 23, row/column share 24, drain share 26.")
+#: ECP5 Fmax and ASIC figures of the previous design (docs/RESULTS.md of 2026-11-29T08:53).
+PREVIOUS_FMAX = {"4x4x64": 142.6}
+PREVIOUS_ASIC = {"8x8x64": (537298, 18400, 0.190)}
 HEADER = ["config", "design", "lane-bits", "PE acc bits", "row counts", "xilinx LUTs", "SRL16E", "LUT6 / lane-bit", "goal <= 1.5",
           "previous: LUT6 / lane-bit", "before redesign: LUT6 / lane-bit", "FFs", "previous FFs", "RAM32M", "CARRY4", "MUXF7+F8", "tree alone LUT6 / lane-bit",
           "other LUTs per PE", "ECP5 LUT4", "ECP5 CCU2C", "ECP5 FFs", "yosys xilinx s"]
@@ -204,12 +215,21 @@ def section(results: list[dict], command: str) -> str:
         "docs/RESULTS.md of 2026-11-29T08:53, same flow: (LUTs + SRL16E) / lane-bits); 'before redesign' = the "
         "array before the count-and-accumulate redesign (docs/RESULTS.md at commit 7297498, same flow: 16,250 LUTs "
         "at 8x8x64, without a drain). 'RAM32M' = LUT-RAM cells of the output FIFO (each takes 4 LUT sites, "
-        "counted in neither column: +0.03 / lane-bit at 8x8x64, the same FIFO before). 'tree alone': the PE's `XorPopcount(L)` synthesized by itself; 'other LUTs per PE' = "
+        "counted in neither column: +0.03 / lane-bit at 8x8x64, the same FIFO before). 'tree alone': the PE's `XorPopcount(L)` synthesized by itself, registered as the array builds it (every "
+        "`TREE_REGISTER_EVERY` = 2 levels); 'other LUTs per PE' = "
         "(array LUTs - R*C * tree LUTs) / (R*C): the accumulator, the drain registers' share of the row "
         "multiplexers and drain adders, and each PE's share of the row/column counts. ECP5: `synth_ecp5` and the "
         "same merge, LUT4 (CCU2C carry cells separate; each occupies two LUT4 sites).", "",
         markdown_table(results), "",
-        "What each step bought (8x8x64):", ""] + [f"{i}. {step}" for i, step in enumerate(STEPS, 1)] + [""]
+        "What each step bought (8x8x64):", ""] + [f"{i}. {step}" for i, step in enumerate(STEPS, 1)] + ["", WHERE, ""]
+    for row in results:
+        if name(row["config"]) == "8x8x64":
+            per_bit = lut_sites(row["xilinx"]) / row["lane_bits"]
+            excess = lut_sites(row["xilinx"]) - GOAL_LUT6_PER_LANE_BIT * row["lane_bits"]
+            lines += [f"Goal <= {GOAL_LUT6_PER_LANE_BIT} LUT6 / lane-bit at 8x8x64: "
+                      + ("met." if excess <= 0 else f"**missed by {per_bit - GOAL_LUT6_PER_LANE_BIT:.2f}** "
+                         f"({excess:,.0f} LUT sites over {GOAL_LUT6_PER_LANE_BIT * row['lane_bits']:,.0f}); the PE "
+                         "tree and accumulator alone take 116 of the 96 LUTs per PE the goal allows."), ""]
     for row in results:
         q = row.get("ecp5", {}).get("pnr")
         if q:
@@ -217,7 +237,8 @@ def section(results: list[dict], command: str) -> str:
             lines += [f"ECP5 place and route of {name(row['config'])}: nextpnr-ecp5 --{q['device']} "
                       f"--package {q['package']} --out-of-context --freq {q['target_mhz']}, every port registered "
                       f"({q['harness_ffs']} harness FFs): **Fmax {q['fmax_mhz']:.1f} MHz** (goal >= {GOAL_FMAX_MHZ}: "
-                      f"{met}; before: 144.1 MHz at 4x4x64) ({q['pnr_s']:.0f} s).", ""]
+                      f"{met}; previous design: {PREVIOUS_FMAX.get(name(row['config']), '-')} MHz; before the "
+                      f"redesign: 144.1 MHz at 4x4x64) ({q['pnr_s']:.0f} s).", ""]
     for row in results:
         a = row.get("asic")
         if a:
@@ -226,7 +247,10 @@ def section(results: list[dict], command: str) -> str:
                       f"{a['gate_equivalents'] / row['lane_bits']:.1f} per lane-bit) and {a['ffs']:,} flip-flops; at "
                       f"45 nm (NanGate FreePDK45 Open Cell Library: NAND2_X1 {NANGATE45_UM2['NAND2_X1']} um2, DFF_X1 "
                       f"{NANGATE45_UM2['DFF_X1']} um2) about **{a['area_um2'] / 1e6:.3f} mm2** of cells (a lower bound: "
-                      "no enable multiplexers in the flip-flop area, no wiring or placement density).", ""]
+                      "no enable multiplexers in the flip-flop area, no wiring or placement density)."
+                      + (" Previous design: {:,} logic transistors, {:,} flip-flops, {:.3f} mm2.".format(
+                          *PREVIOUS_ASIC[name(row["config"])]) if name(row["config"]) in PREVIOUS_ASIC
+                         and not row.get("design", "-").startswith(PREVIOUS_DESIGNS) else ""), ""]
     return "\n".join(lines)
 
 
