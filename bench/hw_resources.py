@@ -85,6 +85,9 @@ WHERE = ("Where the LUTs of 8x8x64 go (hierarchical synth_xilinx of the same hw/
          "the drain 1,681 (the 16:1 (row, bank) select of H, 920, and of P, 115; the column-count bank select, "
          "184; the base and final subtractors, 194 + 192; the row term, 47; tile constants and control); the "
          "output FIFO 12 (+ 32 RAM32M). Per PE: tree 93, accumulator 23, row/column share 24, drain share 26.")
+#: Said under the table: the rows' 'design' commits that hold the same MAC-array sources.
+DESIGN_NOTE = ("a83c9ee, ea1f62d and 8ed2f10 hold the same MAC-array sources (hw/mac_array.py, hw/popcount.py, "
+               "hw/schedule.py, hw/params.py; the commits between them changed hw/encoder and bench/ only).")
 #: ECP5 Fmax and ASIC figures of the previous design (docs/RESULTS.md of 2026-11-29T08:53).
 PREVIOUS_FMAX = {"4x4x64": 142.6}
 PREVIOUS_ASIC = {"8x8x64": (537298, 18400, 0.190)}
@@ -220,7 +223,7 @@ def section(results: list[dict], command: str) -> str:
         "(array LUTs - R*C * tree LUTs) / (R*C): the accumulator, the drain registers' share of the row "
         "multiplexers and drain adders, and each PE's share of the row/column counts. ECP5: `synth_ecp5` and the "
         "same merge, LUT4 (CCU2C carry cells separate; each occupies two LUT4 sites).", "",
-        markdown_table(results), "",
+        markdown_table(results), "", DESIGN_NOTE, "",
         "What each step bought (8x8x64):", ""] + [f"{i}. {step}" for i, step in enumerate(STEPS, 1)] + ["", WHERE, ""]
     for row in results:
         if name(row["config"]) == "8x8x64":
