@@ -88,6 +88,12 @@ WHERE = ("Where the LUTs of 8x8x64 go (hierarchical synth_xilinx of the same hw/
 #: Said under the table: the rows' 'design' commits that hold the same MAC-array sources.
 DESIGN_NOTE = ("a83c9ee, ea1f62d and 8ed2f10 hold the same MAC-array sources (hw/mac_array.py, hw/popcount.py, "
                "hw/schedule.py, hw/params.py; the commits between them changed hw/encoder and bench/ only).")
+#: Said after the ECP5 Fmax: the critical path of that run (nextpnr's report, from the same run repeated with
+#: hw.synth.synthesize(keep_dir=...): same Fmax).
+FMAX_NOTE = ("Critical path at 4x4x64 (nextpnr's report): ctrl6.first, the Horner restart bit that fans out to every "
+             "accumulator bit, through one LUT4 into a PE accumulator's carry chain: 7.31 ns, 5.24 ns of it routing. "
+             "The accumulators and their control are unchanged by the steps above; replicating the restart/double/"
+             "valid bits per PE row would cut that fanout (not tried).")
 #: ECP5 Fmax and ASIC figures of the previous design (docs/RESULTS.md of 2026-11-29T08:53).
 PREVIOUS_FMAX = {"4x4x64": 142.6}
 PREVIOUS_ASIC = {"8x8x64": (537298, 18400, 0.190)}
@@ -242,6 +248,8 @@ def section(results: list[dict], command: str) -> str:
                       f"({q['harness_ffs']} harness FFs): **Fmax {q['fmax_mhz']:.1f} MHz** (goal >= {GOAL_FMAX_MHZ}: "
                       f"{met}; previous design: {PREVIOUS_FMAX.get(name(row['config']), '-')} MHz; before the "
                       f"redesign: 144.1 MHz at 4x4x64) ({q['pnr_s']:.0f} s).", ""]
+            if name(row["config"]) == "4x4x64" and not row.get("design", "-").startswith(PREVIOUS_DESIGNS):
+                lines += [FMAX_NOTE, ""]
     for row in results:
         a = row.get("asic")
         if a:
