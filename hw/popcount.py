@@ -87,24 +87,27 @@ def tree_levels(width: int, group: int) -> int:
     return levels + (1 if max(heights) == 2 else 0)
 
 
-def tree_cost(width: int, group: int) -> tuple[int, int]:
-    """(full-adder equivalents, register bits) of the tree `tree_levels` plans (register after every level).
+def tree_cost(width: int, group: int, register_every: int = 1) -> tuple[int, int]:
+    """(full-adder equivalents, register bits) of the tree `tree_levels` plans, registered after every
+    `register_every` levels and after the last (as `tree_latency` counts them).
 
     A counter of k inputs and m outputs is charged k - m full adders (each full adder removes
-    one bit), the final two-row adder one per bit; registers are the bits after each level.
+    one bit), the final two-row adder one per bit; registers are the bits after each registered level.
     """
     heights = _first_heights(width, group)
     fa = sum(min(group, width - s) - min(group, width - s).bit_length() for s in range(0, width, group))
-    regs = sum(heights)
+    level_bits = [sum(heights)]                  # bits after each level
     while max(heights) > 2:
         for h in heights:
             counters, _ = _column_ops(h)
             fa += sum(k - k.bit_length() for k in counters)
         heights = _level_heights(heights)
-        regs += sum(heights)
+        level_bits.append(sum(heights))
     if max(heights) == 2:
         fa += len(heights)
-        regs += (width).bit_length()
+        level_bits.append(width.bit_length())
+    last = len(level_bits) - 1
+    regs = sum(b for i, b in enumerate(level_bits) if (i + 1) % register_every == 0 or i == last)
     return fa, regs
 
 

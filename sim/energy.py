@@ -23,6 +23,7 @@ import math
 
 from bitaccel.golden.config import ModelConfig
 from bitaccel.golden.formats import GAMMA_BITS, MULT_BITS, OFFSET_BITS, RESIDUAL_BITS, RSQRT_Q, acc_max_abs
+from bitaccel.hw.mac_array import TREE_REGISTER_EVERY
 from bitaccel.hw.popcount import POPCOUNT_GROUP, XNOR_GROUP, tree_cost, tree_latency
 from bitaccel.hw.rsqrt import RsqrtUnit
 from bitaccel.hw.schedule import tile_grid
@@ -146,8 +147,9 @@ class Counts:
 
 # ----------------------------------------------------------------------------- structure costs
 def popcount_cost(width: int, group: int) -> tuple[float, int]:
-    """(full-adder bits, register bits) of one hw.popcount compressor tree of `width` inputs (hw.popcount.tree_cost)."""
-    return tree_cost(width, group)
+    """(full-adder bits, register bits) of one hw.popcount compressor tree of `width` inputs as the MAC array
+    builds it (hw.popcount.tree_cost, registered every hw.mac_array.TREE_REGISTER_EVERY levels)."""
+    return tree_cost(width, group, TREE_REGISTER_EVERY)
 
 
 # ----------------------------------------------------------------------------- per stage counts
@@ -167,7 +169,7 @@ def _array_beat_counts(cm: CycleModel, beats: float, c: Counts) -> None:
     c.add("accumulate", "PE Horner accumulate", beats * pe, pw, "fa_bit")
     c.add("accumulate", "row/column Horner accumulate", beats * n_counts, pw, "fa_bit")
     lat = arr.pipe - 1               # BinaryMacArray.pipe = 1 (input register) + aligned tree latency
-    delay_bits = (lat - tree_latency(L, XNOR_GROUP)) * L.bit_length()
+    delay_bits = (lat - tree_latency(L, XNOR_GROUP, TREE_REGISTER_EVERY)) * L.bit_length()
     per_pe_regs = xregs + delay_bits + pw                      # tree levels, align delay, accumulator
     shared_regs = (R + C) * L + n_counts * (pregs + pw)        # input words, row/col trees and accumulators
     c.add("registers", "MAC array pipeline registers", beats, per_pe_regs * pe + shared_regs, "ff_bit")
