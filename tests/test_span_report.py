@@ -69,9 +69,10 @@ def test_report_on_a_span_artifact(tmp_path, capsys):
     for key in ("cycles", "ideal_cycles", "binary_macs", "energy_pj", "instructions"):
         assert s[key] > 0, key
     assert 0 < s["utilization"] <= 1
-    # the span program is the classifier's without its pooler (QUANT + MATMUL on the [CLS] row)
-    assert s["cycles"] < c["cycles"] and s["ideal_cycles"] < c["ideal_cycles"]
-    assert s["instructions"] < c["instructions"]
+    # the span program is the classifier's without its pooler (QUANT + MATMUL on the [CLS] row); its cycles are
+    # not fewer: the last LayerNorm writes every row to the output region through the trace, one value a cycle
+    # (hw.spec.isa.wide_layernorm: a traced LayerNorm is serial), where the classifier's runs a word a cycle
+    assert s["ideal_cycles"] < c["ideal_cycles"] and s["instructions"] < c["instructions"]
 
 
 def test_report_what_if_sram_on_a_span_artifact(tmp_path, capsys):
