@@ -20,8 +20,9 @@ drain (R beats of C accumulators per tile; rows < M and columns < N only, in dra
 tile j, block i, row, column) is post-processed a beat at a time when `hw.spec.isa.wide_beats`
 holds, else one element per cycle (docs/encoder.md §4a):
 
-* SCORES: scr[dst + r*dst_width + dst_col + n] (score words of W; a wide beat is one word);
-  RESIDUAL: 16-bit requant (`RequantUnit`) into res at the same address, one element a cycle;
+* SCORES: scr[dst + r*dst_width + dst_col + n] (score words of W; a wide beat is C lanes of one
+  word); RESIDUAL: 16-bit requant (`RequantUnit`) into res at the same address (residual words of
+  V; a wide beat, C = V, is one word);
   EXT: the int32 accumulator to the trace port at ``ext_out`` (the pooler output);
 * THRESHOLD (`ThresholdUnit`) / REQUANT (`RequantUnit`): codes of channel dst_col + n written
   like `compiler.Machine.write_codes` (stored value: 1-bit as its bit, multi-bit signed as
@@ -37,7 +38,8 @@ tables at the start, channel dst_col + n at table row n div C, lane n mod C. Wit
 each element's accumulator then its post value (SCORES: the accumulator only) go to the trace
 (§6). Cycles: one beat per cycle in the array; post-processing per serial element one cycle
 without a trace, two with one (the trace port takes one value per cycle), plus one per extra
-code plane; per wide beat its trace values, then one write (scores) or one per code plane.
+code plane; per wide beat its trace values, then one write (scores, residual values) or one per
+code plane.
 Weight tiles are double-buffered: a loader
 (ceil((skip + tile bytes) / 8) bus beats per tile) fills the bank the issue stage is not
 reading, so tile j + 1 streams in while tile j is issued; a bank is free again once the array
